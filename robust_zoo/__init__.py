@@ -1,0 +1,36 @@
+"""robust_zoo: the adversarially robust ImageNet classifiers of Salman et al. (NeurIPS 2020),
+verified, pickle-free and one call away.
+
+    >>> import robust_zoo
+    >>> model = robust_zoo.load("resnet50_l2_eps3")          # inputs in [0, 1]
+    >>> robust_zoo.list_models(arch="resnet18", norm="l2")
+
+Heavy modules (torchvision, huggingface_hub, timm) are imported on first use, so
+``import robust_zoo`` costs little beyond ``import torch``.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load": "api", "list_models": "api", "get_entry": "api", "download": "api",
+    "export": "export", "list_archs": "archs", "replace_head": "archs", "get_head": "archs",
+    "load_manifest": "manifest", "Manifest": "manifest", "Entry": "manifest",
+    "RobustModel": "models", "Recipe": "recipe",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'robust_zoo' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

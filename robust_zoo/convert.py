@@ -1,0 +1,214 @@
+"""Upstream ``robustness`` checkpoints ⇄ plain torchvision state dicts.
+
+An upstream ``.ckpt`` is ``torch.save``'d ``{"model": DataParallel(AttackerModel).state_dict(),
+"epoch": ..., "optimizer": ..., "schedule": ..., "amp": ...}`` (older files: ``"state_dict"``).
+Inside ``model``::
+
+    module.normalizer.new_mean / new_std          ImageNet mean/std, shape [3, 1, 1]
+    module.model.<net keys>                        the classifier
+    module.attacker.normalize.new_mean / new_std   the same constants again
+    module.attacker.model.<net keys>               a second copy of the classifier
+
+and, for the architectures the paper code wrapped in ``DummyModel`` (densenet, mobilenet,
+shufflenet, resnext50_32x4d, vgg16_bn), one more ``model.`` level before the torchvision keys.
+Conversion reads the file with ``torch.load(weights_only=True)`` (tensors and plain containers
+only: no code runs), checks that the attacker copy equals the model copy and that the
+normalizer holds the expected mean/std, and returns the torchvision keys, checked strictly
+against the architecture.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from .archs import build, get_arch
+from .models import IMAGENET_MEAN, IMAGENET_STD
+
+TOP_LEVEL_KEYS = ("model", "state_dict")
+
+
+class CheckpointFormatError(ValueError):
+    """The file is not a checkpoint of the expected layout."""
+
+
+@dataclass
+class Converted:
+    state_dict: "OrderedDict[str, torch.Tensor]"
+    arch: str
+    wrapped: bool                       # had the DummyModel ``model.`` level
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    epoch: int | None
+    had_attacker_copy: bool
+
+
+def _expected(arch: str, num_classes: int) -> dict[str, torch.Size]:
+    # Building on the meta device costs nothing and gives the exact keys and shapes.
+    return {k: v.shape for k, v in build(arch, num_classes, device="meta").state_dict().items()}
+
+
+def _describe_mismatch(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size],
+                       arch: str, n: int = 5) -> str:
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k}: file {tuple(found[k].shape)} vs {arch} {tuple(expected[k])}"
+              for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k])]
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} keys (first: {missing[:n]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[:n]})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches (first: {shapes[:n]})")
+    return "; ".join(parts)
+
+
+def match_state_dict(sd: Mapping[str, torch.Tensor], arch: str, num_classes: int | None = None,
+                     what: str = "state dict") -> "OrderedDict[str, torch.Tensor]":
+    """``sd`` if its keys and shapes are exactly ``arch``'s, else a ValueError naming the first
+    mismatching keys. ``num_classes`` defaults to what the head in ``sd`` says."""
+    a = get_arch(arch)
+    if num_classes is None:
+        head_w = sd.get(a.head + ".weight")
+        num_classes = int(head_w.shape[0]) if head_w is not None else 1000
+    expected = _expected(a.name, num_classes)
+    problems = _describe_mismatch(sd, expected, a.name)
+    if problems:
+        raise CheckpointFormatError(f"The {what} does not fit {a.name}: {problems}. Is it "
+                                    "another architecture? `robust-zoo info NAME` shows each "
+                                    "entry's arch.")
+    return OrderedDict((k, sd[k]) for k in expected)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load`` restricted to tensors and plain containers (no code execution)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.lstrip().lower().startswith((b"<!doctype", b"<html")):
+        raise CheckpointFormatError(f"{path} is an HTML page, not a checkpoint (a login or error "
+                                    "page saved in place of the file?)")
+    if head.startswith(b"version https://git-lfs"):
+        raise CheckpointFormatError(f"{path} is a Git LFS pointer, not the checkpoint itself")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError (zip), ...
+        raise CheckpointFormatError(
+            f"{path} could not be read as a weights-only torch checkpoint ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:300]}). Files that need arbitrary code to unpickle are "
+            "refused.") from None
+    if not isinstance(obj, dict):
+        raise CheckpointFormatError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+def _split(sd: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    parts: dict[str, dict[str, torch.Tensor]] = {"normalizer": {}, "model": {},
+                                                 "attacker.normalize": {}, "attacker.model": {}}
+    other = []
+    for k, v in sd.items():
+        key = k[len("module."):] if k.startswith("module.") else k
+        for p in ("attacker.normalize.", "attacker.model.", "normalizer.", "model."):
+            if key.startswith(p):
+                parts[p[:-1]][key[len(p):]] = v
+                break
+        else:
+            other.append(k)
+    if other:
+        raise CheckpointFormatError(f"unexpected keys outside normalizer/model/attacker: {other[:5]}")
+    return parts
+
+
+def _check_normalizer(buf: Mapping[str, torch.Tensor], mean: Sequence[float],
+                      std: Sequence[float], where: str) -> None:
+    for key, want in (("new_mean", mean), ("new_std", std)):
+        if key not in buf:
+            raise CheckpointFormatError(f"{where} has no {key} buffer (found: {sorted(buf)})")
+        got = buf[key].float().flatten()
+        if got.numel() != len(want) or not torch.allclose(got, torch.tensor(want), atol=1e-6):
+            raise CheckpointFormatError(
+                f"{where}.{key} is {got.tolist()}, expected {list(want)}: these weights expect "
+                "another input normalization. Pass mean=/std= to convert them as they are.")
+
+
+def from_robustness(ckpt: Mapping[str, Any], arch: str, *, mean: Sequence[float] = IMAGENET_MEAN,
+                    std: Sequence[float] = IMAGENET_STD, source: str = "checkpoint") -> Converted:
+    """Torchvision state dict of ``arch`` from an upstream checkpoint dict (see module doc)."""
+    a = get_arch(arch)
+    key = next((k for k in TOP_LEVEL_KEYS if k in ckpt), None)
+    if key is None:
+        raise CheckpointFormatError(
+            f"{source} is not a robustness checkpoint: expected a top-level 'model' (or legacy "
+            f"'state_dict') entry holding the AttackerModel state dict, found keys "
+            f"{sorted(map(str, ckpt))[:10]}")
+    sd = ckpt[key]
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointFormatError(f"{source}[{key!r}] is not a state dict of tensors")
+    try:
+        parts = _split(sd)
+    except CheckpointFormatError as e:
+        raise CheckpointFormatError(f"{source}: {e}. Expected keys module.normalizer.*, "
+                                    "module.model.*, module.attacker.*") from None
+    net = parts["model"]
+    if not net:
+        raise CheckpointFormatError(f"{source} has no module.model.* keys (found e.g. "
+                                    f"{list(sd)[:5]})")
+    head_w = net.get(a.head + ".weight", net.get("model." + a.head + ".weight"))
+    expected = _expected(a.name, int(head_w.shape[0]) if head_w is not None else 1000)
+    wrapped = False
+    if set(net) != set(expected) and all(k.startswith("model.") for k in net):
+        net = {k[len("model."):]: v for k, v in net.items()}
+        wrapped = True
+    problems = _describe_mismatch(net, expected, a.name)
+    if problems:
+        raise CheckpointFormatError(f"{source} does not hold a {a.name}: {problems}")
+    att = parts["attacker.model"]
+    if att:
+        if wrapped:
+            att = {k[len("model."):]: v for k, v in att.items() if k.startswith("model.")}
+        if set(att) != set(net):
+            raise CheckpointFormatError(f"{source}: the attacker copy has other keys than the "
+                                        f"model ({_describe_mismatch(att, {k: v.shape for k, v in net.items()}, a.name)})")
+        for k, v in net.items():
+            if not torch.equal(att[k], v):
+                raise CheckpointFormatError(
+                    f"{source}: module.attacker.model.{k} differs from module.model.{k}; the two "
+                    "copies of an upstream checkpoint are identical, so this file was altered")
+    if parts["normalizer"]:
+        _check_normalizer(parts["normalizer"], mean, std, "module.normalizer")
+    if parts["attacker.normalize"]:
+        _check_normalizer(parts["attacker.normalize"], mean, std, "module.attacker.normalize")
+    epoch = ckpt.get("epoch")
+    return Converted(OrderedDict((k, net[k]) for k in expected), a.name, wrapped, tuple(mean),
+                     tuple(std), int(epoch) if isinstance(epoch, (int, float)) else None, bool(att))
+
+
+def to_robustness(state_dict: Mapping[str, torch.Tensor], arch: str, *,
+                  wrapped: bool | None = None, mean: Sequence[float] = IMAGENET_MEAN,
+                  std: Sequence[float] = IMAGENET_STD, epoch: int = 90,
+                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The upstream checkpoint dict for a torchvision ``state_dict`` — the exact key layout that
+    ``robustness.model_utils.make_and_restore_model`` loads (``wrapped`` defaults to how the
+    paper's files store ``arch``). Tensors of the attacker copy are separate clones, as in the
+    released files (which are twice the size of one network)."""
+    a = get_arch(arch)
+    sd = match_state_dict(state_dict, a.name)
+    wrapped = a.upstream_wrapped if wrapped is None else wrapped
+    pre = "model." if wrapped else ""
+    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    out["module.normalizer.new_mean"] = m.clone()
+    out["module.normalizer.new_std"] = s.clone()
+    for k, v in sd.items():
+        out[f"module.model.{pre}{k}"] = v.detach().clone()
+    out["module.attacker.normalize.new_mean"] = m.clone()
+    out["module.attacker.normalize.new_std"] = s.clone()
+    for k, v in sd.items():
+        out[f"module.attacker.model.{pre}{k}"] = v.detach().clone()
+    ckpt = {"model": out, "epoch": epoch, "optimizer": None, "schedule": None, "amp": None}
+    ckpt.update(extra or {})
+    return ckpt

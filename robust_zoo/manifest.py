@@ -1,0 +1,277 @@
+"""``weights_manifest.json``: the zoo as data.
+
+``{"schema_version": 1, "models": [entry, ...]}``; each entry names a checkpoint (arch, norm, ε),
+where its files live (in order of preference, each pinned by sha256 where known), the metrics it
+claims, its preprocessing and the recipe that produced it. The JSON Schema is
+``robust_zoo/schema/manifest.schema.json``; ``docs/manifest.md`` explains every field.
+
+A user manifest (``manifest=`` argument, or ``ROBUST_ZOO_MANIFEST``) has the same form; relative
+``path`` sources in it are resolved against the manifest's own folder.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .archs import get_arch, list_archs
+from .naming import check_norm, eps_close, eps_display, model_name
+
+SCHEMA_VERSION = 1
+PACKAGE_MANIFEST = Path(__file__).with_name("weights_manifest.json")
+SCHEMA_PATH = Path(__file__).parent / "schema" / "manifest.schema.json"
+FORMATS = ("safetensors", "robustness-ckpt")
+
+
+class ManifestError(ValueError):
+    """The manifest itself is malformed."""
+
+
+class UnknownModelError(KeyError):
+    """No entry matches the requested name or (arch, norm, ε)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One place a checkpoint's bytes can come from: a Hub file, a URL or a local path."""
+
+    format: str
+    sha256: str | None = None
+    size: int | None = None
+    repo_id: str | None = None
+    filename: str | None = None
+    revision: str | None = None
+    url: str | None = None
+    path: str | None = None
+
+    @property
+    def source(self) -> str:
+        return "hf" if self.repo_id else "url" if self.url else "path"
+
+    @property
+    def basename(self) -> str:
+        if self.filename:
+            return os.path.basename(self.filename)
+        if self.url:
+            return os.path.basename(self.url.split("?")[0]) or "download"
+        return os.path.basename(self.path or "")
+
+    def describe(self) -> str:
+        if self.repo_id:
+            return f"hf://{self.repo_id}@{self.revision or 'main'}/{self.filename}"
+        return self.url or str(self.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"format": self.format, "sha256": self.sha256, "size": self.size}
+        for k in ("repo_id", "filename", "revision", "url", "path"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        return d
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    arch: str
+    norm: str
+    eps: float
+    files: tuple[FileSpec, ...]
+    metrics: tuple[dict, ...] = ()
+    preprocessing: dict = field(default_factory=dict)
+    license: str | None = None
+    citation: str | None = None
+    recipe: dict = field(default_factory=dict)
+    num_classes: int = 1000
+    description: str | None = None
+    extra: dict = field(default_factory=dict)        # provenance, notes, ...
+    base_dir: Path | None = None                      # folder of the manifest it came from
+
+    # -- metadata a user reads
+    @property
+    def eps_display(self) -> str:
+        return eps_display(self.norm, self.eps)
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.preprocessing.get("mean", (0.485, 0.456, 0.406)))
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.preprocessing.get("std", (0.229, 0.224, 0.225)))
+
+    def metric(self, name: str, **match: Any) -> dict | None:
+        """The first claimed metric record called ``name`` whose fields equal ``match``."""
+        for m in self.metrics:
+            if m.get("name") == name and all(m.get(k) == v for k, v in match.items()):
+                return m
+        return None
+
+    @property
+    def clean_top1(self) -> float | None:
+        m = self.metric("clean_top1")
+        return None if m is None else m["value"]
+
+    def transforms(self, normalize: bool = False):
+        """Eval preprocessing for this checkpoint: resize, center-crop, to a [0, 1] tensor.
+
+        The models ``robust_zoo.load`` returns normalize inside; pass ``normalize=True`` for the
+        bare network (``load(..., normalize=False)``) to append the matching ``Normalize``.
+        """
+        from torchvision import transforms as T
+
+        p = self.preprocessing
+        interp = T.InterpolationMode(p.get("interpolation", "bilinear"))
+        steps = [T.Resize(p.get("resize", 256), interpolation=interp),
+                 T.CenterCrop(p.get("crop", 224)), T.ToTensor()]
+        if normalize:
+            steps.append(T.Normalize(self.mean, self.std))
+        return T.Compose(steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"name": self.name, "arch": self.arch, "norm": self.norm, "eps": self.eps,
+             "num_classes": self.num_classes, "files": [f.to_dict() for f in self.files],
+             "metrics": list(self.metrics), "preprocessing": self.preprocessing,
+             "license": self.license, "citation": self.citation, "recipe": self.recipe}
+        if self.description:
+            d["description"] = self.description
+        d.update(self.extra)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], base_dir: Path | None = None) -> "Entry":
+        known = {"name", "arch", "norm", "eps", "files", "metrics", "preprocessing", "license",
+                 "citation", "recipe", "num_classes", "description"}
+        where = f"manifest entry {d.get('name', '?')!r}"
+        for k in ("name", "arch", "norm", "eps", "files"):
+            if k not in d:
+                raise ManifestError(f"{where} has no {k!r} field")
+        try:
+            get_arch(d["arch"])
+            norm = check_norm(d["norm"])
+        except ValueError as e:
+            raise ManifestError(f"{where}: {e}") from None
+        if not d["files"]:
+            raise ManifestError(f"{where} lists no files")
+        files = []
+        for f in d["files"]:
+            if f.get("format") not in FORMATS:
+                raise ManifestError(f"{where}: file format {f.get('format')!r} is not one of {FORMATS}")
+            if sum(k in f for k in ("repo_id", "url", "path")) != 1:
+                raise ManifestError(f"{where}: each file needs exactly one of repo_id, url, path")
+            files.append(FileSpec(**{k: f.get(k) for k in FileSpec.__dataclass_fields__}))
+        return cls(name=d["name"], arch=get_arch(d["arch"]).name, norm=norm, eps=float(d["eps"]),
+                   files=tuple(files), metrics=tuple(d.get("metrics", ())),
+                   preprocessing=dict(d.get("preprocessing", {})), license=d.get("license"),
+                   citation=d.get("citation"), recipe=dict(d.get("recipe") or {}),
+                   num_classes=int(d.get("num_classes", 1000)), description=d.get("description"),
+                   extra={k: v for k, v in d.items() if k not in known}, base_dir=base_dir)
+
+
+class Manifest:
+    def __init__(self, entries: Iterable[Entry], path: Path | None = None):
+        self.path = path
+        self._entries: dict[str, Entry] = {}
+        for e in entries:
+            if e.name in self._entries:
+                raise ManifestError(f"{path or 'manifest'}: duplicate model name {e.name!r}")
+            self._entries[e.name] = e
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> Entry:
+        if name in self._entries:
+            return self._entries[name]
+        close = difflib.get_close_matches(name, self._entries, n=5, cutoff=0.6)
+        hint = (f" Closest names: {', '.join(close)}." if close else
+                " Run `robust-zoo list` or robust_zoo.list_models() for all names.")
+        src = f" in {self.path}" if self.path else ""
+        raise UnknownModelError(f"No model named {name!r}{src}.{hint}")
+
+    def filter(self, arch: str | None = None, norm: str | None = None,
+               eps: float | None = None) -> list[Entry]:
+        arch = get_arch(arch).name if arch else None
+        norm = check_norm(norm) if norm else None
+        return [e for e in self if (arch is None or e.arch == arch)
+                and (norm is None or e.norm == norm)
+                and (eps is None or eps_close(e.eps, eps))]
+
+    def find(self, arch: str, norm: str, eps: float) -> Entry:
+        """The entry for (arch, norm, ε); prefers the canonical name when several match."""
+        hits = self.filter(arch, norm, eps)
+        if hits:
+            canonical = model_name(get_arch(arch).name, norm, eps)
+            return next((e for e in hits if e.name == canonical), hits[0])
+        same = self.filter(arch, norm)
+        if not same:
+            have = sorted({e.norm for e in self.filter(arch)})
+            raise UnknownModelError(
+                f"No {check_norm(norm)} models for {arch}. Norms available for it: "
+                f"{', '.join(have) or 'none'}; architectures: {', '.join(list_archs())}.")
+        vals = ", ".join(e.eps_display for e in sorted(same, key=lambda e: e.eps))
+        raise UnknownModelError(
+            f"No {arch} {check_norm(norm)} model with eps={eps:g}"
+            f"{' (= %g/255)' % (eps * 255) if check_norm(norm) == 'linf' else ''}. "
+            f"ε values that exist: {vals}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "models": [e.to_dict() for e in self]}
+
+    def write(self, path: str | os.PathLike) -> None:
+        from .io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def parse_manifest(data: dict[str, Any], path: Path | None = None) -> Manifest:
+    if not isinstance(data, dict) or "models" not in data:
+        raise ManifestError(f"{path or 'manifest'}: expected an object with 'schema_version' and "
+                            "'models'")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ManifestError(f"{path or 'manifest'}: schema_version {data.get('schema_version')!r} "
+                            f"is not supported (this robust_zoo reads {SCHEMA_VERSION})")
+    base = path.parent if path else None
+    return Manifest((Entry.from_dict(m, base) for m in data["models"]), path)
+
+
+@lru_cache(maxsize=16)
+def _load_cached(path: str, mtime_ns: int) -> Manifest:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{p} is not valid JSON: {e}") from None
+    return parse_manifest(data, p)
+
+
+def load_manifest(manifest: "str | os.PathLike | Manifest | dict | None" = None) -> Manifest:
+    """The manifest to use: an object, a dict, a path, ``$ROBUST_ZOO_MANIFEST``, or the zoo's own."""
+    if isinstance(manifest, Manifest):
+        return manifest
+    if isinstance(manifest, dict):
+        return parse_manifest(manifest)
+    path = manifest or os.environ.get("ROBUST_ZOO_MANIFEST") or PACKAGE_MANIFEST
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "weights_manifest.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"Manifest {p} does not exist (from "
+                                f"{'ROBUST_ZOO_MANIFEST' if not manifest and os.environ.get('ROBUST_ZOO_MANIFEST') else 'the manifest argument'})")
+    p = p.resolve()
+    return _load_cached(str(p), p.stat().st_mtime_ns)

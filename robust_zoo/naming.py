@@ -1,0 +1,69 @@
+"""Zoo names: ``{arch}_{norm}_eps{ε}``, with '.' written '_' and Linf ε in /255 units.
+
+``resnet50_l2_eps0_25`` is L2 ε=0.25; ``resnet50_linf_eps4`` is Linf ε=4/255. Every name is a
+valid Python identifier, so it doubles as a hubconf entry point.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+NORMS = ("l2", "linf")
+_NAME_RE = re.compile(r"^(?P<arch>[a-z0-9_]+?)_(?P<norm>l2|linf)_eps(?P<eps>\d+(?:_\d+)?)$")
+
+
+def check_norm(norm: str) -> str:
+    n = str(norm).lower().replace("-", "").replace("∞", "inf")
+    n = {"inf": "linf", "l_inf": "linf", "linf": "linf", "l2": "l2", "2": "l2"}.get(n, n)
+    if n not in NORMS:
+        raise ValueError(f"Unknown norm {norm!r}: use 'l2' or 'linf'")
+    return n
+
+
+def eps_units(norm: str, eps: float) -> float:
+    """ε in the units names use: pixels for L2, multiples of 1/255 for Linf."""
+    return eps * 255.0 if check_norm(norm) == "linf" else eps
+
+
+def eps_label(norm: str, eps: float) -> str:
+    """'3', '0_25' (L2) or '4', '0_5' (Linf, /255)."""
+    v = round(eps_units(norm, eps), 6)
+    if v < 0 or not math.isfinite(v):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+    s = f"{v:.6f}".rstrip("0").rstrip(".")
+    return s.replace(".", "_")
+
+
+def eps_display(norm: str, eps: float) -> str:
+    """Human form: '3' for L2, '4/255' for Linf."""
+    s = eps_label(norm, eps).replace("_", ".")
+    return f"{s}/255" if check_norm(norm) == "linf" and eps > 0 else s
+
+
+def model_name(arch: str, norm: str, eps: float) -> str:
+    return f"{arch}_{check_norm(norm)}_eps{eps_label(norm, eps)}"
+
+
+def parse_name(name: str) -> tuple[str, str, float]:
+    """``resnet50_linf_eps4`` → ("resnet50", "linf", 4/255)."""
+    m = _NAME_RE.match(name)
+    if not m:
+        raise ValueError(f"{name!r} is not of the form {{arch}}_{{l2|linf}}_eps{{ε}}, "
+                         "e.g. resnet50_l2_eps3 or resnet50_linf_eps4")
+    v = float(m["eps"].replace("_", "."))
+    return m["arch"], m["norm"], (v / 255.0 if m["norm"] == "linf" else v)
+
+
+def eps_close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-9)
+
+
+def upstream_filename(upstream_arch: str, norm: str, eps: float) -> str:
+    """The file name in madrylab/robust-imagenet-models: L2 as in the paper's table
+    (``resnet50_l2_eps0.25.ckpt``), Linf numerator with one decimal (``resnet50_linf_eps4.0.ckpt``),
+    standard-trained baselines ``*_eps0.ckpt``."""
+    if eps == 0:
+        return f"{upstream_arch}_{norm}_eps0.ckpt"
+    if norm == "linf":
+        return f"{upstream_arch}_linf_eps{eps * 255:.1f}.ckpt"
+    return f"{upstream_arch}_l2_eps{eps_label(norm, eps).replace('_', '.')}.ckpt"

@@ -1,0 +1,58 @@
+"""Shared fixtures: an isolated cache per test and a loopback Hugging Face Hub.
+
+``HF_ENDPOINT`` must be set before ``huggingface_hub`` is first imported (it reads its settings
+at import time), so the server starts when this file is imported.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hubserver import HubServer  # noqa: E402
+
+_SERVER = HubServer().start()
+os.environ["HF_ENDPOINT"] = _SERVER.url
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+@pytest.fixture(autouse=True)
+def isolated_caches(tmp_path, monkeypatch):
+    """Each test gets empty robust_zoo and Hugging Face caches and the default manifest."""
+    from huggingface_hub import constants
+
+    hf = tmp_path / "hf-cache"
+    rz = tmp_path / "rz-cache"
+    monkeypatch.setenv("ROBUST_ZOO_CACHE", str(rz))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hf))
+    monkeypatch.delenv("ROBUST_ZOO_MANIFEST", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return {"hf": hf, "robust_zoo": rz}
+
+
+@pytest.fixture
+def hub_server():
+    """The loopback Hub, emptied for this test."""
+    _SERVER.repos.clear()
+    _SERVER.raw.clear()
+    _SERVER.tamper.clear()
+    _SERVER.fail_after.clear()
+    _SERVER.requests.clear()
+    return _SERVER
+
+
+@pytest.fixture
+def subprocess_env(isolated_caches):
+    """Environment for child processes that must see the same server and caches."""
+    env = dict(os.environ)
+    env.update(HF_ENDPOINT=_SERVER.url, HF_HUB_CACHE=str(isolated_caches["hf"]),
+               ROBUST_ZOO_CACHE=str(isolated_caches["robust_zoo"]), HF_HUB_DISABLE_XET="1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return env

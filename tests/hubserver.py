@@ -1,0 +1,139 @@
+"""A Hugging Face Hub stand-in on 127.0.0.1 for tests.
+
+It answers what ``huggingface_hub.hf_hub_download`` asks (HEAD and GET on
+``/{org}/{repo}/resolve/{revision}/{file}`` with ``X-Repo-Commit``, ``ETag``/``X-Linked-Etag``,
+``X-Linked-Size``, ``Content-Length``; 404 + ``X-Error-Code`` for missing repos, revisions and
+files), so the real client code runs: cache layout, etags, revisions, offline mode. Plain URLs
+under ``/raw/<name>`` serve the same bytes with HTTP Range support, for the ``url`` source.
+
+Tests can make it lie (``tamper``: serve other bytes under the advertised sha256), fail
+(``fail_after``: cut a GET after N bytes) and count requests (``requests``).
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
+
+
+@dataclass
+class Repo:
+    commit: str
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+class HubServer:
+    def __init__(self) -> None:
+        self.repos: dict[str, Repo] = {}
+        self.raw: dict[str, bytes] = {}
+        self.tamper: dict[str, bytes] = {}      # "org/repo/file" -> bytes served instead
+        self.fail_after: dict[str, int] = {}    # path -> bytes to send before cutting a GET
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_HEAD(self):
+                server._handle(self, head=True)
+
+            def do_GET(self):
+                server._handle(self, head=False)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def start(self) -> "HubServer":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def add_file(self, repo_id: str, filename: str, data: bytes) -> str:
+        """Serve ``data``; returns its sha256. The repo's commit changes with its content."""
+        with self._lock:
+            repo = self.repos.setdefault(repo_id, Repo(commit=""))
+            repo.files[filename] = data
+            h = hashlib.sha1(repo_id.encode())
+            for name in sorted(repo.files):
+                h.update(name.encode() + hashlib.sha256(repo.files[name]).digest())
+            repo.commit = h.hexdigest()
+        return hashlib.sha256(data).hexdigest()
+
+    def add_raw(self, name: str, data: bytes) -> str:
+        self.raw[name] = data
+        return f"{self.url}/raw/{name}"
+
+    def count(self, method: str | None = None, contains: str = "") -> int:
+        return sum(1 for m, p in self.requests if (method is None or m == method) and contains in p)
+
+    # ------------------------------------------------------------------ request handling
+    def _send(self, h, status, headers, body=b"", head=False, cut=None):
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, str(v))
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if not head and body:
+            if cut is not None:
+                h.wfile.write(body[:cut])
+                h.wfile.flush()
+                h.close_connection = True
+                return
+            h.wfile.write(body)
+
+    def _error(self, h, code, commit=None, head=False):
+        headers = {"X-Error-Code": code, "X-Error-Message": code}
+        if commit:
+            headers["X-Repo-Commit"] = commit
+        self._send(h, 404, headers, b"" if head else code.encode(), head)
+
+    def _handle(self, h, head):
+        path = unquote(h.path.split("?")[0])
+        self.requests.append(("HEAD" if head else "GET", path))
+        if path.startswith("/raw/"):
+            return self._raw(h, path[len("/raw/"):], head)
+        parts = path.lstrip("/").split("/")
+        if len(parts) < 5 or parts[2] != "resolve":
+            return self._error(h, "RepoNotFound", head=head)
+        repo_id, rev, filename = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
+        repo = self.repos.get(repo_id)
+        if repo is None:
+            return self._error(h, "RepoNotFound", head=head)
+        if rev not in ("main", repo.commit):
+            return self._error(h, "RevisionNotFound", head=head)
+        if filename not in repo.files:
+            return self._error(h, "EntryNotFound", repo.commit, head)
+        data = repo.files[filename]
+        sha = hashlib.sha256(data).hexdigest()
+        body = self.tamper.get(f"{repo_id}/{filename}", data)
+        headers = {"X-Repo-Commit": repo.commit, "ETag": f'"{sha}"', "X-Linked-Etag": f'"{sha}"',
+                   "X-Linked-Size": len(body), "Accept-Ranges": "bytes"}
+        self._send(h, 200, headers, body, head, self.fail_after.get(path))
+
+    def _raw(self, h, name, head):
+        data = self.raw.get(name)
+        if data is None:
+            return self._send(h, 404, {}, b"not found", head)
+        rng = h.headers.get("Range")
+        cut = self.fail_after.get(f"/raw/{name}")
+        if rng and rng.startswith("bytes="):
+            start = int(rng[len("bytes="):].split("-")[0])
+            if start >= len(data):
+                return self._send(h, 416, {}, b"", head)
+            return self._send(h, 206, {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
+                              data[start:], head, cut)
+        self._send(h, 200, {"Accept-Ranges": "bytes"}, data, head, cut)
