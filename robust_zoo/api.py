@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 import warnings
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def load(name: str | None = None, *, arch: str | None = None, norm: str | None =
         sd, meta = load_state_dict(entry, verify=verify, progress=progress,
                                    local_files_only=local_files_only)
         net = build(a.name, entry.num_classes, device="meta")
-        net.load_state_dict(sd, strict=True, assign=True)
+        net.load_state_dict(_with_versions(sd, net), strict=True, assign=True)
         mean = tuple(json.loads(meta["mean"])) if "mean" in meta else mean
         std = tuple(json.loads(meta["std"])) if "std" in meta else std
     else:
@@ -78,6 +79,15 @@ def load(name: str | None = None, *, arch: str | None = None, norm: str | None =
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
+
+
+def _with_versions(sd: dict[str, torch.Tensor], net: nn.Module) -> "OrderedDict":
+    """``sd`` with the module versions of ``net`` attached. Files (safetensors, converted
+    pickles) carry no ``_metadata``, and some torchvision modules (MNASNet) refuse a state dict
+    without a version; the weights are for this very architecture, so its versions apply."""
+    out = OrderedDict(sd)
+    out._metadata = net.state_dict()._metadata  # type: ignore[attr-defined]
+    return out
 
 
 def load_state_dict(entry: Entry, *, verify: str = "auto", progress: bool = True,

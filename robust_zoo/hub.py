@@ -278,7 +278,11 @@ def _download_url(url: str, dest: Path, size: int | None, progress: bool) -> Non
                         f.write(chunk)
                         bar.update(len(chunk))
     except requests.RequestException as e:
-        raise SourceUnavailableError(f"{url} could not be downloaded: {e}") from None
+        kept = part.exists() and part.stat().st_size > 0
+        raise SourceUnavailableError(
+            f"{url} could not be downloaded: {e}"
+            + (f"; the partial file ({part.stat().st_size} bytes) is kept and resumed next time"
+               if kept else "")) from None
     if size is not None and part.stat().st_size != size:
         got = part.stat().st_size
         if got > size:

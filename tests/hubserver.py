@@ -106,6 +106,8 @@ class HubServer:
         self.requests.append(("HEAD" if head else "GET", path))
         if path.startswith("/raw/"):
             return self._raw(h, path[len("/raw/"):], head)
+        if path.startswith("/api/models/"):
+            return self._api(h, path[len("/api/models/"):].split("/"), head)
         parts = path.lstrip("/").split("/")
         if len(parts) < 5 or parts[2] != "resolve":
             return self._error(h, "RepoNotFound", head=head)
@@ -123,6 +125,26 @@ class HubServer:
         headers = {"X-Repo-Commit": repo.commit, "ETag": f'"{sha}"', "X-Linked-Etag": f'"{sha}"',
                    "X-Linked-Size": len(body), "Accept-Ranges": "bytes"}
         self._send(h, 200, headers, body, head, self.fail_after.get(path))
+
+    def _api(self, h, parts, head):
+        """``/api/models/{org}/{repo}/revision/{rev}`` and ``.../tree/{rev}`` (what HfApi's
+        model_info and list_repo_tree read)."""
+        import json
+
+        repo = self.repos.get("/".join(parts[:2]))
+        if repo is None or len(parts) < 4 or parts[3] not in ("main", repo.commit):
+            return self._error(h, "RepoNotFound" if repo is None else "RevisionNotFound", head=head)
+        if parts[2] == "revision":
+            body = {"id": "/".join(parts[:2]), "sha": repo.commit,
+                    "siblings": [{"rfilename": n} for n in sorted(repo.files)]}
+        elif parts[2] == "tree":
+            body = [{"type": "file", "path": n, "size": len(d),
+                     "oid": hashlib.sha1(d).hexdigest(),
+                     "lfs": {"oid": hashlib.sha256(d).hexdigest(), "size": len(d),
+                             "pointerSize": 134}} for n, d in sorted(repo.files.items())]
+        else:
+            return self._error(h, "RepoNotFound", head=head)
+        self._send(h, 200, {"Content-Type": "application/json"}, json.dumps(body).encode(), head)
 
     def _raw(self, h, name, head):
         data = self.raw.get(name)

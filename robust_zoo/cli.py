@@ -1,0 +1,230 @@
+"""``robust-zoo``: list | info | download | verify | convert | export | pin | quickstart."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _eps_arg(s: str) -> float:
+    """ε as a float or a fraction such as 4/255."""
+    try:
+        if "/" in s:
+            num, den = s.split("/", 1)
+            return float(num) / float(den)
+        return float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number or a fraction like 4/255") from None
+
+
+def _manifest_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", help="manifest file or folder (default: $ROBUST_ZOO_MANIFEST or "
+                   "the zoo's own)")
+
+
+def _cached(entry) -> bool:
+    from . import api, hub
+
+    try:
+        api.load_state_dict(entry, progress=False, local_files_only=True, verify="auto")
+        return True
+    except (hub.NotCachedError, hub.SourceUnavailableError, hub.IntegrityError):
+        return False
+
+
+def cmd_list(args) -> int:
+    from .manifest import load_manifest
+
+    entries = load_manifest(args.manifest).filter(args.arch, args.norm, args.eps)
+    if args.json:
+        print(json.dumps([e.name for e in entries], indent=1))
+        return 0
+    rows = [(e.name, e.arch, e.norm, e.eps_display,
+             f"{e.clean_top1:.2f}" if e.clean_top1 is not None else "-") for e in entries]
+    head = ("name", "arch", "norm", "eps", "top-1")
+    w = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    print("  ".join(h.ljust(w[i]) for i, h in enumerate(head)))
+    for r in sorted(rows):
+        print("  ".join(str(c).ljust(w[i]) for i, c in enumerate(r)))
+    print(f"{len(rows)} models")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .api import get_entry
+    from .export import model_card
+
+    entry = get_entry(args.name, manifest=args.manifest)
+    if args.json:
+        print(json.dumps(entry.to_dict(), indent=2))
+    else:
+        print(model_card(entry))
+        for f in entry.files:
+            print(f"file: {f.describe()}  format={f.format}  sha256={f.sha256 or 'unpinned'}  "
+                  f"size={f.size or '?'}")
+        print(f"cached: {'yes' if _cached(entry) else 'no'}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .api import download
+    from .manifest import load_manifest
+
+    names = load_manifest(args.manifest).names() if args.all else args.names
+    if not names:
+        print("name one or more models, or pass --all", file=sys.stderr)
+        return 2
+    for name, path in download(names, manifest=args.manifest, progress=not args.quiet).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """Re-hash every cached file of the named (default: all) entries."""
+    from . import api, hub
+    from .manifest import load_manifest
+
+    m = load_manifest(args.manifest)
+    bad = 0
+    for entry in [m.get(n) for n in args.names] if args.names else m:
+        try:
+            api.load_state_dict(entry, progress=False, local_files_only=True, verify="always")
+            status = "ok"
+        except hub.NotCachedError:
+            status = "not cached"
+        except hub.SourceUnavailableError as e:
+            status = f"unavailable ({e})"
+        except hub.IntegrityError as e:
+            status = f"MISMATCH (deleted)\n{e}"
+            bad += 1
+        if args.names or status != "not cached":
+            print(f"{entry.name}: {status}")
+    print("all cached files verified" if not bad else f"{bad} corrupted file(s) removed")
+    return 1 if bad else 0
+
+
+def cmd_convert(args) -> int:
+    from .archs import get_arch
+    from .convert import from_robustness, read_checkpoint
+    from .io import sha256_file
+    from .weights import save_weights
+
+    ckpt = Path(args.ckpt)
+    if not ckpt.is_file():
+        print(f"{ckpt} does not exist", file=sys.stderr)
+        return 2
+    source_sha = sha256_file(ckpt)
+    conv = from_robustness(read_checkpoint(ckpt), args.arch, source=str(ckpt))
+    num_classes = int(conv.state_dict[get_arch(conv.arch).head + ".weight"].shape[0])
+    save_weights(conv.state_dict, args.out, arch=conv.arch, num_classes=num_classes,
+                 mean=conv.mean, std=conv.std, source_sha256=source_sha, source_file=ckpt.name)
+    sha = sha256_file(args.out)
+    print(f"{args.out}: {conv.arch}, {num_classes} classes, "
+          f"{'DummyModel-wrapped, ' if conv.wrapped else ''}epoch {conv.epoch}\nsha256 {sha}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    entry = export(args.name, args.out, manifest=args.manifest, repo_id=args.repo_id,
+                   progress=not args.quiet)
+    print(f"wrote {args.out}/model.safetensors, config.json, README.md")
+    print("manifest entry for the uploaded repo:")
+    print(json.dumps(entry, indent=2))
+    return 0
+
+
+def cmd_pin(args) -> int:
+    from .pin import pin_manifest
+
+    changed = pin_manifest(args.manifest, args.out, revision=args.revision)
+    print(f"pinned {changed} file(s); wrote {args.out or 'the manifest in place'}")
+    return 0
+
+
+def cmd_quickstart(args, rest) -> int:
+    from .quickstart import main as quickstart_main
+
+    return quickstart_main(rest) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="robust-zoo", description="Adversarially robust ImageNet "
+                                "models (Salman et al. 2020): list, fetch, verify, convert, export.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("list", help="list zoo models")
+    s.add_argument("--arch")
+    s.add_argument("--norm", choices=["l2", "linf"])
+    s.add_argument("--eps", type=_eps_arg, help="e.g. 3 or 4/255")
+    s.add_argument("--json", action="store_true")
+    _manifest_arg(s)
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("info", help="model card, files and cache state of one model")
+    s.add_argument("name")
+    s.add_argument("--json", action="store_true")
+    _manifest_arg(s)
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("download", help="fetch, verify and convert models for offline use")
+    s.add_argument("names", nargs="*")
+    s.add_argument("--all", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    _manifest_arg(s)
+    s.set_defaults(func=cmd_download)
+
+    s = sub.add_parser("verify", help="re-hash cached files against the manifest")
+    s.add_argument("names", nargs="*")
+    _manifest_arg(s)
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("convert", help="robustness .ckpt -> safetensors (no code is unpickled)")
+    s.add_argument("ckpt")
+    s.add_argument("--arch", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("export", help="write a Hub-ready folder: model.safetensors, config.json, "
+                       "README.md")
+    s.add_argument("name")
+    s.add_argument("out")
+    s.add_argument("--repo-id", help="the Hub repo it will be uploaded to (for the card)")
+    s.add_argument("--quiet", action="store_true")
+    _manifest_arg(s)
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("pin", help="fill sha256/size/commit of Hub files from the Hub's API")
+    s.add_argument("--revision", help="pin to this branch/commit (default: each file's own)")
+    s.add_argument("--out", help="write here instead of in place")
+    _manifest_arg(s)
+    s.set_defaults(func=cmd_pin)
+
+    s = sub.add_parser("quickstart", help="offline demo: train, attack, load and transfer "
+                       "(options: robust-zoo quickstart --help)", add_help=False)
+    s.set_defaults(func=cmd_quickstart)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and argv[0] == "quickstart":
+        return cmd_quickstart(None, argv[1:])
+    args = parser.parse_args(argv)
+    from .convert import CheckpointFormatError
+    from .hub import IntegrityError, NotCachedError, SourceUnavailableError
+    from .manifest import ManifestError, UnknownModelError
+
+    try:
+        return args.func(args)
+    except (UnknownModelError, CheckpointFormatError, IntegrityError, NotCachedError,
+            SourceUnavailableError, ManifestError, ValueError, FileNotFoundError) as e:
+        print(f"robust-zoo {args.cmd}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
