@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load": "api", "list_models": "api", "get_entry": "api", "download": "api",
-    "export": "export", "list_archs": "archs", "replace_head": "archs", "get_head": "archs",
+    "export": "publish", "model_card": "publish", "list_archs": "archs", "replace_head": "archs", "get_head": "archs",
     "load_manifest": "manifest", "Manifest": "manifest", "Entry": "manifest",
     "RobustModel": "models", "Recipe": "recipe",
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -53,7 +54,7 @@ def cmd_list(args) -> int:
 
 def cmd_info(args) -> int:
     from .api import get_entry
-    from .export import model_card
+    from .publish import model_card
 
     entry = get_entry(args.name, manifest=args.manifest)
     if args.json:
@@ -89,8 +90,14 @@ def cmd_verify(args) -> int:
     bad = 0
     for entry in [m.get(n) for n in args.names] if args.names else m:
         try:
-            api.load_state_dict(entry, progress=False, local_files_only=True, verify="always")
-            status = "ok"
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                api.load_state_dict(entry, progress=False, local_files_only=True,
+                                    verify="always")
+            repairs = [str(w.message).splitlines()[0] for w in caught
+                       if issubclass(w.category, UserWarning)
+                       and not issubclass(w.category, hub.UnpinnedFileWarning)]
+            status = "ok" if not repairs else "repaired: " + "; ".join(repairs)
         except hub.NotCachedError:
             status = "not cached"
         except hub.SourceUnavailableError as e:
@@ -126,7 +133,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export
+    from .publish import export
 
     entry = export(args.name, args.out, manifest=args.manifest, repo_id=args.repo_id,
                    progress=not args.quiet)

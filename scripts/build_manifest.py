@@ -132,9 +132,9 @@ def recipe_for(arch: str, norm: str, eps: float) -> dict:
         r.unknown = unknown
         r.unconfirmed = [k for k in r.unconfirmed if k not in unknown]
         r.source = "not documented for this architecture; attack steps from MadryLab/robustness#76"
-    r.precision = None if not resnet_family else r.precision
-    if resnet_family:
-        r.unknown = ["precision"]  # fp32 or apex AMP: not recorded
+    else:
+        r.precision = None  # fp32 or apex AMP: not recorded
+        r.unknown = ["precision"]
     return r.to_dict()
 
 

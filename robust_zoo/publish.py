@@ -1,4 +1,4 @@
-"""``robust-zoo export``: a Hub-ready folder for one entry.
+"""Publishing: ``robust-zoo export`` writes a Hub-ready folder for one entry.
 
 ``model.safetensors`` (bare torchvision keys), ``config.json`` (timm's format — architecture,
 num_classes, pretrained_cfg with mean/std/crop — plus a ``robust_zoo`` section with the entry),

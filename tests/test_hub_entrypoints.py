@@ -1,0 +1,166 @@
+"""torch.hub (source="local"), the robust-zoo CLI, export → robust_zoo/timm, and pin."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import robust_zoo
+from robust_zoo import archs, cli, hub
+from robust_zoo.manifest import load_manifest
+from zoo import REPO, ckpt_bytes, manifest, publish_upstream, random_net, reference_logits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_torch_hub_list_help_load(tmp_path, monkeypatch):
+    # torch.hub.list/help read GitHub repos only; with a pinned ref and the repo already in the
+    # hub cache they make no request (the offline path the README documents).
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    (tmp_path / "robust-zoo_robust_zoo_main").symlink_to(ROOT)
+    repo = "robust-zoo/robust_zoo:main"
+    names = torch.hub.list(repo, trust_repo=True, skip_validation=True)
+    assert sorted(names) == load_manifest().names()
+    doc = torch.hub.help(repo, "resnet50_linf_eps4", trust_repo=True, skip_validation=True)
+    assert "linf" in doc and "4/255" in doc and "63.86" in doc
+    model = torch.hub.load(str(ROOT), "resnet50_linf_eps4", source="local", pretrained=False,
+                           num_classes=10, trust_repo=True)
+    assert isinstance(model, robust_zoo.RobustModel) and model.num_classes == 10
+
+
+def test_torch_hub_load_pretrained_equals_robust_zoo_load(hub_server, tmp_path, monkeypatch):
+    entry, net = publish_upstream(hub_server, "resnet18", "l2", 3.0)
+    mpath = tmp_path / "m.json"
+    mpath.write_text(json.dumps(manifest(entry)))
+    model = torch.hub.load(str(ROOT), "resnet18_l2_eps3", source="local", manifest=str(mpath),
+                           trust_repo=True)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(model(x), reference_logits(net, x))
+
+
+def run_cli(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robust_zoo.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_cli_list_info_and_errors(capsys):
+    assert cli.main(["list", "--arch", "resnet18", "--norm", "linf"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18_linf_eps4" in out and "52.49" in out and "6 models" in out
+    assert cli.main(["list", "--eps", "4/255", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == ["resnet18_linf_eps4", "resnet50_linf_eps4",
+                                                   "wide_resnet50_2_linf_eps4"]
+    assert cli.main(["info", "resnet50_l2_eps3"]) == 0
+    out = capsys.readouterr().out
+    assert "62.83" in out and "380b14e6" in out and "cached: no" in out
+    assert cli.main(["info", "resnet50_l2_eps3.0"]) == 1
+    assert "Closest names: resnet50_l2_eps3" in capsys.readouterr().err
+
+
+def test_cli_download_verify_convert(hub_server, subprocess_env, tmp_path):
+    entry, net = publish_upstream(hub_server, "mnasnet1_0")
+    mpath = tmp_path / "m.json"
+    mpath.write_text(json.dumps(manifest(entry)))
+    r = run_cli("download", entry["name"], "--manifest", str(mpath), "--quiet", env=subprocess_env)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("verify", "--manifest", str(mpath), env=subprocess_env)
+    assert r.returncode == 0 and f"{entry['name']}: ok" in r.stdout, r.stdout + r.stderr
+    # a damaged converted copy is rebuilt from the verified Hub blob, and said so
+    conv = next((Path(subprocess_env["ROBUST_ZOO_CACHE"]) / "converted").glob("*.safetensors"))
+    from robust_zoo.weights import load_weights
+
+    good = {k: v.clone() for k, v in load_weights(conv)[0].items()}  # load_file mmaps
+    conv.write_bytes(conv.read_bytes()[:-4] + b"oops")
+    r = run_cli("verify", entry["name"], "--manifest", str(mpath), env=subprocess_env)
+    assert r.returncode == 0 and "repaired: Discarding a damaged" in r.stdout, r.stdout
+    assert all(torch.equal(v, good[k]) for k, v in load_weights(conv)[0].items())
+    # offline with the blob corrupted too: nothing to repair from, so it is removed and reported
+    conv.unlink()
+    blob = next(p for p in Path(subprocess_env["HF_HUB_CACHE"]).rglob("blobs/*") if p.is_file())
+    blob.write_bytes(blob.read_bytes()[:-4] + b"oops")
+    r = run_cli("verify", entry["name"], "--manifest", str(mpath),
+                env=dict(subprocess_env, HF_HUB_OFFLINE="1"))
+    assert r.returncode == 1 and "MISMATCH" in r.stdout and not blob.exists(), r.stdout
+
+    ckpt = tmp_path / "x.ckpt"
+    ckpt.write_bytes(ckpt_bytes(net, "mnasnet1_0"))
+    out = tmp_path / "x.safetensors"
+    r = run_cli("convert", str(ckpt), "--arch", "mnasnet", "--out", str(out), env=subprocess_env)
+    assert r.returncode == 0 and "sha256" in r.stdout, r.stderr
+    from robust_zoo.weights import load_weights
+
+    sd, meta = load_weights(out)
+    assert meta["arch"] == "mnasnet1_0" and torch.equal(sd["layers.0.weight"],
+                                                        net.state_dict()["layers.0.weight"])
+    r = run_cli("convert", str(ckpt), "--arch", "resnet18", "--out", str(tmp_path / "y"),
+                env=subprocess_env)
+    assert r.returncode == 1 and "does not hold a resnet18" in r.stderr
+    assert not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("arch", [a for a in archs.list_archs() if archs.get_arch(a).timm])
+def test_timm_builds_the_same_keys_and_shapes(arch):
+    """The timm architecture + model_args an export's config.json names has our exact keys."""
+    timm = pytest.importorskip("timm")
+    spec = archs.get_arch(arch).timm
+    with torch.device("meta"):
+        tm = timm.create_model(spec["architecture"], pretrained=False, **spec.get("model_args", {}))
+    ours = archs.build(arch, device="meta").state_dict()
+    theirs = tm.state_dict()
+    assert list(theirs) == list(ours) or set(theirs) == set(ours)
+    assert all(theirs[k].shape == v.shape for k, v in ours.items())
+
+
+def test_export_loads_with_robust_zoo_and_timm(hub_server, tmp_path):
+    arch = "resnet18"
+    entry, net = publish_upstream(hub_server, arch, "linf", 4 / 255)
+    out = tmp_path / "export"
+    published = robust_zoo.export(entry["name"], out, manifest=manifest(entry),
+                                  repo_id="robust-zoo/test-export", progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json",
+                                                     "model.safetensors"]
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: robust_zoo") and "4/255" in card
+    x = torch.rand(2, 3, 32, 32)
+    ref = reference_logits(net, x)
+    local = robust_zoo.load(str(out))
+    assert torch.equal(local(x), ref) and local.entry.norm == "linf"
+    # upload the folder to the loopback Hub and load it by repo id
+    for p in out.iterdir():
+        hub_server.add_file("robust-zoo/test-export", p.name, p.read_bytes())
+    remote = robust_zoo.load("hf-hub:robust-zoo/test-export")
+    assert torch.equal(remote(x), ref)
+    assert published["files"][0]["sha256"] == hub.sha256_file(out / "model.safetensors")
+    timm = pytest.importorskip("timm")
+    tm = timm.create_model("hf-hub:robust-zoo/test-export", pretrained=True).eval()
+    cfg = tm.pretrained_cfg
+    assert cfg["mean"] == (0.485, 0.456, 0.406) or list(cfg["mean"]) == [0.485, 0.456, 0.406]
+    with torch.no_grad():
+        assert torch.allclose(tm((x - local.normalize.mean) / local.normalize.std), ref,
+                              atol=1e-5)
+
+
+def test_pin_fills_hashes_from_the_hub(hub_server, tmp_path):
+    e1, _ = publish_upstream(hub_server, "resnet18", pin=False)
+    e1["files"][0]["size"] = None
+    mpath = tmp_path / "m.json"
+    mpath.write_text(json.dumps(manifest(e1)))
+    assert cli.main(["pin", "--manifest", str(mpath)]) == 0
+    f = json.loads(mpath.read_text())["models"][0]["files"][0]
+    data = hub_server.repos[REPO].files[f["filename"]]
+    assert f["sha256"] == hub.sha256_file.__globals__["hashlib"].sha256(data).hexdigest()
+    assert f["size"] == len(data) and f["revision"] == hub_server.repos[REPO].commit
+    # the pinned manifest loads without the unpinned warning, at the pinned commit
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", hub.UnpinnedFileWarning)
+        robust_zoo.load(e1["name"], manifest=mpath)
+    # a pinned hash the Hub contradicts is an error, not silently re-pinned
+    f["sha256"] = "0" * 64
+    mpath.write_text(json.dumps({"schema_version": 1, "models": [dict(e1, files=[f])]}))
+    assert cli.main(["pin", "--manifest", str(mpath)]) == 1
