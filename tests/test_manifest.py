@@ -108,3 +108,9 @@ def test_user_manifest_errors_are_specific(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBUST_ZOO_MANIFEST", str(tmp_path / "missing.json"))
     with pytest.raises(FileNotFoundError, match="ROBUST_ZOO_MANIFEST"):
         load_manifest()
+
+
+def test_model_table_is_generated_from_the_manifest():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_model_table.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
