@@ -9,7 +9,12 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
+# OpenMP threads spin while they wait; with tests that start worker processes (torchrun, two
+# loaders at once) on a 2-core machine, spinning threads starve the ones doing work (a 0.4 s
+# forward took up to 47 s). Passive waiting costs nothing measurable when cores are free.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hubserver import HubServer  # noqa: E402

@@ -1,0 +1,168 @@
+"""``python -m robust_zoo.transfer``: the paper's fixed-feature and full-network transfer.
+
+    python -m robust_zoo.transfer --model resnet50_l2_eps3 --dataset cifar10 --mode fixed \\
+        --data-root DIR --out runs/t
+    python -m robust_zoo.transfer --model resnet50_l2_eps0 resnet50_l2_eps3 \\
+        --dataset cifar10 pets --mode fixed full --data-root DIR --out runs/sweep
+    torchrun --nproc_per_node 8 -m robust_zoo.transfer --model resnet50_l2_eps3 \\
+        --dataset cifar10 --mode full --data-root DIR --out runs/t --resume
+    python -m robust_zoo.transfer plot runs/sweep/results.csv --out runs/sweep
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .core import MODES
+from .datasets import DATASETS
+
+
+def _bool(s: str) -> bool:
+    v = s.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m robust_zoo.transfer",
+        description="Transfer zoo models to the paper's 12 data sets (or any ImageFolder). "
+                    "Defaults are the paper's recipe; see docs/transfer.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", nargs="+", required=True,
+                   help="zoo model name(s), e.g. resnet50_l2_eps3; with --pretrained false an "
+                        "architecture name (resnet18) gives random weights")
+    p.add_argument("--dataset", nargs="+", required=True,
+                   help=f"data set name(s): {', '.join(DATASETS)}")
+    p.add_argument("--mode", nargs="+", default=["fixed-feature"],
+                   help=f"fixed (fixed-feature), full, or a ResNet freeze level layer1..layer4 "
+                        f"(= 1..4); several modes make a sweep. Canonical: {', '.join(MODES)}")
+    p.add_argument("--data-root", help="folder holding the data sets (torchvision's root)")
+    p.add_argument("--out", default="runs/transfer", help="output folder (default %(default)s)")
+    p.add_argument("--download", action="store_true",
+                   help="let torchvision download missing data sets (off by default)")
+    p.add_argument("--manifest", help="weights manifest to look model names up in")
+    p.add_argument("--pretrained", type=_bool, default=True, metavar="true|false",
+                   help="false: random weights (no download), for smoke tests")
+    p.add_argument("--arch", help="fail unless every --model is this architecture")
+    p.add_argument("--faithful", action="store_true",
+                   help="reproduce the paper code's quirks (no ImageNet normalization except "
+                        "CIFAR mean/std, BN statistics updating in fixed-feature mode, DTD head "
+                        "of 57)")
+    r = p.add_argument_group("recipe (defaults: the paper's)")
+    r.add_argument("--lr", type=float, help="default: the paper's table per (data set, arch, mode)")
+    r.add_argument("--epochs", type=int, default=150)
+    r.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    r.add_argument("--step-lr", type=int, default=50, help="lr x0.1 every N epochs")
+    r.add_argument("--weight-decay", "--wd", type=float, default=5e-4)
+    r.add_argument("--momentum", type=float, default=0.9)
+    r.add_argument("--image-size", type=int, default=224)
+    r.add_argument("--granularity", type=int, metavar="PX",
+                   help="shrink images to PX (shorter side) before the usual resizing, e.g. 32 "
+                        "(the paper's granularity experiment)")
+    r.add_argument("--no-augment", action="store_true",
+                   help="train behind the network on centre crops (no RandomResizedCrop/flip)")
+    r.add_argument("--hidden", type=int, nargs="*", default=[],
+                   help="hidden layer widths in front of the new head")
+    r.add_argument("--seed", type=int, default=0)
+    f = p.add_argument_group("fixed-feature fast path")
+    f.add_argument("--slow", action="store_true",
+                   help="fixed-feature: train the head behind the frozen network every epoch "
+                        "(the paper code's path) instead of on cached features")
+    f.add_argument("--views", type=int, default=1,
+                   help="cached path: 1 = centre-crop features; K > 1 = K augmented views")
+    f.add_argument("--head-solver", choices=("sgd", "lbfgs"), default="sgd")
+    f.add_argument("--cache-dir", help="feature cache (default: $ROBUST_ZOO_CACHE/features)")
+    f.add_argument("--no-cache", action="store_true", help="extract features without caching")
+    x = p.add_argument_group("execution")
+    x.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    x.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="data loader workers per process (default %(default)s)")
+    x.add_argument("--resume", action="store_true",
+                   help="continue interrupted runs from their last epoch checkpoint")
+    x.add_argument("--force", action="store_true", help="redo runs whose result.json exists")
+    x.add_argument("--eval-every", type=int, default=0, help="evaluate every N epochs too")
+    x.add_argument("--amp", type=_bool, metavar="true|false", help="bf16 autocast (default: CUDA)")
+    x.add_argument("--channels-last", type=_bool, metavar="true|false",
+                   help="default: on for CUDA")
+    x.add_argument("--save-model", type=_bool, metavar="true|false",
+                   help="write model.safetensors (default: for modes that train the backbone)")
+    x.add_argument("--no-plots", action="store_true")
+    x.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _plot_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m robust_zoo.transfer plot",
+                                description="Figures from a sweep's results.csv / results.json")
+    p.add_argument("results")
+    p.add_argument("--out", help="folder for the PNGs (default: next to the results)")
+    a = p.parse_args(argv)
+    from pathlib import Path
+
+    from .plots import make_plots
+    from .sweep import read_results
+
+    src = Path(a.results)
+    for path in make_plots(read_results(src), a.out or (src if src.is_dir() else src.parent)):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["plot"]:
+        return _plot_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from .core import parse_mode
+    from .datasets import DatasetNotFoundError, UnknownDatasetError, get_spec
+    from .hparams import TransferConfig
+    from .sweep import sweep
+
+    try:
+        modes = list(dict.fromkeys(parse_mode(m) for m in args.mode))
+        datasets = [get_spec(d).name for d in args.dataset]
+        if args.arch:
+            for m in args.model:
+                _check_arch(m, args.arch, args.manifest, args.pretrained)
+        cfg = TransferConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+                             step_lr=args.step_lr, weight_decay=args.weight_decay,
+                             momentum=args.momentum, image_size=args.image_size,
+                             granularity=args.granularity, augment=not args.no_augment,
+                             hidden=tuple(args.hidden), faithful=args.faithful, seed=args.seed,
+                             path="network" if args.slow else "auto", views=args.views,
+                             head_solver=args.head_solver, eval_every=args.eval_every,
+                             amp=args.amp, channels_last=args.channels_last)
+        if args.data_root is None:
+            raise DatasetNotFoundError("--data-root DIR is required (the folder holding the "
+                                       "data sets; add --download to fetch them into it)")
+        cache = None if args.no_cache else (args.cache_dir or "default")
+        sweep(args.model, datasets, data_root=args.data_root, out=args.out, modes=modes,
+              config=cfg, manifest=args.manifest, pretrained=args.pretrained,
+              download=args.download, cache_dir=cache, resume=args.resume, force=args.force,
+              progress=not args.no_progress, workers=args.workers, device=args.device,
+              save_model=args.save_model, plots=not args.no_plots)
+    except (DatasetNotFoundError, UnknownDatasetError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _check_arch(model: str, arch: str, manifest, pretrained: bool) -> None:
+    from ..archs import get_arch
+    from .runner import check_model_name
+
+    want = get_arch(arch).name
+    have = check_model_name(model, manifest=manifest, pretrained=pretrained)
+    if have != want:
+        raise ValueError(f"--model {model} is a {have}, but --arch says {want}; drop --arch or "
+                         f"pick a {want} model")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Fixed-feature transfer without running the frozen network every epoch.
+
+In fixed-feature mode the network below the head is a fixed function (``freeze`` keeps it in
+eval mode), so its output for an image never changes: extract it once, store it on disk, and
+train the head on the stored matrix with the same recipe (same initial head, same SGD, same
+per-epoch order of examples). Without augmentation that is the same computation as training the
+head behind the frozen network, up to float rounding; with ``views=K`` the cache holds K
+augmented views of every training image and each epoch draws one per image.
+
+Cache files are keyed by a hash of the backbone's weights (every tensor except the head's,
+normalization included), the samples (data set, root, split, labels), the transform and the
+number of views; they are written atomically, so concurrent runs never read half a file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..archs import _head_path, _unwrap
+from ..io import atomic_path
+from .core import features
+from .engine import Dist, _autocast, _loader, _progress, epoch_permutation, make_optimizer
+
+__all__ = ["default_cache_dir", "model_fingerprint", "cache_key", "extract_features",
+           "cached_features", "train_head"]
+
+
+def default_cache_dir() -> Path:
+    from ..hub import cache_dir
+
+    return cache_dir() / "features"
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 of every state-dict tensor except the head's (names, dtypes, shapes, bytes)."""
+    net = _unwrap(model)
+    head = _head_path(net, getattr(model, "arch", None))
+    prefix = "model." if net is not model else ""
+    skip = f"{prefix}{head}."
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        if k.startswith(skip):
+            continue
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        t = v.detach().to("cpu").contiguous().reshape(-1)
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def cache_key(model_fp: str, data_fp: str, transform: Callable | None, views: int, seed: int,
+              dtype: torch.dtype) -> str:
+    desc = json.dumps({"model": model_fp, "data": data_fp, "transform": repr(transform),
+                       "views": views, "seed": seed if views > 1 else None,
+                       "dtype": str(dtype), "version": 1}, sort_keys=True)
+    return hashlib.sha256(desc.encode()).hexdigest()
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, ds, *, batch_size: int = 128, workers: int = 0,
+                     dist: Dist | None = None, amp: bool | None = None,
+                     progress: bool = False, desc: str = "features") -> torch.Tensor:
+    """Penultimate features ``[len(ds), D]`` (float32, CPU) of ``model`` in eval mode.
+
+    Under DDP each process extracts every world-th example and all processes get the whole
+    matrix back.
+    """
+    dist = dist or Dist()
+    dev = dist.device
+    amp = dev.type == "cuda" if amp is None else amp
+    n = len(ds)
+    idx = list(range(dist.rank, n, dist.world))
+    part = torch.utils.data.Subset(ds, idx) if dist.active else ds
+    model.eval().to(dev)
+    chunks = []
+    for x, _ in _progress(_loader(part, batch_size, workers, dev), progress and dist.main,
+                          desc=desc):
+        with _autocast(dev, amp):
+            f = features(model, x.to(dev, non_blocking=True))
+        chunks.append(f.float().cpu())
+    local = torch.cat(chunks) if chunks else torch.empty(0)
+    if not dist.active:
+        return local
+    per = -(-n // dist.world)
+    d = torch.tensor([local.shape[1] if local.numel() else 0], device=dev)
+    torch.distributed.all_reduce(d, op=torch.distributed.ReduceOp.MAX)
+    padded = torch.zeros(per, int(d.item()), device=dev)
+    padded[: len(local)] = local.to(dev)
+    gathered = [torch.empty_like(padded) for _ in range(dist.world)]
+    torch.distributed.all_gather(gathered, padded)
+    out = torch.empty(n, int(d.item()))
+    for r, g in enumerate(gathered):
+        count = len(range(r, n, dist.world))
+        out[r::dist.world] = g[:count].cpu()
+    return out
+
+
+def cached_features(model: nn.Module, ds, *, cache_dir: Path | None, views: int = 1,
+                    seed: int = 0, tag: str = "", workers: int = 0, batch_size: int = 128,
+                    dist: Dist | None = None, progress: bool = False, log=print,
+                    model_fp: str | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(features ``[views, N, D]``, labels ``[N]``, info) for ``ds`` with its own transform.
+
+    ``cache_dir=None`` disables the cache. ``info`` has ``hit`` (read from disk), ``path`` and
+    ``extract_s``. View ``v > 0`` is drawn with the torch RNG seeded from (seed, v), so a
+    cached file and a fresh extraction agree.
+    """
+    dist = dist or Dist()
+    labels = torch.tensor(ds.targets, dtype=torch.long)
+    model_fp = model_fp or model_fingerprint(model)
+    key = cache_key(model_fp, ds.fingerprint(), ds.transform, views, seed, torch.float32)
+    path = None
+    if cache_dir is not None:
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in (tag or "model"))
+        name = f"{safe}__{ds.name}__{ds.split}__{key[:20]}.safetensors"
+        path = Path(cache_dir) / name
+        if path.exists():
+            try:
+                from safetensors.torch import load_file
+
+                t = load_file(str(path))
+                if t["labels"].tolist() == ds.targets:
+                    return t["features"], labels, {"hit": True, "path": str(path), "extract_s": 0.0}
+                log(f"ignoring {path}: its labels differ from the data set's")
+            except Exception as e:  # damaged file: extract again and overwrite it
+                log(f"ignoring unreadable feature cache {path}: {e}")
+    t0 = time.perf_counter()
+    out = []
+    for v in range(views):
+        torch.manual_seed(seed * 7919 + v)
+        out.append(extract_features(model, ds, workers=workers, batch_size=batch_size, dist=dist,
+                                    progress=progress, desc=f"features {ds.split}"
+                                    + (f" view {v + 1}/{views}" if views > 1 else "")))
+    feats = torch.stack(out)
+    info = {"hit": False, "path": str(path) if path else None,
+            "extract_s": time.perf_counter() - t0}
+    if path is not None and dist.main:
+        from safetensors.torch import save_file
+
+        meta = {"key": key, "model": model_fp, "dataset": ds.name, "split": ds.split,
+                "root": ds.root, "views": str(views), "transform": repr(ds.transform)}
+        with atomic_path(path) as tmp:
+            save_file({"features": feats.contiguous(), "labels": labels}, str(tmp), metadata=meta)
+    return feats, labels, info
+
+
+def train_head(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, cfg, *,
+               device: torch.device | str = "cpu", progress: bool = False,
+               log=print) -> dict[str, Any]:
+    """Train ``head`` (in place) on cached features with the recipe in ``cfg``.
+
+    ``solver="sgd"``: epoch by epoch exactly as behind the network: the same permutation per
+    epoch (``epoch_permutation``), mini-batches of ``batch_size`` (last one partial), SGD with
+    momentum and weight decay, lr ×gamma every ``step_lr`` epochs. ``feats`` is ``[V, N, D]``;
+    with V > 1 every epoch picks one view per example at random.
+    ``solver="lbfgs"``: full-batch L-BFGS on cross-entropy + weight_decay/2·‖θ‖², the
+    multinomial logistic regression of Kornblith et al.
+    """
+    device = torch.device(device)
+    head.to(device).train()
+    feats = feats.to(device)
+    y = labels.to(device)
+    V, N, _ = feats.shape
+    t0 = time.perf_counter()
+    history = []
+    if cfg.head_solver == "lbfgs":
+        opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=cfg.lbfgs_iters,
+                                history_size=20, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-7, tolerance_change=1e-10)
+        x = feats.reshape(V * N, -1)
+        yy = y.repeat(V)
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(head(x), yy)
+            loss = loss + 0.5 * cfg.weight_decay * sum((p ** 2).sum() for p in head.parameters())
+            loss.backward()
+            return loss
+
+        loss = opt.step(closure)
+        history.append({"epoch": 1, "train_loss": float(loss.detach())})
+        return {"train_s": time.perf_counter() - t0, "history": history}
+    opt, sched = make_optimizer(head.parameters(), cfg)
+    bs = cfg.batch_size
+    g = torch.Generator()
+    for epoch in _progress(range(cfg.epochs), progress, desc="head epochs"):
+        perm = epoch_permutation(N, cfg.seed, epoch).to(device)
+        if V > 1:
+            g.manual_seed(cfg.seed * 7919 + epoch)
+            view = torch.randint(V, (N,), generator=g).to(device)
+        tot = 0.0
+        for s in range(0, N, bs):
+            b = perm[s:s + bs]
+            xb = feats[view[b], b] if V > 1 else feats[0, b]
+            loss = F.cross_entropy(head(xb), y[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot += loss.item() * len(b)
+        sched.step()
+        history.append({"epoch": epoch + 1, "train_loss": tot / N,
+                        "lr": opt.param_groups[0]["lr"]})
+    return {"train_s": time.perf_counter() - t0, "history": history}
+
+
+@torch.no_grad()
+def head_predict(head: nn.Module, feats: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+    head.eval()
+    dev = next(head.parameters()).device
+    out = [head(feats[i:i + batch].to(dev)).argmax(1).cpu() for i in range(0, len(feats), batch)]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)

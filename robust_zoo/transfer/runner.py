@@ -1,0 +1,239 @@
+"""One transfer run: (zoo model, data set, mode) → trained head or network, metrics, result.json."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..archs import get_arch, get_head
+from ..io import atomic_write_text
+from ..models import RobustModel
+from .core import freeze, replace_head
+from .datasets import load_splits, make_transforms
+from .engine import Dist, accuracy_metrics, predict, train_network
+from .feature_cache import (cached_features, default_cache_dir, head_predict, model_fingerprint,
+                            train_head)
+from .hparams import TransferConfig, paper_lr, paper_result
+
+__all__ = ["load_model", "check_model_name", "run_transfer", "run_dir", "prepare_model"]
+
+DEFAULT_CACHE = "default"
+
+
+def check_model_name(name: str, *, manifest: Any = None, pretrained: bool = True) -> str:
+    """The architecture of zoo model ``name`` (or of arch name ``name`` when not pretrained);
+    a clear error otherwise. Touches no network."""
+    from ..api import get_entry
+    from ..manifest import UnknownModelError
+
+    try:
+        return get_entry(name, manifest=manifest).arch
+    except UnknownModelError as e:
+        try:
+            a = get_arch(name)
+        except ValueError:
+            raise e from None
+        if pretrained:
+            raise ValueError(
+                f"{name!r} is an architecture, not a zoo model: pass a model name such as "
+                f"{a.name}_l2_eps3 (see robust_zoo.list_models(arch={a.name!r})), or "
+                "pretrained=False (--pretrained false) for random weights") from None
+        return a.name
+
+
+def load_model(name: str, *, manifest: Any = None, pretrained: bool = True,
+               arch: str | None = None, progress: bool = True) -> RobustModel:
+    """A zoo model as ``RobustModel`` (normalizing inside). With ``pretrained=False`` an
+    architecture name (``resnet18``) also works and gives random weights (seed 0)."""
+    from ..api import get_entry, load
+    from ..manifest import UnknownModelError
+
+    have = check_model_name(name, manifest=manifest, pretrained=pretrained)
+    if arch is not None and get_arch(arch).name != have:
+        raise ValueError(f"Model {name!r} is a {have}, not a {get_arch(arch).name} "
+                         f"(--arch); drop --arch or pick a {get_arch(arch).name} model")
+    try:
+        get_entry(name, manifest=manifest)
+    except UnknownModelError:  # an architecture name, pretrained=False (checked above)
+        torch.manual_seed(0)
+        return RobustModel(get_arch(name).build(), have, name=name)
+    return load(name, manifest=manifest, pretrained=pretrained, progress=progress)
+
+
+def prepare_model(net: RobustModel, spec, num_classes: int, cfg: TransferConfig) -> int:
+    """Fresh head (seeded), freezing and normalization for ``cfg``; returns the head size.
+
+    Default: ImageNet normalization inside the model (what the weights were trained with) and
+    the frozen part pinned to eval mode. ``cfg.faithful``: the paper code's choices: the data
+    set's own normalization (none, or CIFAR mean/std), BN statistics free to drift, DTD's head
+    of 57.
+    """
+    if cfg.faithful:
+        num_classes = spec.faithful_num_classes or num_classes
+        mean, std = spec.faithful_norm
+        net.normalize.mean.copy_(torch.tensor(mean).view(1, -1, 1, 1))
+        net.normalize.std.copy_(torch.tensor(std).view(1, -1, 1, 1))
+    torch.manual_seed(cfg.seed)
+    replace_head(net, num_classes, hidden=cfg.hidden)
+    freeze(net, cfg.mode, pin_eval=not cfg.faithful)
+    return num_classes
+
+
+def _model_meta(model: nn.Module, name: str) -> dict[str, Any]:
+    entry = getattr(model, "entry", None)
+    return {"model": name, "arch": model.arch,
+            "norm": getattr(entry, "norm", None), "eps": getattr(entry, "eps", None)}
+
+
+def run_dir(out: Path, model: str, dataset: str, cfg: TransferConfig) -> Path:
+    tag = cfg.mode + (f"-g{cfg.granularity}" if cfg.granularity else "") + (
+        "-faithful" if cfg.faithful else "")
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in model)
+    return Path(out) / safe / dataset / tag
+
+
+def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
+                 config: TransferConfig | None = None, manifest: Any = None,
+                 pretrained: bool = True, download: bool = False,
+                 cache_dir: "str | Path | None" = DEFAULT_CACHE, resume: bool = False,
+                 progress: bool = True, workers: int = 0, device: str | None = None,
+                 save_model: bool | None = None, keep_checkpoint: bool = False,
+                 dist: Dist | None = None, log: Callable = print, model_name: str | None = None,
+                 datasets: tuple | None = None, on_epoch_end: Callable | None = None
+                 ) -> dict[str, Any]:
+    """Transfer ``model`` (a zoo name, or a loaded ``RobustModel``, which is not modified) to
+    ``dataset`` and write ``result.json`` (plus weights) to ``out_dir``. Returns the result.
+
+    Fixed-feature mode trains the head on cached features unless ``config.path="network"`` or
+    ``config.faithful``; other modes train behind the network (DDP under torchrun).
+    """
+    cfg = config or TransferConfig()
+    own_dist = dist is None
+    dist = dist or Dist.setup(device)
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    try:
+        train_tf, test_tf = make_transforms(cfg.image_size, cfg.resize_size, cfg.granularity)
+        if datasets is None:
+            if download and dist.main:
+                load_splits(dataset, data_root, download=True)
+            dist.barrier()
+            train_ds, test_ds, spec = load_splits(dataset, data_root)
+        else:
+            train_ds, test_ds, spec = datasets
+        train_ds = train_ds.with_transform(train_tf if cfg.augment else test_tf)
+        test_ds = test_ds.with_transform(test_tf)
+
+        if isinstance(model, str):
+            name = model_name or model
+            net = load_model(model, manifest=manifest, pretrained=pretrained, progress=progress)
+        else:
+            name = model_name or getattr(model, "name", None) or model.arch
+            net = copy.deepcopy(model)
+        meta = _model_meta(net, name)
+        num_classes = prepare_model(net, spec, len(train_ds.classes), cfg)
+        lr, lr_source = (cfg.lr, "given") if cfg.lr is not None else paper_lr(
+            spec.name, net.arch, cfg.mode)
+        rcfg = dataclasses.replace(cfg, lr=lr)
+        if dist.main:
+            log(f"[{name} → {spec.name}] mode={rcfg.mode} lr={lr} ({lr_source}) "
+                f"epochs={rcfg.epochs} train={len(train_ds)} test={len(test_ds)} "
+                f"classes={num_classes} path={'cached' if rcfg.uses_cache else 'network'}")
+
+        timing: dict[str, float] = {}
+        extra: dict[str, Any] = {}
+        if rcfg.uses_cache:
+            cdir = (default_cache_dir() if cache_dir == DEFAULT_CACHE else
+                    Path(cache_dir) if cache_dir else None)
+            fp = model_fingerprint(net)
+            view_tf = test_tf if rcfg.views == 1 else train_tf
+            common = dict(cache_dir=cdir, seed=rcfg.seed, tag=name, workers=workers, dist=dist,
+                          progress=progress, log=log, model_fp=fp)
+            ftr, ytr, itr = cached_features(net, train_ds.with_transform(view_tf),
+                                            views=rcfg.views, **common)
+            fte, yte, ite = cached_features(net, test_ds, views=1, **common)
+            timing["extract_s"] = itr["extract_s"] + ite["extract_s"]
+            extra["cache"] = {"train": itr, "test": ite}
+            head = get_head(net)
+            info = train_head(head, ftr, ytr, rcfg, device=dist.device, progress=progress, log=log)
+            preds, labels = head_predict(head, fte[0]), yte
+            net.cpu()
+        else:
+            ckpt = out_dir / "checkpoint.pt"
+            info = train_network(net, train_ds, rcfg, dist=dist, workers=workers,
+                                 checkpoint=ckpt, resume=resume, progress=progress,
+                                 test_ds=test_ds, log=log, on_epoch_end=on_epoch_end)
+            t0 = time.perf_counter()
+            preds, labels = predict(net, test_ds, dist=dist, workers=workers,
+                                    amp=info["amp"], progress=progress, desc="test")
+            timing["eval_s"] = time.perf_counter() - t0
+            net.cpu()
+        timing["train_s"] = info["train_s"]
+        m = accuracy_metrics(preds, labels)
+        metric = spec.metric
+        result = {**meta, "dataset": spec.name, "mode": rcfg.mode,
+                  "path": "cached" if rcfg.uses_cache else "network",
+                  "metric": metric, "accuracy": m[metric], "top1": m["top1"],
+                  "mean_per_class": m["mean_per_class"], "num_classes": num_classes,
+                  "n_train": len(train_ds), "n_test": m["n"], "lr": lr, "lr_source": lr_source,
+                  "epochs": rcfg.epochs, "granularity": rcfg.granularity,
+                  "faithful": rcfg.faithful, "seed": rcfg.seed,
+                  "paper": paper_result(spec.name, net.arch, rcfg.mode),
+                  "config": rcfg.to_dict(), "history": info["history"],
+                  "time_s": time.perf_counter() - t_start, **timing, **extra,
+                  "out_dir": str(out_dir)}
+        if dist.main:
+            _write_outputs(out_dir, net, result, rcfg, save_model)
+            ckpt = out_dir / "checkpoint.pt"
+            if ckpt.exists() and not keep_checkpoint:
+                ckpt.unlink()
+            also = f" (top-1 {result['top1']:.2f}%)" if metric != "top1" else ""
+            log(f"[{name} → {spec.name}] {metric} = {result['accuracy']:.2f}%{also} "
+                f"in {result['time_s']:.1f}s")
+        dist.barrier()
+        return result
+    finally:
+        if own_dist:
+            dist.close()
+
+
+def _write_outputs(out_dir: Path, net: RobustModel, result: dict, cfg: TransferConfig,
+                   save_model: bool | None) -> None:
+    from ..weights import save_weights
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    head = get_head(net)
+    meta = dict(name=f"{result['model']}-{result['dataset']}", source_model=result["model"],
+                dataset=result["dataset"], mode=cfg.mode)
+    mean = net.normalize.mean.flatten().tolist()
+    std = net.normalize.std.flatten().tolist()
+    save_weights(head.state_dict(), out_dir / "head.safetensors", arch=net.arch,
+                 num_classes=result["num_classes"], mean=mean, std=std, **meta)
+    if save_model if save_model is not None else cfg.mode != "fixed-feature":
+        from ..io import sha256_file
+
+        path = save_weights(net.model.state_dict(), out_dir / "model.safetensors", arch=net.arch,
+                            num_classes=result["num_classes"], mean=mean, std=std, **meta)
+        entry = {"name": meta["name"], "arch": net.arch, "norm": result["norm"] or "l2",
+                 "eps": result["eps"] or 0.0, "num_classes": result["num_classes"],
+                 "description": f"{result['model']} transferred to {result['dataset']} "
+                                f"({cfg.mode})",
+                 "files": [{"format": "safetensors", "path": path.name,
+                            "sha256": sha256_file(path), "size": path.stat().st_size}],
+                 "metrics": [{"name": f"{result['metric']}", "value": result["accuracy"],
+                              "dataset": result["dataset"], "split": "test",
+                              "n_examples": result["n_test"], "source": "robust_zoo.transfer"}],
+                 "preprocessing": {"resize": cfg.resize_size or round(cfg.image_size * 256 / 224),
+                                   "crop": cfg.image_size, "mean": mean, "std": std,
+                                   "normalize_in_model": True},
+                 "recipe": {}}
+        atomic_write_text(out_dir / "weights_manifest.json", json.dumps(
+            {"schema_version": 1, "models": [entry]}, indent=2) + "\n")
+        result["weights"] = str(path)
+    atomic_write_text(out_dir / "result.json", json.dumps(result, indent=2, default=str) + "\n")

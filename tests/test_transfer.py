@@ -1,0 +1,456 @@
+"""Transfer learning: head swap, freezing, features, the cached fast path, CLI, sweeps, resume."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from robust_zoo.archs import build, get_arch, get_head, list_archs
+from robust_zoo.models import IMAGENET_MEAN, RobustModel
+from robust_zoo.transfer import MODES, features, freeze, frozen_modules, replace_head
+from robust_zoo.transfer.engine import accuracy_metrics
+from robust_zoo.transfer.hparams import TransferConfig, paper_lr, paper_result
+
+BN = nn.modules.batchnorm._BatchNorm
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+def make_folder(root: Path, per_train: int = 16, per_test: int = 8, size: int = 24) -> Path:
+    """Three classes told apart by colour, with pixel noise: learnable from random features."""
+    rng = np.random.default_rng(0)
+    colors = [(200, 60, 60), (60, 200, 60), (60, 60, 200)]
+    for split, n in (("train", per_train), ("val", per_test)):
+        for c, col in enumerate(colors):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                a = np.clip(rng.normal(col, 50, size=(size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(a).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("colors"))
+
+
+def write_manifest(tmp: Path, specs: list[tuple[str, float, int]], arch: str = "resnet18") -> Path:
+    """A manifest of random-weight safetensors entries: (name, eps, seed) each."""
+    from robust_zoo.io import sha256_file
+    from robust_zoo.weights import save_weights
+
+    models = []
+    for name, eps, seed in specs:
+        torch.manual_seed(seed)
+        path = save_weights(build(arch).state_dict(), tmp / f"{name}.safetensors", arch=arch,
+                            num_classes=1000)
+        models.append({"name": name, "arch": arch, "norm": "l2", "eps": eps, "num_classes": 1000,
+                       "files": [{"format": "safetensors", "path": path.name,
+                                  "sha256": sha256_file(path), "size": path.stat().st_size}],
+                       "metrics": [], "preprocessing": {}})
+    out = tmp / "manifest.json"
+    out.write_text(json.dumps({"schema_version": 1, "models": models}))
+    return out
+
+
+_MODELS: dict[str, RobustModel] = {}
+
+
+def zoo_model(arch: str) -> RobustModel:
+    """Each architecture is built once per session (WRN-50-4 and VGG take seconds)."""
+    if arch not in _MODELS:
+        torch.manual_seed(0)
+        _MODELS[arch] = RobustModel(build(arch), arch)
+    return _MODELS[arch]
+
+
+# ----------------------------------------------------------------------------- head swap
+
+@pytest.mark.parametrize("arch", list_archs())
+def test_head_swap_features_and_freeze_every_arch(arch):
+    a = get_arch(arch)
+    model = zoo_model(arch)
+    x = torch.rand(2, 3, 32, 32)
+    replace_head(model, 7)
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (2, 7)
+        f = features(model, x)
+    assert f.shape == (2, a.num_features)
+
+    replace_head(model, 5, hidden=(512,))
+    freeze(model, "fixed-feature")
+    model.train()
+    head = get_head(model)
+    assert isinstance(head, nn.Sequential) and head[0].in_features == a.num_features
+    assert head.training and all(p.requires_grad for p in head.parameters())
+    body = [p for n, p in model.model.named_parameters() if not n.startswith(a.head + ".")]
+    assert body and not any(p.requires_grad for p in body)
+    assert all(not m.training for root in frozen_modules(model) for m in root.modules())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    out = model(x)
+    assert out.shape == (2, 5)
+    nn.functional.cross_entropy(out, torch.tensor([1, 3])).backward()
+    opt.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {f"model.{a.head}.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")}
+    with torch.no_grad():
+        # in train mode, through a hidden-layer head, the features are the eval-mode ones:
+        # BN statistics and dropout in front of the head (VGG, MobileNet, MNASNet) are fixed
+        assert torch.equal(features(model, x), f)
+    freeze(model, "full")
+    model.train()
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_features_of_bare_net_skip_normalization():
+    model = zoo_model("resnet18")
+    replace_head(model, 3)
+    model.eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(features(model, x), features(model.model, model.normalize(x)))
+        assert not torch.allclose(features(model, x), features(model.model, x))
+
+
+# ----------------------------------------------------------------------------- freezing
+
+def test_fixed_feature_keeps_bn_statistics():
+    model = copy.deepcopy(zoo_model("resnet18"))
+    replace_head(model, 3)
+    freeze(model, "fixed-feature")
+    bns = [m for m in model.modules() if isinstance(m, BN)]
+    stats = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in bns]
+    model.train()
+    assert model.training and model.model.fc.training
+    model.model.layer1[0].bn1.train()          # a direct call is undone before the next forward
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):
+        loss = nn.functional.cross_entropy(model(torch.rand(4, 3, 32, 32)), torch.tensor([0, 1, 2, 0]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for m, (mean, var, n) in zip(bns, stats):
+        assert not m.training
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+        assert torch.equal(m.num_batches_tracked, n)
+
+    twin = copy.deepcopy(model)                # a copy stays pinned, and re-freezes on its own
+    freeze(twin, "full")
+    twin.train()
+    assert twin.model.layer1.training and not model.model.layer1.training
+    model.train()
+    assert not model.model.layer1.training and len(model._forward_pre_hooks) == 1
+
+    # the paper code's behaviour: frozen weights, but BN statistics still drift in train mode
+    freeze(model, "fixed-feature", pin_eval=False)
+    model.train()
+    model(torch.rand(4, 3, 32, 32))
+    assert not torch.equal(bns[0].running_mean, stats[0][0])
+    assert not any(p.requires_grad for p in model.model.layer4.parameters())
+
+
+def test_freeze_levels_like_the_paper_code():
+    model = copy.deepcopy(zoo_model("resnet18"))
+    for mode in ("layer2", 2, "2"):
+        freeze(model, mode)
+        grads = {n.split(".")[0]: p.requires_grad for n, p in model.model.named_parameters()}
+        assert grads == {"conv1": False, "bn1": False, "layer1": False, "layer2": False,
+                         "layer3": True, "layer4": True, "fc": True}
+        model.train()
+        assert not model.model.layer2.training and model.model.layer3.training
+    freeze(model, -1)
+    assert all(p.requires_grad for p in model.parameters())
+    model.train()
+    assert all(m.training for m in model.modules())
+
+
+def test_freeze_errors_list_valid_modes():
+    net = RobustModel(build("mobilenet_v2"), "mobilenet_v2")
+    with pytest.raises(ValueError, match="ResNet-family.*'fixed-feature', 'full'"):
+        freeze(net, "layer3")
+    with pytest.raises(ValueError, match="Valid modes: " + ", ".join(MODES)):
+        freeze(net, "layer9")
+    with pytest.raises(ValueError, match="Valid modes"):
+        freeze(net, "frozen")
+
+
+# ----------------------------------------------------------------------------- recipe
+
+def test_paper_learning_rates():
+    assert paper_lr("cifar10", "resnet50", "fixed")[0] == 0.01
+    assert paper_lr("cifar10", "resnet50", "full")[0] == 0.001
+    assert paper_lr("aircraft", "resnet18", "full")[0] == 0.01       # a 0.01 full-network row
+    assert paper_lr("dtd", "wide_resnet50_4", "fixed")[0] == 0.001   # the one 0.001 fixed row
+    lr, src = paper_lr("flowers", "densenet161", "full")
+    assert lr == 0.01 and "resnet50 row" in src
+    assert paper_lr("pets", "resnet18", "layer2")[0] == 0.001          # mostly trainable
+    assert paper_lr("imagefolder", "resnet18", "fixed") == (0.01, paper_lr(
+        "imagefolder", "resnet18", "fixed")[1])
+    assert paper_result("cifar10", "resnet50", "fixed-feature")["best_eps"] == 3.0
+    with pytest.raises(ValueError, match="epochs"):
+        TransferConfig(epochs=0)
+    with pytest.raises(ValueError, match="faithful"):
+        TransferConfig(path="cached", faithful=True)
+
+
+def test_per_class_mean_accuracy():
+    labels = torch.tensor([0] * 8 + [1] * 2)
+    preds = torch.tensor([0] * 8 + [0, 1])
+    m = accuracy_metrics(preds, labels)
+    assert m["top1"] == pytest.approx(90.0)
+    assert m["mean_per_class"] == pytest.approx(75.0)       # (100 + 50) / 2
+
+
+def test_defaults_vs_faithful_preparation():
+    from robust_zoo.transfer.datasets import CIFAR10_MEAN, get_spec
+    from robust_zoo.transfer.runner import prepare_model
+
+    base = zoo_model("resnet18")
+    net = copy.deepcopy(base)
+    assert prepare_model(net, get_spec("dtd"), 47, TransferConfig()) == 47
+    assert torch.allclose(net.normalize.mean.flatten(), torch.tensor(IMAGENET_MEAN))
+    assert frozen_modules(net)
+    net = copy.deepcopy(base)
+    assert prepare_model(net, get_spec("dtd"), 47, TransferConfig(faithful=True)) == 57
+    assert get_head(net).out_features == 57
+    assert torch.equal(net.normalize.mean.flatten(), torch.zeros(3))
+    assert torch.equal(net.normalize.std.flatten(), torch.ones(3))
+    assert not frozen_modules(net) and not any(p.requires_grad for p in net.model.layer1.parameters())
+    net = copy.deepcopy(base)
+    prepare_model(net, get_spec("cifar10"), 10, TransferConfig(faithful=True, mode="full"))
+    assert torch.allclose(net.normalize.mean.flatten(), torch.tensor(CIFAR10_MEAN))
+
+
+# ----------------------------------------------------------------------------- fast path
+
+def test_cached_features_match_training_behind_the_network(folder, tmp_path):
+    from robust_zoo.transfer.runner import run_transfer
+
+    model = zoo_model("resnet18")
+    common = dict(data_root=folder, progress=False, log=lambda *a: None, model_name="r18")
+    kw = dict(epochs=6, image_size=32, augment=False, lr=0.01, batch_size=16)
+    slow = run_transfer(model, "imagefolder", out_dir=tmp_path / "slow", cache_dir=None,
+                        config=TransferConfig(path="network", **kw), **common)
+    fast = run_transfer(model, "imagefolder", out_dir=tmp_path / "fast",
+                        cache_dir=tmp_path / "cache", config=TransferConfig(**kw), **common)
+    assert (slow["path"], fast["path"]) == ("network", "cached")
+    assert not fast["cache"]["train"]["hit"]
+    assert abs(fast["accuracy"] - slow["accuracy"]) <= 100 / 24 + 1e-9   # at most 1 example
+    assert fast["accuracy"] > 60                                           # it did learn
+    for a, b in zip(slow["history"], fast["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4, abs=1e-5)
+    from safetensors.torch import load_file
+
+    hs, hf = (load_file(str(tmp_path / d / "head.safetensors")) for d in ("slow", "fast"))
+    for k in hs:
+        assert torch.allclose(hs[k], hf[k], atol=1e-4), k
+    assert fast["extract_s"] + fast["train_s"] < slow["train_s"] + slow["eval_s"]
+
+    again = run_transfer(model, "imagefolder", out_dir=tmp_path / "again",
+                         cache_dir=tmp_path / "cache", config=TransferConfig(**kw), **common)
+    assert again["cache"]["train"]["hit"] and again["cache"]["test"]["hit"]
+    assert again["accuracy"] == fast["accuracy"]
+    assert not list((tmp_path / "cache").glob(".*.tmp"))                   # atomic writes
+    other = run_transfer(model, "imagefolder", out_dir=tmp_path / "other",
+                         cache_dir=tmp_path / "cache",
+                         config=TransferConfig(**{**kw, "image_size": 24, "epochs": 1}), **common)
+    assert not other["cache"]["train"]["hit"]                               # new transform, new key
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 4
+
+
+def test_augmented_views_and_lbfgs(folder, tmp_path):
+    from robust_zoo.transfer.runner import run_transfer
+
+    model = zoo_model("resnet18")
+    res = run_transfer(model, "imagefolder", data_root=folder, out_dir=tmp_path / "v",
+                       cache_dir=tmp_path / "c", progress=False, log=lambda *a: None,
+                       config=TransferConfig(epochs=3, image_size=32, views=2, lr=0.01,
+                                             batch_size=16))
+    from safetensors.torch import load_file
+
+    cached = load_file(next(str(p) for p in (tmp_path / "c").glob("*__train__*")))
+    assert cached["features"].shape == (2, 48, 512)
+    assert not torch.equal(cached["features"][0], cached["features"][1])  # two different crops
+    assert res["accuracy"] > 50
+    lb = run_transfer(model, "imagefolder", data_root=folder, out_dir=tmp_path / "l",
+                      cache_dir=tmp_path / "c", progress=False, log=lambda *a: None,
+                      config=TransferConfig(image_size=32, head_solver="lbfgs", lbfgs_iters=50))
+    assert lb["accuracy"] > 60
+
+
+# ----------------------------------------------------------------------------- resume
+
+def test_full_network_resume_reproduces_uninterrupted_run(folder, tmp_path):
+    from safetensors.torch import load_file
+
+    from robust_zoo.transfer.runner import run_transfer
+
+    model = zoo_model("resnet18")
+    cfg = TransferConfig(mode="full", epochs=3, image_size=32, lr=0.01, batch_size=24)
+    common = dict(data_root=folder, progress=False, log=lambda *a: None, model_name="r18")
+    ref = run_transfer(model, "imagefolder", out_dir=tmp_path / "ref", config=cfg, **common)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch, rec):
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_transfer(model, "imagefolder", out_dir=tmp_path / "cut", config=cfg,
+                     on_epoch_end=stop_after_first, **common)
+    assert (tmp_path / "cut" / "checkpoint.pt").exists()
+    assert not (tmp_path / "cut" / "result.json").exists()
+    res = run_transfer(model, "imagefolder", out_dir=tmp_path / "cut", config=cfg, resume=True,
+                       **common)
+    assert [h["epoch"] for h in res["history"]] == [1, 2, 3]
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("ref", "cut"))
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+    assert res["accuracy"] == ref["accuracy"]
+    assert not (tmp_path / "cut" / "checkpoint.pt").exists()     # removed once finished
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _cli(args: list[str], capsys) -> tuple[int, str]:
+    from robust_zoo.transfer.__main__ import main
+
+    rc = main(args)
+    cap = capsys.readouterr()
+    return rc, cap.out + cap.err
+
+
+def test_cli_sweep_end_to_end(folder, tmp_path, capsys):
+    import robust_zoo
+
+    man = write_manifest(tmp_path, [("resnet18_l2_eps0", 0.0, 1), ("resnet18_l2_eps3", 3.0, 2)])
+    out = tmp_path / "runs"
+    args = ["--model", "resnet18_l2_eps0", "resnet18_l2_eps3", "--dataset", "imagefolder",
+            "--mode", "fixed", "full", "--data-root", str(folder), "--out", str(out),
+            "--manifest", str(man), "--epochs", "2", "--image-size", "32", "--workers", "0",
+            "--no-progress", "--lr", "0.01"]
+    rc, text = _cli(args, capsys)
+    assert rc == 0, text
+    rows = json.loads((out / "results.json").read_text())
+    assert {(r["model"], r["mode"]) for r in rows} == {
+        (m, mode) for m in ("resnet18_l2_eps0", "resnet18_l2_eps3")
+        for mode in ("fixed-feature", "full")}
+    for r in rows:
+        assert r["arch"] == "resnet18" and r["metric"] == "top1" and 0 <= r["accuracy"] <= 100
+        assert r["n_test"] == 24 and r["epochs"] == 2
+    assert (out / "results.csv").read_text().splitlines()[0].startswith("model,arch,norm,eps")
+    for name in ("robust_vs_standard_fixed-feature.png", "eps_vs_accuracy_full.png"):
+        assert (out / name).stat().st_size > 1000
+    full = out / "resnet18_l2_eps3" / "imagefolder" / "full"
+    assert (full / "head.safetensors").exists()
+    ft = robust_zoo.load("resnet18_l2_eps3-imagefolder", manifest=full / "weights_manifest.json")
+    assert ft(torch.rand(1, 3, 32, 32)).shape == (1, 3)
+    assert not (out / "resnet18_l2_eps0" / "imagefolder" / "fixed-feature" /
+                "model.safetensors").exists()
+
+    before = (out / "results.json").read_text()
+    rc, text = _cli(args, capsys)                                   # everything done: skipped
+    assert rc == 0 and text.count("skipped") == 4
+    assert json.loads((out / "results.json").read_text()) == json.loads(before)
+
+    rc, text = _cli(["plot", str(out / "results.csv"), "--out", str(tmp_path / "figs")], capsys)
+    assert rc == 0 and len(list((tmp_path / "figs").glob("*.png"))) == 4
+
+
+def test_cli_errors(folder, tmp_path, capsys):
+    man = write_manifest(tmp_path, [("resnet18_l2_eps0", 0.0, 1)])
+    base = ["--data-root", str(folder), "--out", str(tmp_path / "o"), "--epochs", "1",
+            "--image-size", "32", "--workers", "0", "--no-progress"]
+    rc, text = _cli(["--model", "resnet18", "--pretrained", "false", "--dataset", "cifar_ten",
+                     *base], capsys)
+    assert rc == 2 and "Unknown data set 'cifar_ten'" in text and "'cifar10'" in text
+    rc, text = _cli(["--model", "resnet18", "--pretrained", "false", "--dataset", "pets",
+                     *base], capsys)
+    assert rc == 2 and "--download" in text and "oxford-iiit-pet" in text
+    rc, text = _cli(["--model", "resnet18_l2_eps0", "--manifest", str(man), "--arch",
+                     "resnet50", "--dataset", "imagefolder", *base], capsys)
+    assert rc == 2 and "is a resnet18" in text
+    rc, text = _cli(["--model", "resnet18", "--dataset", "imagefolder", *base], capsys)
+    assert rc == 2 and "--pretrained false" in text
+    rc, text = _cli(["--model", "resnet18_l2_eps9", "--manifest", str(man),
+                     "--dataset", "imagefolder", *base], capsys)
+    assert rc == 2 and "resnet18_l2_eps0" in text                      # closest name
+    rc, text = _cli(["--model", "mobilenet_v2", "--pretrained", "false", "--mode", "layer2",
+                     "--dataset", "imagefolder", *base], capsys)
+    assert rc == 2 and "ResNet-family" in text and "'fixed-feature', 'full'" in text
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_plots_from_rows(tmp_path):
+    from robust_zoo.transfer.plots import best_per_group, make_plots
+    from robust_zoo.transfer.sweep import read_results, summary_row, write_results
+
+    rows = []
+    for ds in ("cifar10", "pets"):
+        for arch in ("resnet18", "resnet50"):
+            for eps, acc in ((0.0, 70.0), (0.25, 74.0), (3.0, 72.0)):
+                rows.append(summary_row({"model": f"{arch}_l2_eps{eps}", "arch": arch,
+                                         "norm": "l2", "eps": eps, "dataset": ds,
+                                         "mode": "fixed-feature", "accuracy": acc,
+                                         "out_dir": f"{arch}{eps}{ds}"}))
+    write_results(rows, tmp_path)
+    back = read_results(tmp_path / "results.csv")
+    assert back[1]["eps"] == 0.25 and back[1]["accuracy"] == 74.0
+    best = best_per_group(back)
+    assert best[("pets", "resnet50")]["robust"]["eps"] == 0.25
+    assert best[("pets", "resnet50")]["standard"]["eps"] == 0.0
+    paths = make_plots(back, tmp_path)
+    assert [p.name for p in paths] == ["robust_vs_standard_fixed-feature.png",
+                                       "eps_vs_accuracy_fixed-feature.png"]
+    assert all(Image.open(p).size[0] > 300 for p in paths)
+
+
+# ----------------------------------------------------------------------------- DDP
+
+def test_both_modes_under_torchrun_gloo(folder, tmp_path, isolated_caches):
+    """Two CPU processes (Gloo): one result per run, every test example evaluated once, and
+    the feature matrix gathered from both processes in the data set's order."""
+    from safetensors.torch import load_file
+
+    from robust_zoo.transfer.datasets import load_splits, make_transforms
+    from robust_zoo.transfer.feature_cache import extract_features
+    from robust_zoo.transfer.runner import load_model
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", "2", "-m", "robust_zoo.transfer", "--model", "resnet18",
+           "--pretrained", "false", "--dataset", "imagefolder", "--mode", "full", "fixed",
+           "--data-root", str(folder), "--out", str(out), "--epochs", "1", "--image-size", "32",
+           "--workers", "0", "--no-progress", "--device", "cpu", "--no-plots", "--lr", "0.01"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads((out / "results.json").read_text())
+    assert sorted(r["mode"] for r in rows) == ["fixed-feature", "full"]
+    assert all(r["n_test"] == 24 and r["n_train"] == 48 for r in rows)
+    assert (out / "resnet18" / "imagefolder" / "full" / "model.safetensors").exists()
+
+    cached = list((isolated_caches["robust_zoo"] / "features").glob("resnet18__imagefolder__train__*"))
+    assert len(cached) == 1
+    got = load_file(str(cached[0]))["features"]
+    _, test_tf = make_transforms(32)
+    train, _, _ = load_splits("imagefolder", folder, train_transform=test_tf)
+    want = extract_features(load_model("resnet18", pretrained=False), train)
+    assert got.shape == (1, 48, 512)
+    assert torch.allclose(got[0], want, atol=1e-4)
