@@ -1,0 +1,311 @@
+"""Projected gradient descent (PGD) in pixel space: the one attack training and evaluation share.
+
+Units: images ``x`` in [0, 1] (the models normalize inside) and ε on that scale, the convention
+of ``robustness`` (whose ``attack_steps.py`` the step objects below follow) and RobustBench.
+
+* L2:   x ← x + α·g/‖g‖₂ per example, then δ is rescaled into the ε-ball, then x clamped to [0, 1].
+* Linf: x ← x + α·sign(g), then δ is clipped to the ε-box, then x clamped to [0, 1].
+
+Clamping to [0, 1] only shrinks each |δᵢ| (x itself is in [0, 1]), so the bound survives it.
+Gradients are taken w.r.t. the input alone (``torch.autograd.grad``): no parameter ``.grad`` is
+written, and autograd skips the weight-gradient work. ``docs/attacks.md`` has the full semantics.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .naming import check_norm
+
+__all__ = ["pgd", "L2Step", "LinfStep", "AttackStep", "correct_under_attack", "robust_accuracy",
+           "default_step_size"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# fp16 autocast: input gradients are scaled before autograd so they do not flush to zero
+# (sign(0) = 0 would silently stall the attack); the step normalizes, so the scale cancels.
+_FP16_GRAD_SCALE = 2.0 ** 12
+
+
+def _norms(t: torch.Tensor) -> torch.Tensor:
+    """Per-example L2 norms shaped (B, 1, ..., 1); works for any memory format."""
+    return torch.linalg.vector_norm(t, dim=tuple(range(1, t.ndim)), keepdim=True)
+
+
+class AttackStep:
+    """Threat model around a fixed origin ``x0``: how to step, project and start at random."""
+
+    def __init__(self, x0: torch.Tensor, eps: float, step_size: float):
+        self.x0, self.eps, self.step_size = x0, float(eps), float(step_size)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def random_init(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class L2Step(AttackStep):
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        delta = x - self.x0
+        # min(1, ε/‖δ‖): points inside the ball stay put; the clamp guards ‖δ‖ = 0
+        delta = delta * (self.eps / _norms(delta).clamp_min(1e-12)).clamp(max=1.0)
+        return (self.x0 + delta).clamp(0.0, 1.0)
+
+    def step(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        # a zero gradient gives a zero step instead of NaN
+        return x + self.step_size * g / _norms(g).clamp_min(1e-12)
+
+    def random_init(self, x: torch.Tensor) -> torch.Tensor:
+        # Uniform in the ball: Gaussian direction, radius ε·U^(1/d). For images d is large
+        # (150,528 at 224 px: radius > 0.9999·ε but with probability 3e-7), so this is
+        # robustness' start on the sphere in all but name.
+        d = x[0].numel()
+        u = torch.randn_like(x)
+        r = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device,
+                       dtype=x.dtype).pow(1.0 / d)
+        return self.project(x + self.eps * r * u / _norms(u).clamp_min(1e-12))
+
+
+class LinfStep(AttackStep):
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        delta = (x - self.x0).clamp(-self.eps, self.eps)
+        return (self.x0 + delta).clamp(0.0, 1.0)
+
+    def step(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return x + self.step_size * g.sign()
+
+    def random_init(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(x + torch.empty_like(x).uniform_(-self.eps, self.eps))
+
+
+STEPS: dict[str, type[AttackStep]] = {"l2": L2Step, "linf": LinfStep}
+
+
+def default_step_size(eps: float, steps: int) -> float:
+    """robustness' convention: α = 2.5·ε/steps (enough to cross the ball and come back)."""
+    return 2.5 * float(eps) / int(steps) if steps else 0.0
+
+
+@contextlib.contextmanager
+def _attack_mode(model: nn.Module, eval_mode: bool) -> Iterator[None]:
+    """Put ``model`` in eval mode (BN running stats, no dropout) and restore every submodule's
+    own flag afterwards, exception or not; mixed modes (e.g. frozen BN) come back as found."""
+    if not eval_mode:
+        yield
+        return
+    saved = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training
+
+
+def _fp16_autocast(device_type: str) -> bool:
+    try:
+        return (torch.is_autocast_enabled(device_type)
+                and torch.get_autocast_dtype(device_type) == torch.float16)
+    except (RuntimeError, TypeError):  # device types autocast does not know
+        return False
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    # Attack DDP's inner module: same weights, and the reducer never sees forward passes that
+    # are not followed by a backward (which would break the next training step).
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _check_args(x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
+                step_size: float | None) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or not x.is_floating_point():
+        raise ValueError("pgd: x must be a floating-point tensor shaped (batch, ...), got "
+                         f"{type(x).__name__}{tuple(getattr(x, 'shape', ()))}")
+    if not isinstance(y, torch.Tensor) or y.shape[:1] != x.shape[:1]:
+        raise ValueError(f"pgd: y must be a tensor with one label per example: x has "
+                         f"{x.shape[0]} examples, y has shape {tuple(getattr(y, 'shape', ()))}")
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"pgd: eps must be a finite number >= 0 in [0, 1] pixel units, "
+                         f"got {eps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"pgd: steps must be an int >= 0, got {steps!r}")
+    if step_size is not None and not (math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"pgd: step_size must be a positive number (or None for 2.5·eps/steps), "
+                         f"got {step_size!r}")
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("pgd needs autograd: call it outside torch.inference_mode() "
+                           "(torch.no_grad() is fine)")
+
+
+def _check_range(x: torch.Tensor) -> None:
+    lo, hi = torch.stack(torch.aminmax(x.detach())).float().tolist()   # one device sync
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise ValueError(f"pgd: x must be an image in [0, 1] (models normalize inside), got values "
+                         f"in [{lo:.4g}, {hi:.4g}]. Pass un-normalized images, e.g. "
+                         "entry.transforms() without normalize=True.")
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int,
+        step_size: float | None = None, random_start: bool = False, keep_best: bool = True,
+        loss_fn: LossFn | None = None, bn_eval: bool = True, targeted: bool = False
+        ) -> torch.Tensor:
+    """PGD adversarial examples for ``model`` at ``x`` (in [0, 1]) with labels ``y``.
+
+    Args:
+        norm: "l2" or "linf". eps: radius in [0, 1] pixel units (Linf 4/255 is ``4/255``).
+        steps: number of gradient steps; ``eps == 0`` or ``steps == 0`` returns ``x`` unchanged.
+        step_size: α; default ``2.5·eps/steps``.
+        random_start: start from a uniform point in the ε-ball (L2) / ε-box (Linf).
+        keep_best: return, per example, the iterate (start point included) with the highest
+            loss, as robustness' ``use_best``; one extra forward. False: the last iterate.
+        loss_fn: ``loss_fn(logits, y)`` → per-example losses (B,); default cross-entropy.
+            Scalar losses are accepted only with ``keep_best=False``.
+        bn_eval: run the model in eval mode during the attack (BN running stats, no dropout, no
+            running-stat updates), restoring each module's mode afterwards. False: as found.
+        targeted: move towards ``y`` (minimize the loss) instead of away from it.
+
+    Returns:
+        ``x_adv``, detached, with ``x``'s dtype, shape and memory format; ‖x_adv − x‖ ≤ eps and
+        x_adv in [0, 1]. Parameters' ``.grad`` and ``requires_grad`` are never touched. Runs
+        under ``torch.autocast``; steps and projections are computed in fp32.
+    """
+    norm = check_norm(norm)
+    _check_args(x, y, eps, steps, step_size)
+    if eps == 0 or steps == 0:
+        return x.detach().clone()
+    _check_range(x)
+    alpha = default_step_size(eps, steps) if step_size is None else float(step_size)
+    net = _unwrap(model)
+    loss_fn = loss_fn or _cross_entropy
+    sign = -1.0 if targeted else 1.0
+    scale = _FP16_GRAD_SCALE if (_fp16_autocast(x.device.type) or x.dtype == torch.float16) else 1.0
+
+    x0 = x.detach().to(torch.float32)
+    stepper = STEPS[norm](x0, eps, alpha)
+    best_x = best_loss = None
+
+    def losses_at(xa: torch.Tensor) -> torch.Tensor:
+        out = loss_fn(net(xa.to(x.dtype)), y)
+        if keep_best and out.shape != (x.shape[0],):
+            raise ValueError(f"pgd: loss_fn must return per-example losses of shape "
+                             f"({x.shape[0]},) when keep_best=True, got {tuple(out.shape)}; use "
+                             "reduction='none' or keep_best=False")
+        return out
+
+    def remember(xa: torch.Tensor, losses: torch.Tensor) -> None:
+        nonlocal best_x, best_loss
+        losses = sign * losses.detach().float()
+        if best_x is None:
+            best_x, best_loss = xa.detach().clone(), losses
+            return
+        better = losses > best_loss
+        best_loss = torch.where(better, losses, best_loss)
+        best_x = torch.where(better.view((-1,) + (1,) * (x.ndim - 1)), xa.detach(), best_x)
+
+    with _attack_mode(net, bn_eval), torch.enable_grad():
+        xa = stepper.random_init(x0) if random_start else x0.clone()
+        for _ in range(steps):
+            xa.requires_grad_(True)
+            losses = losses_at(xa)
+            g = _input_grad(sign * losses.sum(), xa, scale)
+            with torch.no_grad():
+                if keep_best:
+                    remember(xa, losses)
+                xa = stepper.project(stepper.step(xa.detach(), g))
+        if keep_best:
+            with torch.no_grad():
+                remember(xa, losses_at(xa))
+            xa = best_x
+    return xa.detach().to(x.dtype)
+
+
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), y, reduction="none")
+
+
+def _input_grad(loss: torch.Tensor, xa: torch.Tensor, scale: float) -> torch.Tensor:
+    if scale == 1.0:
+        (g,) = torch.autograd.grad(loss, xa)
+        return g.float()
+    (g,) = torch.autograd.grad(loss * scale, xa, retain_graph=True)
+    if not bool(torch.isfinite(g).all()):   # the scale overflowed fp16: redo unscaled
+        (g,) = torch.autograd.grad(loss, xa)
+    return g.float()
+
+
+# -- evaluation helpers ---------------------------------------------------------------------
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x).argmax(dim=1)
+
+
+def correct_under_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
+                         eps: float, steps: int, step_size: float | None = None,
+                         restarts: int = 1, random_start: bool = False, keep_best: bool = True,
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean_correct, robust_correct) boolean masks for one batch, model in eval mode.
+
+    An example is robust only if it is classified correctly clean *and* after every restart
+    (AutoAttack's convention). Restart 1 starts at x unless ``random_start``; later restarts
+    start at random. Only still-robust examples are attacked again (eval mode makes examples
+    independent of their batch-mates, so this changes cost, not results).
+    """
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
+    with _attack_mode(model, True):
+        clean = _predict(model, x) == y
+        robust = clean.clone()
+        for r in range(restarts):
+            idx = robust.nonzero().flatten()
+            if idx.numel() == 0 or eps == 0 or steps == 0:
+                break
+            xa = pgd(model, x[idx], y[idx], norm=norm, eps=eps, steps=steps, step_size=step_size,
+                     random_start=random_start or r > 0, keep_best=keep_best)
+            robust[idx] = _predict(model, xa) == y[idx]
+    return clean, robust
+
+
+def _batches(data, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+            isinstance(t, torch.Tensor) for t in data):
+        xs, ys = data
+        if len(xs) != len(ys):
+            raise ValueError(f"images and labels differ in length: {len(xs)} vs {len(ys)}")
+        for i in range(0, len(xs), batch_size):
+            yield xs[i:i + batch_size], ys[i:i + batch_size]
+        return
+    yield from data
+
+
+def robust_accuracy(model: nn.Module, data, *, norm: str, eps: float, steps: int,
+                    step_size: float | None = None, restarts: int = 1, random_start: bool = False,
+                    keep_best: bool = True, batch_size: int = 128,
+                    device: str | torch.device | None = None) -> tuple[float, float, int]:
+    """(clean top-1 %, PGD robust top-1 %, n) over ``data``: an iterable of (x, y) batches
+    (e.g. a DataLoader) or an ``(images, labels)`` pair of tensors. For ImageFolder trees,
+    manifests, distributed runs and claimed-metric checks use ``robust_zoo.evaluate``."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    n = n_clean = n_robust = 0
+    for x, y in _batches(data, batch_size):
+        x, y = x.to(device), y.to(device)
+        clean, robust = correct_under_attack(model, x, y, norm=norm, eps=eps, steps=steps,
+                                             step_size=step_size, restarts=restarts,
+                                             random_start=random_start, keep_best=keep_best)
+        n += len(y)
+        n_clean += int(clean.sum())
+        n_robust += int(robust.sum())
+    if n == 0:
+        raise ValueError("robust_accuracy: data yielded no examples")
+    return 100.0 * n_clean / n, 100.0 * n_robust / n, n
