@@ -1,4 +1,5 @@
-"""``robust-zoo``: list | info | download | verify | convert | export | pin | quickstart."""
+"""``robust-zoo``: list | info | download | verify | convert | export | pin, and the
+quickstart, train, evaluate and transfer programs under one name."""
 from __future__ import annotations
 
 import argparse
@@ -151,10 +152,23 @@ def cmd_pin(args) -> int:
     return 0
 
 
-def cmd_quickstart(args, rest) -> int:
-    from .quickstart import main as quickstart_main
+# Subcommands that are whole programs of their own (each also runs as ``python -m MODULE``):
+# their arguments go to that program's own parser untouched.
+PROGRAMS = {
+    "quickstart": ("robust_zoo.quickstart", "offline demo: train, attack, load and transfer"),
+    "train": ("robust_zoo.train.cli", "train a model from a recipe (python -m robust_zoo.train)"),
+    "evaluate": ("robust_zoo.evaluate", "clean and PGD/AutoAttack accuracy vs the claimed "
+                 "metrics (python -m robust_zoo.evaluate)"),
+    "transfer": ("robust_zoo.transfer.__main__", "fixed-feature / full-network transfer "
+                 "(python -m robust_zoo.transfer)"),
+}
 
-    return quickstart_main(rest) or 0
+
+def run_program(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(PROGRAMS[name][0])
+    return module.main(argv) or 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,17 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_arg(s)
     s.set_defaults(func=cmd_pin)
 
-    s = sub.add_parser("quickstart", help="offline demo: train, attack, load and transfer "
-                       "(options: robust-zoo quickstart --help)", add_help=False)
-    s.set_defaults(func=cmd_quickstart)
+    for name, (_, help_text) in PROGRAMS.items():
+        sub.add_parser(name, help=f"{help_text} (options: robust-zoo {name} --help)",
+                       add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv and argv[0] == "quickstart":
-        return cmd_quickstart(None, argv[1:])
+    if argv and argv[0] in PROGRAMS:
+        return run_program(argv[0], argv[1:])
     args = parser.parse_args(argv)
     from .convert import CheckpointFormatError
     from .hub import IntegrityError, NotCachedError, SourceUnavailableError

@@ -164,3 +164,11 @@ def test_pin_fills_hashes_from_the_hub(hub_server, tmp_path):
     f["sha256"] = "0" * 64
     mpath.write_text(json.dumps({"schema_version": 1, "models": [dict(e1, files=[f])]}))
     assert cli.main(["pin", "--manifest", str(mpath)]) == 1
+
+
+@pytest.mark.parametrize("program", ["quickstart", "train", "evaluate", "transfer"])
+def test_cli_forwards_to_programs(program, capsys):
+    with pytest.raises(SystemExit) as ei:
+        cli.main([program, "--help"])
+    assert ei.value.code == 0
+    assert "usage:" in capsys.readouterr().out
