@@ -28,6 +28,11 @@ class Arch:
     family: str = ""             # "resnet", "densenet", ... (freeze levels exist for "resnet")
     aliases: tuple[str, ...] = field(default=())
 
+    @property
+    def zoo(self) -> bool:
+        """True for the ten architectures the upstream checkpoints exist for."""
+        return bool(self.upstream_name)
+
     def build(self, num_classes: int = 1000, **kwargs) -> nn.Module:
         return self.builder(weights=None, num_classes=num_classes, **kwargs)
 
@@ -82,8 +87,9 @@ _register(Arch("vgg16_bn", _tv("vgg16_bn"), "classifier.6", 4096, "vgg16_bn", Tr
                None, "vgg"))
 
 
-def list_archs() -> list[str]:
-    return sorted(_ARCHS)
+def list_archs(include_extra: bool = False) -> list[str]:
+    """The zoo's architectures; ``include_extra=True`` adds the small non-zoo ones (quickstart)."""
+    return sorted(n for n, a in _ARCHS.items() if include_extra or a.zoo)
 
 
 def get_arch(name: str) -> Arch:
@@ -95,7 +101,8 @@ def get_arch(name: str) -> Arch:
             return arch
     close = difflib.get_close_matches(name, list(_ARCHS), n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"Unknown architecture {name!r}. Known: {', '.join(list_archs())}.{hint}")
+    raise ValueError(f"Unknown architecture {name!r}. Known: "
+                     f"{', '.join(list_archs(include_extra=True))}.{hint}")
 
 
 def build(name: str, num_classes: int = 1000, *, device: str | torch.device | None = None) -> nn.Module:
@@ -197,3 +204,13 @@ def _in_features(head: nn.Module) -> int:
             if isinstance(m, nn.Linear):
                 return m.in_features
     raise ValueError(f"Cannot tell the input width of head {head!r}; pass arch=")
+
+
+# Small non-zoo architectures (no upstream checkpoints): what the offline quickstart trains.
+def _mini_resnet(**kwargs) -> nn.Module:
+    from .train.smallnets import mini_resnet
+
+    return mini_resnet(**kwargs)
+
+
+_register(Arch("mini_resnet", _mini_resnet, "fc", 128, "", False, 436_536, None, "resnet"))

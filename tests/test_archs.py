@@ -9,7 +9,7 @@ from robust_zoo.models import RobustModel
 from robust_zoo.naming import model_name, parse_name
 
 
-@pytest.mark.parametrize("name", archs.list_archs())
+@pytest.mark.parametrize("name", archs.list_archs(include_extra=True))
 def test_registry_facts_match_the_network(name):
     a = archs.get_arch(name)
     net = archs.build(name, device="meta")
