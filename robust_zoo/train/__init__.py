@@ -1,0 +1,28 @@
+"""Training with the robustness recipe: ``python -m robust_zoo.train`` or, in code,
+
+    >>> from robust_zoo.train import train, RunOptions
+    >>> from robust_zoo.recipe import Recipe
+    >>> result = train(Recipe(arch="resnet18", norm="l2", eps=3.0, dataset="imagefolder",
+    ...                       num_classes=10), RunOptions(out="runs/r18", data="/data/imagenette"))
+    >>> robust_zoo.load(result.name, manifest=result.run_dir / "weights_manifest.json")
+
+``docs/training.md`` describes the recipe fields, the command line, torchrun, resume semantics
+and the files a run writes.
+"""
+from __future__ import annotations
+
+__all__ = ["train", "RunOptions", "RunResult", "RecipeError", "main", "build_parser",
+           "resolve_recipe", "parse_number"]
+
+_LAZY = {"train": "run", "RunOptions": "run", "RunResult": "run", "RecipeError": "loop",
+         "main": "cli", "build_parser": "cli", "resolve_recipe": "cli", "parse_number": "cli"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

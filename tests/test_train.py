@@ -1,0 +1,338 @@
+"""``python -m robust_zoo.train``: recipe command line, errors, the files a run leaves, resume after
+SIGKILL (bit-identical weights), and a 2-process torchrun run against a 1-process run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import robust_zoo
+from robust_zoo.data import Lighting, ResumableSampler, TensorImages, sample_seed
+from robust_zoo.recipe import Recipe
+from robust_zoo.train import main
+from robust_zoo.train.cli import build_parser, parse_number, recipe_fields, resolve_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small enough for seconds on 2 cores, but every moving part runs: ImageFolder decoding, the
+# robustness ImageNet augmentation (with Lighting), L2 PGD with random start and keep_best,
+# BatchNorm in eval during the attack, 14 steps per epoch, checkpoints every 2 steps (so a kill
+# right after the first checkpoint has 12 steps of margin before the epoch ends).
+RUN_ARGS = ["--arch", "mini_resnet", "--dataset", "imagefolder", "--input-size", "16",
+            "--norm", "l2", "--eps", "0.5", "--random-start", "--epochs", "2", "--batch-size", "4",
+            "--lr", "0.05", "--ckpt-every-steps", "2", "--log-every", "3", "--deterministic",
+            "--no-progress", "--final-eval-steps", "3"]
+
+
+def make_image_folder(root: Path, classes: int = 2, per_class=(28, 6), size: int = 20) -> Path:
+    """PNG class folders: noisy images whose dominant colour is the class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in zip(("train", "val"), per_class):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = np.zeros((size, size, 3))
+                img[..., c % 3] = 140
+                img = np.clip(img + rng.normal(0, 60, img.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i}.png")
+    return root
+
+
+def child_env() -> dict[str, str]:
+    # One thread per process: the runs below go side by side on 2 cores, and a resumed run
+    # must use the thread count of the run it continues.
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+
+
+def train_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "robust_zoo.train", *map(str, args)]
+
+
+def tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def data_bytes(path: Path) -> bytes:
+    """The tensor bytes of a safetensors file (its JSON header orders metadata keys freely)."""
+    raw = path.read_bytes()
+    return raw[8 + int.from_bytes(raw[:8], "little"):]
+
+
+# ----------------------------------------------------------------------------- command line
+
+def test_every_recipe_field_is_a_flag_and_fractions_parse():
+    parser = build_parser()
+    dests = {a.dest for a in parser._actions}
+    assert {f.name for f in recipe_fields()} <= dests
+    args = parser.parse_args(["--out", "x", "--arch", "resnet18", "--norm", "linf", "--eps",
+                              "4/255", "--attack-steps", "7", "--no-use-best", "--lr", "1e-2"])
+    recipe, _ = resolve_recipe(args)
+    assert recipe.eps == pytest.approx(4 / 255) and recipe.attack_steps == 7
+    assert recipe.use_best is False and recipe.lr == 0.01
+    assert parse_number(" 8 / 255 ") == pytest.approx(8 / 255)
+
+
+def test_from_manifest_fills_unknowns_with_defaults_and_flags_override(tmp_path, capsys):
+    recipe = Recipe(arch="resnet18", norm="l2", eps=3.0).to_dict()
+    recipe.update(lr_step=None, weight_decay=None, unknown=["lr_step", "weight_decay"],
+                  unconfirmed=["attack_step_size", "epochs"])
+    entry = {"name": "resnet18_l2_eps3", "arch": "resnet18", "norm": "l2", "eps": 3.0,
+             "files": [{"format": "safetensors", "path": "x.safetensors", "sha256": None}],
+             "recipe": recipe}
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"schema_version": 1, "models": [entry]}))
+    rc = main(["--from-manifest", "resnet18_l2_eps3", "--manifest", str(manifest), "--out",
+               str(tmp_path / "run"), "--epochs", "5", "--device", "cpu", "--print-recipe"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    got = json.loads(out)
+    assert got["lr_step"] == 30 and got["weight_decay"] == 1e-4       # Recipe defaults
+    assert got["epochs"] == 5 and got["eps"] == 3.0 and got["arch"] == "resnet18"
+    assert "lr_step=30" in err and "weight_decay=0.0001" in err
+    assert "Unconfirmed" in err and "attack_step_size" in err and "Overridden" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_zoo_manifest_recipe_reproduces():
+    args = build_parser().parse_args(["--from-manifest", "resnet50_l2_eps3", "--out", "x"])
+    recipe, notes = resolve_recipe(args, cuda=True)
+    assert (recipe.arch, recipe.norm, recipe.eps, recipe.attack_steps) == ("resnet50", "l2", 3.0, 3)
+    assert recipe.batch_size == 512 and recipe.epochs == 90 and recipe.precision == "bf16"
+    assert any("bf16" in n for n in notes) and any("unknown" in n for n in notes)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--eps", "-1"], "makes no sense"),
+    (["--norm", "linf", "--eps", "4"], "Did you mean --eps 4/255"),
+    (["--eps", "0.5", "--attack-steps", "0"], "needs attack_steps >= 1"),
+    (["--precision", "fp16"], "use 'bf16'"),
+    (["--arch", "resnet5O"], "Did you mean 'resnet50'"),
+    (["--data", "{tmp}/nowhere"], "does not exist"),
+    (["--data", "{tmp}/empty"], "holds no usable images"),
+    (["--data", "{tmp}/noval"], "has no val/ folder"),
+    (["--dataset", "cifar10", "--data", "{tmp}/nowhere"], "--download"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, capsys, extra, message):
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    (tmp_path / "empty" / "val").mkdir()
+    (tmp_path / "noval" / "train" / "a").mkdir(parents=True)
+    base = ["--arch", "mini_resnet", "--dataset", "imagefolder", "--num-classes", "2",
+            "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"]
+    assert main(base + [a.format(tmp=tmp_path) for a in extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unparsable_eps_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        main(["--arch", "resnet18", "--out", "x", "--eps", "4/0"])
+    assert "not a number or fraction" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- data pieces
+
+def test_lighting_is_robustness_pca_noise():
+    torch.manual_seed(3)
+    img = torch.full((3, 4, 4), 0.5)
+    out = Lighting(0.05)(img)
+    torch.manual_seed(3)
+    alpha = torch.empty(3).normal_(0, 0.05)
+    lt = Lighting(0.05)
+    expected = 0.5 + (lt.eigvec * (alpha * lt.eigval)).sum(1)
+    assert torch.allclose(out[:, 0, 0], expected) and (out == out[:, :1, :1]).all()
+    assert torch.equal(Lighting(0.0)(img), img)
+    assert Lighting(50.0)(img).min() >= 0 and Lighting(50.0)(img).max() <= 1
+
+
+def test_sampler_global_batches_do_not_depend_on_world_size():
+    ds = TensorImages(torch.zeros(50, 3, 8, 8), torch.zeros(50), ["a"])
+    one = list(ResumableSampler(ds, num_replicas=1, rank=0, seed=4, batch_size=8))
+    ranks = [list(ResumableSampler(ds, num_replicas=2, rank=r, seed=4, batch_size=4))
+             for r in range(2)]
+    for b in range(len(one) // 8):
+        union = {i for r in ranks for i in r[b * 4:(b + 1) * 4]}
+        assert union == set(one[b * 8:(b + 1) * 8])       # same images, same seeds
+    resumed = ResumableSampler(ds, num_replicas=1, rank=0, seed=4, batch_size=8)
+    resumed.set_epoch(0, start_batch=2)
+    assert list(resumed) == one[16:] and len(resumed) == len(one) - 16
+    assert sample_seed(0, 1, 5) != sample_seed(0, 2, 5) != sample_seed(1, 1, 5)
+
+
+# ----------------------------------------------------------------------------- whole runs
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """An uninterrupted run and, beside it, the same run SIGKILLed after a mid-epoch
+    checkpoint and resumed (with a different number of loader workers)."""
+    tmp = tmp_path_factory.mktemp("train")
+    data = make_image_folder(tmp / "data")
+    full, killed = tmp / "full", tmp / "killed"
+    args = RUN_ARGS + ["--data", str(data)]
+    ref = subprocess.Popen(train_cmd(*args, "--out", full, "--workers", "0"), env=child_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(train_cmd(*args, "--out", killed, "--workers", "1"),
+                              env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (killed / "checkpoint.pt").exists():
+        assert victim.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.002)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    at = torch.load(killed / "checkpoint.pt", weights_only=True)
+    out, err = ref.communicate(timeout=300)
+    assert ref.returncode == 0, err
+    resumed = subprocess.run(train_cmd("--resume", "--out", killed, "--data", data,
+                                       "--deterministic", "--no-progress", "--workers", "0",
+                                       "--log-every", "3", "--final-eval-steps", "3"),
+                             env=child_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    return {"data": data, "full": full, "killed": killed, "killed_at": at,
+            "log": err, "resume_log": resumed.stderr}
+
+
+def test_sigkilled_and_resumed_run_is_bit_identical(runs):
+    at = runs["killed_at"]
+    assert at["epoch"] == 0 and 0 < at["step"] < at["steps_per_epoch"]      # mid-epoch
+    assert f"Resuming {runs['killed']} at epoch 1, step {at['step']}/14" in runs["resume_log"]
+    a = tensors(runs["full"] / "model.safetensors")
+    b = tensors(runs["killed"] / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert data_bytes(runs["full"] / "model.safetensors") == data_bytes(
+        runs["killed"] / "model.safetensors")
+    # the resumed run's metrics replace the lost steps instead of duplicating them
+    recs = [json.loads(x) for x in (runs["killed"] / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["global_step"] for r in recs if r["type"] == "step"]
+    assert steps == sorted(set(steps)) == list(range(3, 29, 3))
+    ref = [json.loads(line) for line in (runs["full"] / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in recs if r["type"] == "step"] == [
+        r["loss"] for r in ref if r["type"] == "step"]
+
+
+def test_a_run_leaves_a_loadable_entry_and_its_records(runs):
+    run = runs["full"]
+    for f in ("model.safetensors", "weights_manifest.json", "README.md", "metrics.jsonl",
+              "training_curves.png", "recipe.json", "checkpoint.pt"):
+        assert (run / f).is_file(), f
+    manifest = json.loads((run / "weights_manifest.json").read_text())
+    schema = json.loads((ROOT / "robust_zoo" / "schema" / "manifest.schema.json").read_text())
+    import jsonschema
+
+    jsonschema.validate(manifest, schema)
+    (entry,) = manifest["models"]
+    assert entry["name"] == "mini_resnet_l2_eps0_5" and entry["num_classes"] == 2
+    assert entry["recipe"] == json.loads((run / "recipe.json").read_text())
+    assert entry["recipe"]["random_start"] is True and entry["recipe"]["augmentation"] == \
+        "robustness-imagenet"
+    (spec,) = entry["files"]
+    assert spec["path"] == "model.safetensors"
+    assert spec["size"] == (run / spec["path"]).stat().st_size
+    pgd = next(m for m in entry["metrics"] if m["name"] == "pgd_top1")
+    assert pgd["attack"]["steps"] == 3 and pgd["norm"] == "l2" and pgd["eps"] == 0.5
+    prov = entry["provenance"]
+    assert "--ckpt-every-steps 2" in prov["command"] and prov["hardware"]["device_type"] == "cpu"
+    assert prov["start_time"] <= prov["end_time"]
+
+    model = robust_zoo.load(entry["name"], manifest=run / "weights_manifest.json")
+    assert not model.training and model.num_classes == 2
+    from robust_zoo.weights import read_metadata
+
+    meta = read_metadata(run / "model.safetensors")
+    assert meta["arch"] == "mini_resnet" and json.loads(meta["recipe"])["eps"] == 0.5
+    state = torch.load(run / "checkpoint.pt", weights_only=True)    # tensors and plain data only
+    assert (state["epoch"], state["step"], state["global_step"]) == (2, 0, 28)
+    assert torch.equal(state["model"]["fc.weight"], tensors(run / "model.safetensors")["fc.weight"])
+    assert len(state["rng"]) == 1 and state["rng"][0]["torch"].dtype == torch.uint8
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2] and all("val_adv_acc" in e for e in epochs)
+    assert "# mini_resnet_l2_eps0_5" in (run / "README.md").read_text()
+
+
+def test_resume_refuses_a_different_recipe_and_a_fresh_run_refuses_an_old_folder(runs, capsys):
+    rc = main(["--resume", "--out", str(runs["full"]), "--data", str(runs["data"]), "--epochs",
+               "3", "--lr", "0.1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "differs from the run's in epochs, lr" in err
+    assert "epochs: checkpoint 2, requested 3" in err
+    rc = main(RUN_ARGS + ["--data", str(runs["data"]), "--out", str(runs["full"])])
+    assert rc == 2 and "already holds a run" in capsys.readouterr().err
+
+
+NOBN_SCRIPT = '''
+import sys
+from torch import nn
+from robust_zoo import archs
+
+
+class NoBN(nn.Module):
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+archs._register(archs.Arch("nobn_cnn", lambda weights=None, num_classes=1000: NoBN(num_classes),
+                           "fc", 16, "", False, 17_000, None))
+from robust_zoo.train import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    """Same global batch (8 = 2 × 4 vs 1 × 8): equal weights up to float summation order.
+
+    The model has no BatchNorm: with BN each rank would normalize its own 4 images (per-rank
+    statistics, as robustness' DataParallel), so the runs would differ by design, and gloo on
+    CPU has no SyncBatchNorm. Everything else is the real thing: L2 PGD-3 with keep_best,
+    ImageFolder + robustness augmentation, DDP gradient averaging, checkpoints with RNG states
+    gathered from both ranks. Gradients are averaged over 2 × 4 instead of summed over 8, so
+    sums run in another order: differences are rounding-level (~1e-7 after 14 steps).
+    """
+    data = make_image_folder(tmp_path / "data")
+    script = tmp_path / "train_nobn.py"
+    script.write_text(NOBN_SCRIPT)
+    args = ["--arch", "nobn_cnn", "--dataset", "imagefolder", "--data", data, "--input-size",
+            "16", "--norm", "l2", "--eps", "0.5", "--epochs", "2", "--batch-size", "8", "--lr",
+            "0.05", "--ckpt-every-steps", "3", "--log-every", "2", "--no-progress",
+            "--final-eval-steps", "2", "--workers", "0"]
+    two = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            "--nproc_per_node", "2", script, *map(str, args), "--out",
+                            tmp_path / "two"], env=child_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    one = subprocess.run([sys.executable, script, *map(str, args), "--out", tmp_path / "one"],
+                         env=child_env(), capture_output=True, text=True, timeout=300)
+    out, err = two.communicate(timeout=300)
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, err
+    assert "(2 × 4)" in err and "(1 × 8)" in one.stderr
+    a = tensors(tmp_path / "one" / "model.safetensors")
+    b = tensors(tmp_path / "two" / "model.safetensors")
+    state = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=1e-5), (k, (a[k] - b[k]).abs().max())
+    # the same trajectory step by step, and one that went somewhere (the loss fell 5×), so
+    # agreement to 1e-5 is not agreement of two barely-moved initializations
+    ra = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    rb = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    la = [r["loss"] for r in ra if r["type"] == "step"]
+    lb = [r["loss"] for r in rb if r["type"] == "step"]
+    assert len(la) == 7 and la == pytest.approx(lb, rel=1e-5)
+    assert la[-1] < la[0] / 5
