@@ -56,7 +56,9 @@ def load(name: str | None = None, *, arch: str | None = None, norm: str | None =
     which the manifest's ε is meant); ``normalize=False`` returns the bare torchvision network,
     which expects ``entry.transforms(normalize=True)`` inputs. ``pretrained=False`` builds the
     architecture with random weights and touches neither network nor cache.
-    ``num_classes=N`` replaces the head with a fresh ``Linear`` (``0``: features only).
+    ``num_classes=N`` other than the entry's own replaces the head with a fresh ``Linear``
+    (``0``: features only); equal to it, the trained head is kept, as in timm.
+    ``model.reset_classifier(N)`` always gives a fresh head.
     ``verify``: "auto" (hash files once, re-hash when they change), "always", "never".
     """
     entry = get_entry(name, arch=arch, norm=norm, eps=eps, manifest=manifest)

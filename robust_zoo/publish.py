@@ -27,6 +27,12 @@ def _fmt_metric(m: dict) -> str:
     return f"| {m['name']} | {m['value']:.2f} | {threat} | {n} | {m.get('source', '')} |"
 
 
+def _dataset(entry: Entry) -> str:
+    """The training data set, from the recipe (ImageNet for the upstream checkpoints)."""
+    name = (entry.recipe or {}).get("dataset") or "imagenet"
+    return "imagenet-1k" if name == "imagenet" else name
+
+
 def model_card(entry: Entry, repo_id: str | None = None) -> str:
     """A Hub model card (YAML front matter + markdown) for ``entry``."""
     a = get_arch(entry.arch)
@@ -37,12 +43,13 @@ def model_card(entry: Entry, repo_id: str | None = None) -> str:
         "library_name: robust_zoo",
         f"license: {entry.license or 'other'}",
         "tags: [image-classification, adversarial-robustness, robust_zoo, timm]",
-        "datasets: [imagenet-1k]",
+        f"datasets: [{_dataset(entry)}]",
         "pipeline_tag: image-classification",
         "---",
         f"# {entry.name}",
         "",
-        entry.description or f"{norm}-robust {entry.arch} (ε = {entry.eps_display}).",
+        entry.description or f"{norm}-robust {entry.arch} (ε = {entry.eps_display}) trained on "
+        f"{_dataset(entry)}.",
         "",
         "## Model details",
         f"- Architecture: `{a.name}` (torchvision keys; {a.num_params:,} parameters with the "
@@ -66,7 +73,7 @@ def model_card(entry: Entry, repo_id: str | None = None) -> str:
                   f'model = timm.create_model("hf-hub:{repo_id or "<org>/<repo>"}", pretrained=True)',
                   "```"]
     if entry.metrics:
-        lines += ["", "## Metrics (claimed)", "| metric | top-1 % | threat | n | source |",
+        lines += ["", "## Metrics", "| metric | top-1 % | threat | n | source |",
                   "| --- | --- | --- | --- | --- |"] + [_fmt_metric(m) for m in entry.metrics]
     if entry.recipe:
         r = entry.recipe
