@@ -10,11 +10,14 @@ Heavy modules (torchvision, huggingface_hub, timm) are imported on first use, so
 """
 from __future__ import annotations
 
+from ._lazy import lazy_getattr as _lazy_getattr
+
 __version__ = "0.1.0"
 
 _LAZY = {
     "load": "api", "list_models": "api", "get_entry": "api", "download": "api",
-    "export": "publish", "model_card": "publish", "list_archs": "archs", "replace_head": "archs", "get_head": "archs",
+    "export": "publish", "model_card": "publish",
+    "list_archs": "archs", "replace_head": "archs", "get_head": "archs",
     "load_manifest": "manifest", "Manifest": "manifest", "Entry": "manifest",
     "RobustModel": "models", "Recipe": "recipe",
 }
@@ -22,14 +25,7 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'robust_zoo' has no attribute {name!r}")
+__getattr__ = _lazy_getattr(__name__, _LAZY)
 
 
 def __dir__():

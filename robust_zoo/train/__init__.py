@@ -11,6 +11,8 @@ and the files a run writes.
 """
 from __future__ import annotations
 
+from .._lazy import lazy_getattr as _lazy_getattr
+
 __all__ = ["train", "RunOptions", "RunResult", "RecipeError", "main", "build_parser",
            "resolve_recipe", "parse_number"]
 
@@ -18,11 +20,4 @@ _LAZY = {"train": "run", "RunOptions": "run", "RunResult": "run", "RecipeError":
          "main": "cli", "build_parser": "cli", "resolve_recipe": "cli", "parse_number": "cli"}
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = _lazy_getattr(__name__, _LAZY)

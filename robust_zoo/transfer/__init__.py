@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+from .._lazy import lazy_getattr as _lazy_getattr
+
 from .core import MODES, features, freeze, frozen_modules, parse_mode, replace_head
 
 __all__ = ["replace_head", "freeze", "features", "frozen_modules", "parse_mode", "MODES",
@@ -22,11 +24,4 @@ _LAZY = {"run_transfer": "runner", "load_model": "runner", "sweep": "sweep",
          "make_transforms": "datasets", "TransferConfig": "hparams", "paper_lr": "hparams"}
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = _lazy_getattr(__name__, _LAZY)

@@ -72,9 +72,14 @@ def plot_robust_vs_standard(rows: list[dict], path: "str | Path", title: str = "
         ax.set_ylim(lo, min(100.0, max(vals) + 5))
         ax.set_title(ds, fontsize=9)
         ax.set_ylabel("accuracy (%)", fontsize=7)
-    for ax in list(axes.flat)[len(datasets):]:
+    return _finish(plt, fig, axes, len(datasets), title, path, fontsize=7, loc="lower left")
+
+
+def _finish(plt, fig, axes, used: int, title: str, path: "str | Path", **legend) -> Path:
+    """Blank the unused panels, add the legend and title, save, close."""
+    for ax in list(axes.flat)[used:]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="lower left")
+    axes.flat[0].legend(**legend)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -110,17 +115,7 @@ def plot_eps_curves(rows: list[dict], path: "str | Path", title: str = "") -> Pa
         ax.set_ylabel("accuracy (%)", fontsize=7)
         ax.set_title(ds, fontsize=9)
         ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[len(datasets):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=6)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, axes, len(datasets), title, path, fontsize=6)
 
 
 def make_plots(rows: list[dict], out_dir: "str | Path") -> list[Path]:
