@@ -47,7 +47,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 class DataError(ValueError):
-    """The data a run was pointed at is missing, empty or does not fit the recipe."""
+    """Data that is missing, empty, or does not fit the recipe or the model (training and
+    evaluation alike)."""
 
 
 class Lighting:

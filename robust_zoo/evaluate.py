@@ -22,15 +22,13 @@ import torch
 from torch import nn
 
 from .attacks import _attack_mode, correct_under_attack, default_step_size
+from .data import DataError
 from .naming import check_norm, eps_close, eps_display
 
 __all__ = ["evaluate", "main", "compare_claims"]
 
 DEFAULT_STEPS = 20
 
-
-class DataError(ValueError):
-    """The evaluation data is missing, empty or does not fit the model."""
 
 
 # ----------------------------------------------------------------------------- data
