@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -178,6 +179,15 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body])
 
 
+def _is_quickstart_run(run: Path) -> bool:
+    """A run folder this demo wrote: its recipe trains on the digits data."""
+    try:
+        return str(json.loads((run / "recipe.json").read_text()).get("dataset", "")).startswith(
+            "digits")
+    except (OSError, ValueError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     threads = torch.get_num_threads()
@@ -197,10 +207,14 @@ def _main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = Path(args.out).expanduser()
     for kind in ("standard", "robust"):
-        if (out / kind / "checkpoint.pt").exists() or (out / kind / "model.safetensors").exists():
-            print(f"robust-zoo quickstart: error: {out / kind} already holds a run; remove {out} "
-                  "or pass another --out", file=sys.stderr)
-            return 2
+        run = out / kind
+        if (run / "checkpoint.pt").exists() or (run / "model.safetensors").exists():
+            if not _is_quickstart_run(run):
+                print(f"robust-zoo quickstart: error: {run} holds a run that the quickstart did "
+                      "not write; pass another --out", file=sys.stderr)
+                return 2
+            print(f"replacing the previous quickstart run in {run}", flush=True)
+            shutil.rmtree(run)
     epochs = args.epochs or (3 if args.fast else 8)
     runs = _train_both(out, epochs, args.seed, not args.no_progress)
     manifest = write_manifest(out, runs)

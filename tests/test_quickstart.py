@@ -53,3 +53,17 @@ def test_quickstart_outputs_load_and_robust_beats_standard(result):
         x = torch.rand(2, 3, 16, 16)
         with torch.no_grad():
             assert model(x).shape == (2, 5)
+
+
+def test_quickstart_replaces_only_its_own_runs(tmp_path, capsys):
+    from robust_zoo import quickstart
+
+    foreign = tmp_path / "out" / "standard"
+    foreign.mkdir(parents=True)
+    (foreign / "model.safetensors").write_bytes(b"someone else's")
+    (foreign / "recipe.json").write_text('{"dataset": "imagenet"}')
+    assert quickstart.main(["--out", str(tmp_path / "out")]) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert (foreign / "model.safetensors").exists()
+    (foreign / "recipe.json").write_text('{"dataset": "digits:0-4"}')
+    assert quickstart._is_quickstart_run(foreign)
