@@ -1,4 +1,5 @@
-"""robust_zoo.attacks.pgd vs torchattacks PGD / PGDL2 on one model, and PGD-k cost in passes.
+"""robust_zoo.attacks.pgd vs torchattacks PGD / PGDL2 (and the robustness library's attacker
+when importable) on one model, and PGD-k cost in passes.
 
     python benchmarks/bench_attacks.py [--arch resnet18] [--batch 16] [--size 112] [--steps 10]
                                        [--threads 1]
@@ -12,6 +13,11 @@ share of predictions an attack fails to flip, which is what separates two attack
 Every measurement is repeated --reps times in interleaved rounds (each round runs every case
 once), and the median is reported, so load that drifts during the run hits all cases alike.
 Needs torchattacks (pip install --no-deps torchattacks==3.5.1).
+
+Optional third contender: MadryLab ``robustness`` 1.2.1 (``AttackerModel(...)(x, y,
+make_adv=True, ...)`` with use_best ↔ keep_best), run when it imports, e.g. installed as in
+scripts/check_robustness_layout.py and run with PYTHONPATH=/tmp/robcheck. Its call includes the
+AttackerModel's own forward on the adversarial batch (it returns logits with the image).
 """
 from __future__ import annotations
 
@@ -29,6 +35,32 @@ import torch.nn.functional as F
 from robust_zoo.archs import build
 from robust_zoo.attacks import default_step_size, pgd
 from robust_zoo.models import RobustModel
+
+
+def import_robustness():
+    """(AttackerModel, DummyModel, ImageNet) from the robustness library; raises if unavailable.
+
+    robustness 1.2.1 imports torchvision.models.utils (gone since torchvision 0.13) and calls
+    .cuda() unconditionally; the same shims as scripts/check_robustness_layout.py, which is not
+    importable itself (it imports robustness at module level).
+    """
+    import types
+
+    import torch.hub
+    import torchvision
+
+    if "torchvision.models.utils" not in sys.modules:
+        utils = types.ModuleType("torchvision.models.utils")
+        utils.load_state_dict_from_url = torch.hub.load_state_dict_from_url
+        sys.modules["torchvision.models.utils"] = utils
+        torchvision.models.utils = utils
+    if not torch.cuda.is_available():
+        torch.nn.Module.cuda = lambda self, *a, **k: self  # type: ignore[assignment]
+        torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[assignment]
+    from robustness.attacker import AttackerModel
+    from robustness.datasets import ImageNet
+    from robustness.model_utils import DummyModel
+    return AttackerModel, DummyModel, ImageNet
 
 
 def run_rounds(cases: dict[str, Callable[[], object]], reps: int
@@ -91,6 +123,16 @@ def main(argv=None) -> int:
     cases: dict[str, Callable[[], object]] = {
         "forward F (no grad)": fwd, "forward + input-only grad": fwd_input_grad,
         "forward + full backward": fwd_full_bwd}
+    try:
+        AttackerModel, DummyModel, ImageNet = import_robustness()
+        import robustness
+        # DummyModel: AttackerModel passes with_latent/fake_relu/no_relu, which a torchvision
+        # net does not take (make_and_restore_model(add_custom_forward=True) wraps it the same).
+        lib = AttackerModel(DummyModel(model.model), ImageNet("/tmp")).eval()
+        lib_note = f"robustness {robustness.__version__}"
+    except Exception as e:  # noqa: BLE001 - any import failure just drops the contender
+        lib, lib_note = None, f"robustness not importable ({type(e).__name__}: {e})"
+    print(lib_note)
     settings = {}
     for norm, eps in [("l2", args.l2_eps), ("linf", args.linf_eps)]:
         alpha = default_step_size(eps, args.steps)
@@ -103,6 +145,12 @@ def main(argv=None) -> int:
                 lambda norm=norm, eps=eps, alpha=alpha, kb=kb: pgd(
                     model, x, y, norm=norm, eps=eps, steps=args.steps, step_size=alpha,
                     keep_best=kb))
+            if lib is not None:
+                cases[f"{norm}|robustness use_best={kb}"] = (
+                    lambda norm=norm, eps=eps, alpha=alpha, kb=kb: lib(
+                        x, y, make_adv=True, constraint="2" if norm == "l2" else "inf",
+                        eps=eps, step_size=alpha, iterations=args.steps, random_start=False,
+                        use_best=kb, do_tqdm=False, with_image=True)[1])
     ks = sorted({3, args.steps})
     for k in ks:
         if k == args.steps:
@@ -120,17 +168,33 @@ def main(argv=None) -> int:
     for name in ("forward F (no grad)", "forward + input-only grad", "forward + full backward"):
         print(f"| {name} | {t[name]:.3f} | {t[name] / t_f:.2f} |")
 
-    print("\n| norm | ε | attack | seconds | vs torchattacks | robust acc % |"
-          "\n| --- | --- | --- | --- | --- | --- |")
+    print("\n| norm | ε | attack | seconds | vs torchattacks | vs robust_zoo same kb | "
+          "robust acc % |\n| --- | --- | --- | --- | --- | --- | --- |")
     for norm, (eps, ref_name) in settings.items():
         shown = f"{eps * 255:g}/255" if norm == "linf" else f"{eps:g}"
         t_ref = t[f"{norm}|torchattacks {ref_name}"]
-        for name in (f"torchattacks {ref_name}", "robust_zoo pgd keep_best=False",
-                     "robust_zoo pgd keep_best=True"):
+        names = [f"torchattacks {ref_name}", "robust_zoo pgd keep_best=False",
+                 "robust_zoo pgd keep_best=True"]
+        if lib is not None:
+            names += ["robustness use_best=False", "robustness use_best=True"]
+        for name in names:
             key = f"{norm}|{name}"
+            kb = name.rsplit("=", 1)[1] if "=" in name else None
+            vs_ours = (f"{t[key] / t[f'{norm}|robust_zoo pgd keep_best={kb}']:.2f}×"
+                       if kb else "")
             print(f"| {norm} | {shown} | {name} | {t[key]:.2f} | {t[key] / t_ref:.2f}× | "
-                  f"{acc(outs[key]):.1f} |")
+                  f"{vs_ours} | {acc(outs[key]):.1f} |")
 
+
+    if lib is not None:
+        gaps = []
+        for norm in settings:
+            for kb in (False, True):
+                ours, theirs = (outs[f"{norm}|robust_zoo pgd keep_best={kb}"],
+                                outs[f"{norm}|robustness use_best={kb}"])
+                gaps.append(f"{norm} kb={kb} {(ours - theirs).abs().max().item():.3g}")
+        print("\nmax |x_adv(robust_zoo) - x_adv(robustness)| at the same keep_best/use_best: "
+              + ", ".join(gaps))
     print("\n| attack (L2) | seconds | in F | §3.2 model: (2k[+1])F | in (fwd + full bwd) |"
           "\n| --- | --- | --- | --- | --- |")
     for k in ks:

@@ -172,15 +172,27 @@ def _cached_conversion(source_sha: str, verify: str):
 
 def download(names: list[str] | str, *, manifest: Any = None, progress: bool = True,
              verify: str = "auto") -> dict[str, Path]:
-    """Fetch, verify (and convert) entries so later loads need no network."""
+    """Fetch, verify (and convert) entries so later loads need no network; returns, per name,
+    the local file that later loads read."""
     out = {}
     for name in [names] if isinstance(names, str) else names:
         entry = get_entry(name, manifest=manifest)
         load_state_dict(entry, verify=verify, progress=progress)
-        spec = entry.files[0]
-        out[name] = (_conversion_path(spec.sha256) if spec.format == "robustness-ckpt"
-                     and spec.sha256 else Path(spec.describe()))
+        out[name] = _local_file(entry)
     return out
+
+
+def _local_file(entry: Entry) -> Path:
+    """The verified local file behind ``entry`` (the converted copy for upstream pickles)."""
+    for spec in entry.files:
+        try:
+            path = hub.fetch(spec, base_dir=entry.base_dir, progress=False, local_files_only=True)
+        except (hub.NotCachedError, hub.SourceUnavailableError):
+            continue
+        if spec.format == "robustness-ckpt":
+            return _conversion_path(spec.sha256 or hub.file_sha256(path))
+        return path
+    raise hub.NotCachedError(f"{entry.name} has no file in the local cache")
 
 
 # ----------------------------------------------------------------------------- exported repos

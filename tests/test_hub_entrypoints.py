@@ -67,6 +67,8 @@ def test_cli_download_verify_convert(hub_server, subprocess_env, tmp_path):
     mpath.write_text(json.dumps(manifest(entry)))
     r = run_cli("download", entry["name"], "--manifest", str(mpath), "--quiet", env=subprocess_env)
     assert r.returncode == 0, r.stderr
+    local = Path(r.stdout.split(": ", 1)[1].strip())
+    assert local.is_file() and local.suffix == ".safetensors", r.stdout
     r = run_cli("verify", "--manifest", str(mpath), env=subprocess_env)
     assert r.returncode == 0 and f"{entry['name']}: ok" in r.stdout, r.stdout + r.stderr
     # a damaged converted copy is rebuilt from the verified Hub blob, and said so
