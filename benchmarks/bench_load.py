@@ -10,7 +10,6 @@ cache hot). Each timing is the median of ``--repeats`` runs in this process, aft
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
 import statistics

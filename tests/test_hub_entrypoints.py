@@ -12,7 +12,7 @@ import torch
 import robust_zoo
 from robust_zoo import archs, cli, hub
 from robust_zoo.manifest import load_manifest
-from zoo import REPO, ckpt_bytes, manifest, publish_upstream, random_net, reference_logits
+from zoo import REPO, ckpt_bytes, manifest, publish_upstream, reference_logits
 
 ROOT = Path(__file__).resolve().parents[1]
 

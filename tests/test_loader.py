@@ -5,7 +5,6 @@ import io
 import json
 import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
