@@ -27,6 +27,7 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -44,19 +45,10 @@ def import_robustness():
     .cuda() unconditionally; the same shims as scripts/check_robustness_layout.py, which is not
     importable itself (it imports robustness at module level).
     """
-    import types
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from robustness_compat import prepare_robustness_import
 
-    import torch.hub
-    import torchvision
-
-    if "torchvision.models.utils" not in sys.modules:
-        utils = types.ModuleType("torchvision.models.utils")
-        utils.load_state_dict_from_url = torch.hub.load_state_dict_from_url
-        sys.modules["torchvision.models.utils"] = utils
-        torchvision.models.utils = utils
-    if not torch.cuda.is_available():
-        torch.nn.Module.cuda = lambda self, *a, **k: self  # type: ignore[assignment]
-        torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[assignment]
+    prepare_robustness_import()
     from robustness.attacker import AttackerModel
     from robustness.datasets import ImageNet
     from robustness.model_utils import DummyModel

@@ -25,23 +25,16 @@ import argparse
 import os
 import sys
 import tempfile
-import types
+from pathlib import Path
 
 import torch
 import torch.hub
 import torchvision
 
-# robustness 1.2.1 imports torchvision.models.utils, which torchvision removed in 0.13; a module
-# stand-in (not a package, which would shadow the real torchvision) supplies the one function.
-_utils = types.ModuleType("torchvision.models.utils")
-_utils.load_state_dict_from_url = torch.hub.load_state_dict_from_url
-sys.modules["torchvision.models.utils"] = _utils
-torchvision.models.utils = _utils
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from robustness_compat import prepare_robustness_import  # noqa: E402
 
-# make_and_restore_model calls model.cuda() unconditionally; on a CPU machine that is a no-op here.
-if not torch.cuda.is_available():
-    torch.nn.Module.cuda = lambda self, *a, **k: self  # type: ignore[assignment]
-    torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[assignment]
+prepare_robustness_import()
 
 import dill  # noqa: E402
 import robustness  # noqa: E402
