@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .attacks import _attack_mode, correct_under_attack, default_step_size
+from . import distributed
 from .data import DataError
 from .naming import check_norm, eps_close, eps_display
 
@@ -89,30 +90,6 @@ def _as_dataset(data, transform):
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         return data
     return None
-
-
-# ----------------------------------------------------------------------------- distribution
-
-def _dist_setup(device: torch.device) -> tuple[int, int]:
-    """(rank, world size); joins the torchrun process group when WORLD_SIZE > 1."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _all_reduce(counts: list[int], device: torch.device, world: int) -> list[int]:
-    if world == 1:
-        return counts
-    import torch.distributed as dist
-
-    t = torch.tensor(counts, dtype=torch.float64,
-                     device=device if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t)
-    return [int(v) for v in t.tolist()]
 
 
 # ----------------------------------------------------------------------------- claims
@@ -236,7 +213,8 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
     device = torch.device(device) if device is not None else (
         torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available()
         else torch.device("cpu"))
-    rank, world = _dist_setup(device)
+    d = distributed.setup(str(device))
+    rank, world = d.rank, d.world_size
     model, entry = _resolve_model(model_or_name, manifest, device)
     model = model.to(device)
     _check_fp32(model)
@@ -313,7 +291,7 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
     finally:
         if hasattr(bar, "close"):
             bar.close()
-    n, n_clean, n_pgd, n_aa = _all_reduce(counts, device, world)
+    n, n_clean, n_pgd, n_aa = (int(v) for v in distributed.all_reduce_sum(d, counts))
     if n == 0:
         raise DataError("evaluate: the data yielded no examples")
     pct = lambda k: 100.0 * k / n  # noqa: E731
@@ -458,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        _dist_teardown()
+        distributed.shutdown()
     if result["world_size"] == 1 or int(os.environ.get("RANK", "0")) == 0:
         print(format_report(result))
         if args.json_out:
@@ -472,13 +450,6 @@ def _integrity_error() -> type[Exception]:
     from .hub import IntegrityError
 
     return IntegrityError
-
-
-def _dist_teardown() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

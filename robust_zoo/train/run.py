@@ -25,7 +25,8 @@ from ..models import RobustModel
 from ..naming import eps_display, model_name
 from ..recipe import Recipe
 from . import checkpoint as ckpt
-from . import distributed, outputs
+from .. import distributed
+from . import outputs
 from .loop import (RecipeError, build_optimizer, build_scheduler, check_recipe, clean_correct,
                    train_step)
 from .plots import plot_curves, read_metrics

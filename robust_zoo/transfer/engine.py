@@ -12,10 +12,8 @@ trainer draws the same permutation, which is what makes the two paths comparable
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,58 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from ..distributed import Dist, barrier
 from ..io import atomic_path
 from .core import trainable_parameters
 
-__all__ = ["Dist", "accuracy_metrics", "predict", "train_network", "epoch_permutation"]
+__all__ = ["accuracy_metrics", "predict", "train_network", "epoch_permutation"]
 
 
 # ----------------------------------------------------------------------------- processes
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-    initialized_here: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-    def barrier(self) -> None:
-        if self.active:
-            torch.distributed.barrier()
-
-    @classmethod
-    def setup(cls, device: str | None = None) -> "Dist":
-        """Join the process group torchrun describes (WORLD_SIZE > 1) or run alone."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        want_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-        if world <= 1:
-            dev = torch.device(device or ("cuda" if want_cuda else "cpu"))
-            return cls(device=dev)
-        import torch.distributed as dist
-
-        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-        here = False
-        if not dist.is_initialized():
-            if want_cuda:
-                torch.cuda.set_device(local)
-            dist.init_process_group("nccl" if want_cuda else "gloo")
-            here = True
-        dev = torch.device(f"cuda:{local}") if want_cuda else torch.device("cpu")
-        return cls(rank, world, local, dev, here)
-
-    def close(self) -> None:
-        if self.initialized_here and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
 
 # ----------------------------------------------------------------------------- metrics
 
@@ -121,12 +75,12 @@ def predict(model: nn.Module, ds: Dataset, *, batch_size: int = 256, workers: in
             progress: bool = False, desc: str = "eval") -> tuple[torch.Tensor, torch.Tensor]:
     """(predicted labels, true labels) on ``ds``; under DDP every process gets all of them."""
     dist = dist or Dist()
-    idx = list(range(dist.rank, len(ds), dist.world))
-    part = Subset(ds, idx) if dist.active else ds
+    idx = list(range(dist.rank, len(ds), dist.world_size))
+    part = Subset(ds, idx) if dist.enabled else ds
     was_training = model.training
     model.eval()
     preds, labels = [], []
-    for x, y in _progress(_loader(part, batch_size, workers, dist.device), progress and dist.main,
+    for x, y in _progress(_loader(part, batch_size, workers, dist.device), progress and dist.is_main,
                           desc=desc):
         x = x.to(dist.device, non_blocking=True)
         if channels_last:
@@ -138,8 +92,8 @@ def predict(model: nn.Module, ds: Dataset, *, batch_size: int = 256, workers: in
     model.train(was_training)
     p = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
     t = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
-    if dist.active:
-        gathered: list = [None] * dist.world
+    if dist.enabled:
+        gathered: list = [None] * dist.world_size
         torch.distributed.all_gather_object(gathered, (idx, p, t))
         order = torch.tensor([i for g in gathered for i in g[0]])
         p = torch.cat([g[1] for g in gathered])[order.argsort()]
@@ -194,8 +148,8 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
     dev = dist.device
     amp = cfg.amp if cfg.amp is not None else dev.type == "cuda"
     cl = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
-    if cfg.batch_size % dist.world:
-        raise ValueError(f"batch size {cfg.batch_size} is not divisible by {dist.world} processes")
+    if cfg.batch_size % dist.world_size:
+        raise ValueError(f"batch size {cfg.batch_size} is not divisible by {dist.world_size} processes")
     model.to(dev)
     if cl:
         model.to(memory_format=torch.channels_last)
@@ -209,17 +163,17 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
         start, history = state["epoch"] + 1, list(state.get("history", []))
         changed = {k: (v, cfg.to_dict().get(k)) for k, v in state.get("config", {}).items()
                    if k not in ("epochs", "eval_every") and cfg.to_dict().get(k) != v}
-        if changed and dist.main:
+        if changed and dist.is_main:
             warnings.warn(f"Resuming {checkpoint} with a different recipe: {changed}")
-        if dist.main:
+        if dist.is_main:
             log(f"resumed from {checkpoint} after epoch {start}/{cfg.epochs}")
     net = model
-    if dist.active:
+    if dist.enabled:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    sampler = DistributedSampler(train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True,
+    sampler = DistributedSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=False)
-    per_rank = cfg.batch_size // dist.world
+    per_rank = cfg.batch_size // dist.world_size
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs):
         sampler.set_epoch(epoch)
@@ -230,7 +184,7 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
         loader = _loader(train_ds, per_rank, workers, dev, sampler=sampler, generator=g)
         net.train()
         tot, n = 0.0, 0
-        bar = _progress(loader, progress and dist.main, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = _progress(loader, progress and dist.is_main, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         for x, y in bar:
             x, y = x.to(dev, non_blocking=True), torch.as_tensor(y).to(dev, non_blocking=True)
             if cl:
@@ -254,13 +208,13 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
             p, t = predict(model, test_ds, dist=dist, amp=amp, channels_last=cl, workers=workers)
             rec.update({f"test_{k}": v for k, v in accuracy_metrics(p, t).items() if k != "n"})
         history.append(rec)
-        if dist.main:
+        if dist.is_main:
             if checkpoint is not None:
                 save_checkpoint(checkpoint, model, opt, sched, epoch,
                                 {"history": history, "config": cfg.to_dict()})
             if not progress:
                 log(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['train_loss']:.4f}")
-        dist.barrier()
+        barrier(dist)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, rec)
     if isinstance(model, nn.Module) and cl:

@@ -26,7 +26,8 @@ from torch import nn
 from ..archs import _head_path, _unwrap
 from ..io import atomic_path
 from .core import features
-from .engine import Dist, _autocast, _loader, _progress, epoch_permutation, make_optimizer
+from ..distributed import Dist
+from .engine import _autocast, _loader, _progress, epoch_permutation, make_optimizer
 
 __all__ = ["default_cache_dir", "model_fingerprint", "cache_key", "extract_features",
            "cached_features", "train_head"]
@@ -75,29 +76,29 @@ def extract_features(model: nn.Module, ds, *, batch_size: int = 128, workers: in
     dev = dist.device
     amp = dev.type == "cuda" if amp is None else amp
     n = len(ds)
-    idx = list(range(dist.rank, n, dist.world))
-    part = torch.utils.data.Subset(ds, idx) if dist.active else ds
+    idx = list(range(dist.rank, n, dist.world_size))
+    part = torch.utils.data.Subset(ds, idx) if dist.enabled else ds
     model.eval().to(dev)
     chunks = []
-    for x, _ in _progress(_loader(part, batch_size, workers, dev), progress and dist.main,
+    for x, _ in _progress(_loader(part, batch_size, workers, dev), progress and dist.is_main,
                           desc=desc):
         with _autocast(dev, amp):
             f = features(model, x.to(dev, non_blocking=True))
         chunks.append(f.float().cpu())
     local = torch.cat(chunks) if chunks else torch.empty(0)
-    if not dist.active:
+    if not dist.enabled:
         return local
-    per = -(-n // dist.world)
+    per = -(-n // dist.world_size)
     d = torch.tensor([local.shape[1] if local.numel() else 0], device=dev)
     torch.distributed.all_reduce(d, op=torch.distributed.ReduceOp.MAX)
     padded = torch.zeros(per, int(d.item()), device=dev)
     padded[: len(local)] = local.to(dev)
-    gathered = [torch.empty_like(padded) for _ in range(dist.world)]
+    gathered = [torch.empty_like(padded) for _ in range(dist.world_size)]
     torch.distributed.all_gather(gathered, padded)
     out = torch.empty(n, int(d.item()))
     for r, g in enumerate(gathered):
-        count = len(range(r, n, dist.world))
-        out[r::dist.world] = g[:count].cpu()
+        count = len(range(r, n, dist.world_size))
+        out[r::dist.world_size] = g[:count].cpu()
     return out
 
 
@@ -140,7 +141,7 @@ def cached_features(model: nn.Module, ds, *, cache_dir: Path | None, views: int 
     feats = torch.stack(out)
     info = {"hit": False, "path": str(path) if path else None,
             "extract_s": time.perf_counter() - t0}
-    if path is not None and dist.main:
+    if path is not None and dist.is_main:
         from safetensors.torch import save_file
 
         meta = {"key": key, "model": model_fp, "dataset": ds.name, "split": ds.split,

@@ -16,7 +16,8 @@ from ..io import atomic_write_text
 from ..models import RobustModel
 from .core import freeze, replace_head
 from .datasets import load_splits, make_transforms
-from .engine import Dist, accuracy_metrics, predict, train_network
+from ..distributed import Dist, barrier, cleanup, setup
+from .engine import accuracy_metrics, predict, train_network
 from .feature_cache import (cached_features, default_cache_dir, head_predict, model_fingerprint,
                             train_head)
 from .hparams import TransferConfig, paper_lr, paper_result
@@ -115,15 +116,15 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
     """
     cfg = config or TransferConfig()
     own_dist = dist is None
-    dist = dist or Dist.setup(device)
+    dist = dist or setup(device)
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     try:
         train_tf, test_tf = make_transforms(cfg.image_size, cfg.resize_size, cfg.granularity)
         if datasets is None:
-            if download and dist.main:
+            if download and dist.is_main:
                 load_splits(dataset, data_root, download=True)
-            dist.barrier()
+            barrier(dist)
             train_ds, test_ds, spec = load_splits(dataset, data_root)
         else:
             train_ds, test_ds, spec = datasets
@@ -141,7 +142,7 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
         lr, lr_source = (cfg.lr, "given") if cfg.lr is not None else paper_lr(
             spec.name, net.arch, cfg.mode)
         rcfg = dataclasses.replace(cfg, lr=lr)
-        if dist.main:
+        if dist.is_main:
             log(f"[{name} → {spec.name}] mode={rcfg.mode} lr={lr} ({lr_source}) "
                 f"epochs={rcfg.epochs} train={len(train_ds)} test={len(test_ds)} "
                 f"classes={num_classes} path={'cached' if rcfg.uses_cache else 'network'}")
@@ -188,7 +189,7 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
                   "config": rcfg.to_dict(), "history": info["history"],
                   "time_s": time.perf_counter() - t_start, **timing, **extra,
                   "out_dir": str(out_dir)}
-        if dist.main:
+        if dist.is_main:
             _write_outputs(out_dir, net, result, rcfg, save_model)
             ckpt = out_dir / "checkpoint.pt"
             if ckpt.exists() and not keep_checkpoint:
@@ -196,11 +197,11 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
             also = f" (top-1 {result['top1']:.2f}%)" if metric != "top1" else ""
             log(f"[{name} → {spec.name}] {metric} = {result['accuracy']:.2f}%{also} "
                 f"in {result['time_s']:.1f}s")
-        dist.barrier()
+        barrier(dist)
         return result
     finally:
         if own_dist:
-            dist.close()
+            cleanup(dist)
 
 
 def _write_outputs(out_dir: Path, net: RobustModel, result: dict, cfg: TransferConfig,

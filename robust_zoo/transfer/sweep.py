@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from ..io import atomic_write_text
 from .datasets import load_splits
-from .engine import Dist
+from ..distributed import barrier, cleanup, setup
 from .hparams import TransferConfig
 from .runner import DEFAULT_CACHE, check_model_name, load_model, run_dir, run_transfer
 
@@ -75,12 +75,12 @@ def sweep(models: Sequence[str], datasets: Sequence[str], *, data_root, out,
     """Run every (model, data set, mode); return the summary rows (also in OUT/results.*)."""
     cfg = config or TransferConfig()
     out = Path(out)
-    dist = Dist.setup(device)
+    dist = setup(device)
     try:
-        if download and dist.main:
+        if download and dist.is_main:
             for d in datasets:
                 load_splits(d, data_root, download=True)
-        dist.barrier()
+        barrier(dist)
         splits = {d: load_splits(d, data_root) for d in datasets}  # fails early when missing
         for m in models:  # same early check for model names
             check_model_name(m, manifest=manifest, pretrained=pretrained)
@@ -98,7 +98,7 @@ def sweep(models: Sequence[str], datasets: Sequence[str], *, data_root, out,
                     res_file = rdir / "result.json"
                     if res_file.exists() and not force:
                         rows.append(summary_row(json.loads(res_file.read_text())))
-                        if dist.main:
+                        if dist.is_main:
                             log(f"[{m} → {spec.name} {rcfg.mode}] done before: skipped")
                         continue
                     if model is None:
@@ -109,11 +109,11 @@ def sweep(models: Sequence[str], datasets: Sequence[str], *, data_root, out,
                                        workers=workers, save_model=save_model, dist=dist,
                                        log=log, model_name=m, datasets=splits[d])
                     rows.append(summary_row(res))
-                    if dist.main:
+                    if dist.is_main:
                         merged = {**done, **{r["out_dir"]: r for r in rows}}
                         write_results(list(merged.values()), out)
             del model
-        if dist.main:
+        if dist.is_main:
             merged = {**done, **{r["out_dir"]: r for r in rows}}
             write_results(list(merged.values()), out)
             if plots:
@@ -124,4 +124,4 @@ def sweep(models: Sequence[str], datasets: Sequence[str], *, data_root, out,
                     log(f"wrote {p}")
         return rows
     finally:
-        dist.close()
+        cleanup(dist)

@@ -1,7 +1,9 @@
-"""torchrun / DDP plumbing: who am I, which device, and the few collectives training needs.
+"""torchrun / DDP plumbing shared by training, evaluation and transfer: who am I, which device,
+and the few collectives they need.
 
-Launched by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set), a run joins the process
+Launched by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set), a program joins the process
 group (NCCL on CUDA, gloo on CPU); launched plainly it is a world of one and no group exists.
+A group that was already there (the caller's own DDP program) is used and left alone.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False     # setup() created the process group, so cleanup() ends it
 
     @property
     def enabled(self) -> bool:
@@ -42,14 +45,22 @@ def setup(device: str | None = None) -> Dist:
             raise RuntimeError("--device cuda was asked for but CUDA is not available")
         dev = torch.device("cuda", local if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
+    owns = world > 1 and not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
                                 rank=rank, world_size=world)
-    return Dist(rank, world, local, dev)
+    return Dist(rank, world, local, dev, owns)
 
 
 def cleanup(d: Dist) -> None:
-    if d.enabled and dist.is_initialized():
+    """End the process group if ``setup`` created it."""
+    if d.owns_group:
+        shutdown()
+
+
+def shutdown() -> None:
+    """End the process group, whoever created it (a command-line program's last step)."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
