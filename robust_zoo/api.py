@@ -129,7 +129,7 @@ def _converted(entry: Entry, spec: FileSpec, verify: str, progress: bool,
             return hit
     path = hub.fetch(spec, base_dir=entry.base_dir, verify=verify, progress=progress,
                      local_files_only=local_files_only)
-    source_sha = spec.sha256 or hub.file_sha256(path, "auto") or hub.sha256_file(path)
+    source_sha = spec.sha256 or hub.file_sha256(path)
     with hub.file_lock(f"convert-{source_sha}"):
         hit = _cached_conversion(source_sha, verify)  # another process may have just done it
         if hit is not None:

@@ -187,12 +187,9 @@ def replace_head(model: nn.Module, num_classes: int, hidden: Sequence[int] = (),
         parent[int(last)] = new
     else:
         setattr(parent, last, new)
-    for m in (model, net):
-        if hasattr(m, "num_classes") or m is model:
-            try:
-                m.num_classes = num_classes
-            except AttributeError:
-                pass
+    # A network that stores num_classes (timm-style) keeps it in step; RobustModel derives it.
+    if "num_classes" in vars(net):
+        net.num_classes = num_classes
     return model
 
 

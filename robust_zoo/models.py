@@ -64,9 +64,5 @@ class RobustModel(nn.Module):
         last = head[-1] if isinstance(head, nn.Sequential) else head
         return last.out_features if isinstance(last, nn.Linear) else 0
 
-    @num_classes.setter
-    def num_classes(self, value: int) -> None:  # replace_head sets it; derived from the head
-        pass
-
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}" + (f", name={self.name!r}" if self.name else "")
