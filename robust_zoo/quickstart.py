@@ -76,18 +76,16 @@ def _train_both(out: Path, epochs: int, seed: int, progress: bool) -> dict[str, 
 
 def write_manifest(out: Path, runs: dict[str, Any]) -> Path:
     """One manifest for both runs, file paths relative to ``out``."""
-    from .io import atomic_write_text
-    from .manifest import SCHEMA_VERSION
+    from .manifest import Entry, Manifest
 
     models = []
     for kind, res in runs.items():
         entry = json.loads((res.run_dir / "weights_manifest.json").read_text())["models"][0]
         for f in entry["files"]:
             f["path"] = f"{kind}/{f['path']}"
-        models.append(entry)
+        models.append(Entry.from_dict(entry, out))
     path = out / "weights_manifest.json"
-    atomic_write_text(path, json.dumps({"schema_version": SCHEMA_VERSION, "models": models},
-                                       indent=2) + "\n")
+    Manifest(models, path).write(path)
     return path
 
 

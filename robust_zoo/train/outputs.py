@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..io import atomic_write_text, sha256_file
-from ..manifest import SCHEMA_VERSION, Entry
+from ..manifest import Entry, Manifest
 from ..naming import eps_display
 from ..recipe import Recipe
 from ..weights import save_weights
@@ -108,9 +108,8 @@ def finalize(run_dir: Path, *, name: str, recipe: Recipe, net: torch.nn.Module,
                f"ε = {eps_display(recipe.norm, recipe.eps)}")),
         "provenance": provenance,
     }
-    Entry.from_dict(entry, run_dir)          # the loader's own validation, before writing
-    atomic_write_text(run_dir / MANIFEST, json.dumps(
-        {"schema_version": SCHEMA_VERSION, "models": [entry]}, indent=2) + "\n")
+    # Entry.from_dict is the loader's own validation, before anything is written
+    Manifest([Entry.from_dict(entry, run_dir)]).write(run_dir / MANIFEST)
     atomic_write_text(run_dir / CARD, model_card(entry, run_dir))
     return entry
 
