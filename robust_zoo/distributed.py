@@ -47,9 +47,22 @@ def setup(device: str | None = None) -> Dist:
         torch.cuda.set_device(dev)
     owns = world > 1 and not dist.is_initialized()
     if owns:
+        _import_group_pinning_modules()
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
                                 rank=rank, world_size=world)
     return Dist(rank, world, local, dev, owns)
+
+
+def _import_group_pinning_modules() -> None:
+    """Import, before the group exists, the torch modules that capture it at import time.
+
+    ``torch.distributed.nn.functional`` binds ``group.WORLD`` as a default argument. Imported
+    after ``init_process_group`` (``import torchvision`` pulls it in through ``torch._dynamo``),
+    it keeps the default group alive after ``destroy_process_group``; gloo's worker threads then
+    outlive the interpreter and abort the process at exit ("terminate called without an active
+    exception") once in a while. Imported first, it binds the placeholder instead.
+    """
+    import torch.distributed.nn  # noqa: F401
 
 
 def cleanup(d: Dist) -> None:
