@@ -20,6 +20,10 @@ _LAZY = {
     "list_archs": "archs", "replace_head": "archs", "get_head": "archs",
     "load_manifest": "manifest", "Manifest": "manifest", "Entry": "manifest",
     "RobustModel": "models", "Recipe": "recipe",
+    # errors a caller may want to catch
+    "UnknownModelError": "manifest", "IntegrityError": "hub", "NotCachedError": "hub",
+    "SourceUnavailableError": "hub", "UnpinnedFileWarning": "hub",
+    "CheckpointFormatError": "convert",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -28,16 +28,20 @@ def list_models(arch: str | None = None, norm: str | None = None, eps: float | N
     return sorted(e.name for e in load_manifest(manifest).filter(arch, norm, eps))
 
 
-def get_entry(name: str | None = None, *, arch: str | None = None, norm: str | None = None,
+def get_entry(name: str | os.PathLike | None = None, *, arch: str | None = None, norm: str | None = None,
               eps: float | None = None, manifest: Any = None) -> Entry:
-    """The manifest entry for a name, an ``hf-hub:org/repo[@rev]`` export, an export folder,
-    or (arch, norm, ε)."""
-    if name is not None and (name.startswith("hf-hub:") or _is_export_dir(name)):
-        return _export_entry(name)
+    """The manifest entry for a name, an ``hf-hub:org/repo[@rev]`` export, an export folder
+    (a path, or ``local-dir:PATH`` as in timm), or (arch, norm, ε)."""
+    if name is not None:
+        name = os.fspath(name)
+        if name.startswith(("hf-hub:", "local-dir:")) or _is_export_dir(name):
+            return _export_entry(name)
     m = load_manifest(manifest)
     if name is not None:
         if arch or norm or eps is not None:
             raise ValueError("Pass either a name or arch/norm/eps, not both")
+        if name not in m and (Path(name) / "config.json").is_file():
+            return _export_entry(name)    # a bare folder name that is not a zoo name
         return m.get(name)
     if arch is None or norm is None or eps is None:
         raise ValueError("Pass a model name, or all of arch=, norm= and eps= "
@@ -45,7 +49,7 @@ def get_entry(name: str | None = None, *, arch: str | None = None, norm: str | N
     return m.find(arch, norm, eps)
 
 
-def load(name: str | None = None, *, arch: str | None = None, norm: str | None = None,
+def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm: str | None = None,
          eps: float | None = None, manifest: Any = None, pretrained: bool = True,
          normalize: bool = True, num_classes: int | None = None,
          device: str | torch.device | None = None, dtype: torch.dtype | None = None,
@@ -198,7 +202,10 @@ def _local_file(entry: Entry) -> Path:
 # ----------------------------------------------------------------------------- exported repos
 
 def _is_export_dir(name: str) -> bool:
-    return os.sep in name and (Path(name) / "config.json").is_file()
+    """A path-looking name (a separator in it) whose folder holds an export's config.json; a
+    bare word is a zoo name first."""
+    seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
+    return any(c in name for c in seps) and (Path(name) / "config.json").is_file()
 
 
 def _export_entry(ref: str) -> Entry:
@@ -211,7 +218,10 @@ def _export_entry(ref: str) -> Entry:
         base, weights = None, dict(repo_id=repo, filename="model.safetensors",
                                    revision=rev or "main")
     else:
-        base = Path(ref)
+        base = Path(ref.removeprefix("local-dir:"))
+        if not (base / "config.json").is_file():
+            raise UnknownModelError(f"{ref}: no config.json in {base}; an export folder holds "
+                                    "model.safetensors and config.json (`robust-zoo export`)")
         cfg = json.loads((base / "config.json").read_text())
         weights = dict(path="model.safetensors")
     rz = cfg.get("robust_zoo")

@@ -117,7 +117,7 @@ def test_timm_builds_the_same_keys_and_shapes(arch):
     assert all(theirs[k].shape == v.shape for k, v in ours.items())
 
 
-def test_export_loads_with_robust_zoo_and_timm(hub_server, tmp_path):
+def test_export_loads_with_robust_zoo_and_timm(hub_server, tmp_path, monkeypatch):
     arch = "resnet18"
     entry, net = publish_upstream(hub_server, arch, "linf", 4 / 255)
     out = tmp_path / "export"
@@ -131,6 +131,12 @@ def test_export_loads_with_robust_zoo_and_timm(hub_server, tmp_path):
     ref = reference_logits(net, x)
     local = robust_zoo.load(str(out))
     assert torch.equal(local(x), ref) and local.entry.norm == "linf"
+    # the same folder as a Path, as timm's local-dir: and as a bare relative name
+    monkeypatch.chdir(tmp_path)
+    for ref_ in (out, f"local-dir:{out}", "export"):
+        assert torch.equal(robust_zoo.load(ref_)(x), ref), ref_
+    with pytest.raises(robust_zoo.UnknownModelError, match="no config.json"):
+        robust_zoo.load(f"local-dir:{tmp_path / 'nothing'}")
     # upload the folder to the loopback Hub and load it by repo id
     for p in out.iterdir():
         hub_server.add_file("robust-zoo/test-export", p.name, p.read_bytes())

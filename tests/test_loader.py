@@ -63,6 +63,14 @@ def test_load_by_arch_norm_eps_and_errors(hub_server):
     assert robust_zoo.list_models(norm="l2", manifest=m) == ["resnet18_l2_eps3"]
 
 
+def test_public_names_resolve_to_their_classes():
+    assert robust_zoo.UnknownModelError is UnknownModelError
+    assert robust_zoo.CheckpointFormatError is CheckpointFormatError
+    assert robust_zoo.IntegrityError is hub.IntegrityError
+    for name in robust_zoo.__all__:
+        assert getattr(robust_zoo, name) is not None, name
+
+
 def test_sha_mismatch_is_refused_and_nothing_kept(hub_server, isolated_caches):
     entry, _ = publish_upstream(hub_server, "shufflenet_v2_x1_0")
     good = entry["files"][0]["sha256"]
