@@ -28,8 +28,8 @@ def list_models(arch: str | None = None, norm: str | None = None, eps: float | N
     return sorted(e.name for e in load_manifest(manifest).filter(arch, norm, eps))
 
 
-def get_entry(name: str | os.PathLike | None = None, *, arch: str | None = None, norm: str | None = None,
-              eps: float | None = None, manifest: Any = None) -> Entry:
+def get_entry(name: str | os.PathLike | None = None, *, arch: str | None = None,
+              norm: str | None = None, eps: float | None = None, manifest: Any = None) -> Entry:
     """The manifest entry for a name, an ``hf-hub:org/repo[@rev]`` export, an export folder
     (a path, or ``local-dir:PATH`` as in timm), or (arch, norm, ε)."""
     if name is not None:
