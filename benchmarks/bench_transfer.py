@@ -1,7 +1,7 @@
 """Fixed-feature transfer: cached-feature path vs the paper code's path (head behind the frozen
 network, every epoch), same data, same epochs, same recipe. Run by hand:
 
-    .venv/bin/python benchmarks/bench_transfer.py                      # ResNet-18, 112 px, 10 epochs
+    .venv/bin/python benchmarks/bench_transfer.py                     # ResNet-18, 112 px, 10 epochs
     .venv/bin/python benchmarks/bench_transfer.py --image-size 224 --epochs 20
 
 The data set is generated (coloured-noise classes, PNG files in an ImageFolder tree) and the

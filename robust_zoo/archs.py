@@ -24,7 +24,8 @@ class Arch:
     upstream_name: str           # architecture part of the upstream .ckpt file name
     upstream_wrapped: bool       # True: keys are module.model.model.<tv keys> (DummyModel)
     num_params: int              # with the 1000-class head; checked by the test suite
-    timm: dict | None = None     # {"architecture": ..., "model_args": {...}} when timm has the same keys
+    timm: dict | None = None     # {"architecture": ..., "model_args": {...}} when timm has
+                                 # the same keys
     family: str = ""             # "resnet", "densenet", ... (freeze levels exist for "resnet")
     aliases: tuple[str, ...] = field(default=())
 
@@ -105,7 +106,8 @@ def get_arch(name: str) -> Arch:
                      f"{', '.join(list_archs(include_extra=True))}.{hint}")
 
 
-def build(name: str, num_classes: int = 1000, *, device: str | torch.device | None = None) -> nn.Module:
+def build(name: str, num_classes: int = 1000, *,
+          device: str | torch.device | None = None) -> nn.Module:
     """Build ``name`` with random weights (``device="meta"`` builds without allocating)."""
     arch = get_arch(name)
     if device is None:

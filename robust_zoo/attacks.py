@@ -3,7 +3,8 @@
 Units: images ``x`` in [0, 1] (the models normalize inside) and ε on that scale, the convention
 of ``robustness`` (whose ``attack_steps.py`` the step objects below follow) and RobustBench.
 
-* L2:   x ← x + α·g/‖g‖₂ per example, then δ is rescaled into the ε-ball, then x clamped to [0, 1].
+* L2:   x ← x + α·g/‖g‖₂ per example, then δ is rescaled into the ε-ball, then x clamped
+  to [0, 1].
 * Linf: x ← x + α·sign(g), then δ is clipped to the ε-box, then x clamped to [0, 1].
 
 Clamping to [0, 1] only shrinks each |δᵢ| (x itself is in [0, 1]), so the bound survives it.
@@ -176,9 +177,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: f
         targeted: move towards ``y`` (minimize the loss) instead of away from it.
 
     Returns:
-        ``x_adv``, detached, with ``x``'s dtype, shape and memory format; ‖x_adv − x‖ ≤ eps and
-        x_adv in [0, 1]. Parameters' ``.grad`` and ``requires_grad`` are never touched. Runs
-        under ``torch.autocast``; steps and projections are computed in fp32.
+        ``x_adv``, detached, with ``x``'s dtype, shape and memory format; ‖x_adv − x‖ ≤ eps
+        and x_adv in [0, 1]. Parameters' ``.grad`` and ``requires_grad`` are never touched.
+        Runs under ``torch.autocast``; steps and projections are computed in fp32.
     """
     norm = check_norm(norm)
     _check_args(x, y, eps, steps, step_size)

@@ -17,7 +17,8 @@ def _eps_arg(s: str) -> float:
             return float(num) / float(den)
         return float(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a number or a fraction like 4/255") from None
+        raise argparse.ArgumentTypeError(
+            f"{s!r} is not a number or a fraction like 4/255") from None
 
 
 def _manifest_arg(p: argparse.ArgumentParser) -> None:
@@ -173,7 +174,8 @@ def run_program(name: str, argv: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robust-zoo", description="Adversarially robust ImageNet "
-                                "models (Salman et al. 2020): list, fetch, verify, convert, export.")
+                                "models (Salman et al. 2020): list, fetch, verify, convert, "
+                                "export.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     s = sub.add_parser("list", help="list zoo models")

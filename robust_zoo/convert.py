@@ -118,7 +118,8 @@ def _split(sd: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]
         else:
             other.append(k)
     if other:
-        raise CheckpointFormatError(f"unexpected keys outside normalizer/model/attacker: {other[:5]}")
+        raise CheckpointFormatError(
+            f"unexpected keys outside normalizer/model/attacker: {other[:5]}")
     return parts
 
 
@@ -170,8 +171,9 @@ def from_robustness(ckpt: Mapping[str, Any], arch: str, *, mean: Sequence[float]
         if wrapped:
             att = {k[len("model."):]: v for k, v in att.items() if k.startswith("model.")}
         if set(att) != set(net):
-            raise CheckpointFormatError(f"{source}: the attacker copy has other keys than the "
-                                        f"model ({_describe_mismatch(att, {k: v.shape for k, v in net.items()}, a.name)})")
+            raise CheckpointFormatError(
+                f"{source}: the attacker copy has other keys than the "
+                f"model ({_describe_mismatch(att, {k: v.shape for k, v in net.items()}, a.name)})")
         for k, v in net.items():
             if not torch.equal(att[k], v):
                 raise CheckpointFormatError(

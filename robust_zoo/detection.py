@@ -37,7 +37,8 @@ def detection_archs() -> tuple[str, ...]:
 
 def backbone(name: str, trainable_layers: int = 3, pretrained: bool = True, manifest: Any = None,
              *, returned_layers: list[int] | None = None, extra_blocks: nn.Module | None = None,
-             norm_layer: Callable[..., nn.Module] | None = None, progress: bool = True) -> nn.Module:
+             norm_layer: Callable[..., nn.Module] | None = None,
+             progress: bool = True) -> nn.Module:
     """A ``BackboneWithFPN`` whose ResNet body holds zoo model ``name``'s weights.
 
     ``pretrained=False`` builds the architecture (a zoo name or an arch name such as
@@ -56,7 +57,8 @@ def backbone(name: str, trainable_layers: int = 3, pretrained: bool = True, mani
         raise ValueError(f"{name!r} is a {arch.name}; detection backbones (ResNet-FPN) exist only "
                          f"for torchvision ResNet archs: {', '.join(supported)}")
     if not 0 <= trainable_layers <= 5:
-        raise ValueError(f"trainable_layers must be in 0..5 (5: every layer), got {trainable_layers}")
+        raise ValueError(
+            f"trainable_layers must be in 0..5 (5: every layer), got {trainable_layers}")
     norm_layer = norm_layer or FrozenBatchNorm2d
     net = arch.builder(weights=None, num_classes=1000, norm_layer=norm_layer)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

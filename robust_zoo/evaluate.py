@@ -102,8 +102,8 @@ def _binomial_halfwidth(p_percent: float, n: int) -> float:
 def compare_claims(entry, measured: dict[str, float | None], *, norm: str, eps: float, n: int,
                    tolerance: float = 1.0) -> list[dict[str, Any]]:
     """Measured vs claimed for each metric the entry claims. The allowed difference is
-    ``tolerance`` points, widened to the binomial 95% half-width 1.96·√(p(1−p)/n) at the claimed
-    accuracy p when n is small enough that sampling alone exceeds it."""
+    ``tolerance`` points, widened to the binomial 95% half-width 1.96·√(p(1−p)/n) at the
+    claimed accuracy p when n is small enough that sampling alone exceeds it."""
     rows = []
     for name, value in measured.items():
         if value is None or entry is None:

@@ -162,7 +162,8 @@ class Entry:
         files = []
         for f in d["files"]:
             if f.get("format") not in FORMATS:
-                raise ManifestError(f"{where}: file format {f.get('format')!r} is not one of {FORMATS}")
+                raise ManifestError(
+                    f"{where}: file format {f.get('format')!r} is not one of {FORMATS}")
             if sum(k in f for k in ("repo_id", "url", "path")) != 1:
                 raise ManifestError(f"{where}: each file needs exactly one of repo_id, url, path")
             files.append(FileSpec(**{k: f.get(k) for k in FileSpec.__dataclass_fields__}))
@@ -261,7 +262,8 @@ def _load_cached(path: str, mtime_ns: int) -> Manifest:
 
 
 def load_manifest(manifest: "str | os.PathLike | Manifest | dict | None" = None) -> Manifest:
-    """The manifest to use: an object, a dict, a path, ``$ROBUST_ZOO_MANIFEST``, or the zoo's own."""
+    """The manifest to use: an object, a dict, a path, ``$ROBUST_ZOO_MANIFEST``, or the zoo's
+    own."""
     if isinstance(manifest, Manifest):
         return manifest
     if isinstance(manifest, dict):
@@ -271,7 +273,8 @@ def load_manifest(manifest: "str | os.PathLike | Manifest | dict | None" = None)
     if p.is_dir():
         p = p / "weights_manifest.json"
     if not p.is_file():
-        raise FileNotFoundError(f"Manifest {p} does not exist (from "
-                                f"{'ROBUST_ZOO_MANIFEST' if not manifest and os.environ.get('ROBUST_ZOO_MANIFEST') else 'the manifest argument'})")
+        origin = ('ROBUST_ZOO_MANIFEST' if not manifest and os.environ.get('ROBUST_ZOO_MANIFEST')
+                  else 'the manifest argument')
+        raise FileNotFoundError(f"Manifest {p} does not exist (from {origin})")
     p = p.resolve()
     return _load_cached(str(p), p.stat().st_mtime_ns)

@@ -29,7 +29,8 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
     def extra_repr(self) -> str:
-        fmt = lambda t: "(" + ", ".join(f"{v:.4g}" for v in t.flatten().tolist()) + ")"  # noqa: E731
+        fmt = lambda t: "(" + ", ".join(f"{v:.4g}"  # noqa: E731
+                                        for v in t.flatten().tolist()) + ")"
         return f"mean={fmt(self.mean)}, std={fmt(self.std)}"
 
 

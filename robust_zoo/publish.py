@@ -70,7 +70,8 @@ def model_card(entry: Entry, repo_id: str | None = None) -> str:
     if a.timm:
         lines += ["With timm (expects normalized inputs, as every timm model):", "```python",
                   "import timm",
-                  f'model = timm.create_model("hf-hub:{repo_id or "<org>/<repo>"}", pretrained=True)',
+                  f'model = timm.create_model("hf-hub:{repo_id or "<org>/<repo>"}", '
+                  'pretrained=True)',
                   "```"]
     if entry.metrics:
         lines += ["", "## Metrics", "| metric | top-1 % | threat | n | source |",

@@ -65,7 +65,8 @@ def _train_both(out: Path, epochs: int, seed: int, progress: bool) -> dict[str, 
     results = {}
     for kind, recipe in recipes(epochs, seed).items():
         run_dir = out / kind
-        print(f"\n== training the {kind} model ({'ε = 0' if recipe.eps == 0 else 'Linf ε = 32/255'}"
+        print(f"\n== training the {kind} model "
+              f"({'ε = 0' if recipe.eps == 0 else 'Linf ε = 32/255'}"
               f", {epochs} epochs) -> {run_dir}", flush=True)
         results[kind] = train(recipe, RunOptions(
             out=run_dir, progress=progress, log_every=5, final_eval_norm=NORM,

@@ -48,8 +48,9 @@ class Recipe:
         eps = float(self.eps)
         # L2 ε is a raw norm of a [0, 1] image (3.0 is common); only Linf is bounded by 1.
         if not eps >= 0 or (self.norm == "linf" and eps > 1):
-            raise ValueError(f"eps={self.eps} makes no sense for {self.norm}: ε is in pixel units "
-                             "of images in [0, 1] (Linf 4/255 = 0.0157; L2 is a raw norm, e.g. 3.0)")
+            raise ValueError(
+                f"eps={self.eps} makes no sense for {self.norm}: ε is in pixel units "
+                "of images in [0, 1] (Linf 4/255 = 0.0157; L2 is a raw norm, e.g. 3.0)")
         self.eps = eps
         for name in ("epochs", "batch_size", "attack_steps"):
             v = getattr(self, name)

@@ -27,7 +27,8 @@ def save_weights(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     meta = {"format": FORMAT_TAG, "arch": arch, "num_classes": str(int(num_classes)),
-            "mean": json.dumps([float(x) for x in mean]), "std": json.dumps([float(x) for x in std])}
+            "mean": json.dumps([float(x) for x in mean]),
+            "std": json.dumps([float(x) for x in std])}
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     path = Path(path)
     with atomic_path(path) as tmp:

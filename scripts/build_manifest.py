@@ -85,14 +85,17 @@ SHA256 = {
     "resnet50_linf_eps2.0.ckpt": "59f28de783a049cb4d91ba1c0a09c314db2cc4bb1e859566e023f842b02772ac",
     "resnet50_linf_eps4.0.ckpt": "9e62216975c111b8081481533b6142dec34be69abe5d90b54d7f860015c263db",
     "resnet50_linf_eps8.0.ckpt": "b907957f8e3ce209816813d8811c682e965a1b0f48455def828d35a4cc2953dc",
-    "wide_resnet50_2_l2_eps0.01.ckpt": "598f5be2e552bba5c21e3581a68339f5166859d9a959a2c90ce1027ec4abd76c",
-    "wide_resnet50_2_l2_eps0.05.ckpt": "c8f12d8ead34232f80d09ca681deba7c42ede5762a7aadd16b7894227b80f1d8",
+    "wide_resnet50_2_l2_eps0.01.ckpt":
+        "598f5be2e552bba5c21e3581a68339f5166859d9a959a2c90ce1027ec4abd76c",
+    "wide_resnet50_2_l2_eps0.05.ckpt":
+        "c8f12d8ead34232f80d09ca681deba7c42ede5762a7aadd16b7894227b80f1d8",
     "densenet_l2_eps0.ckpt": "eeb85d694d0d7375a76b384c8eaf2281c78400dd79e430e086b57a2caef24475",
     "densenet_l2_eps3.ckpt": "ecd7c9f6f41784f790b41345b38486b834a2a54648a32a06c940264821609e0a",
     "mnasnet_l2_eps0.ckpt": "b21ce66737b997803925d59380cc55534a1e4f1930811c851202ef6f259ff735",
     "mnasnet_l2_eps3.ckpt": "67659af5b508e754645ca6f939427d5c5f3545bfb16b0ece5b2421974b9dc4c7",
     "mobilenet_l2_eps0.ckpt": "c0bee2ca75726d83126444b01ab54ae356f9aebb913c4756836ee669de38abcd",
-    "resnext50_32x4d_l2_eps0.ckpt": "ad5676d3150b32bde27492d1bc2bc3f75c735b257b479034435eb0acee578604",
+    "resnext50_32x4d_l2_eps0.ckpt":
+        "ad5676d3150b32bde27492d1bc2bc3f75c735b257b479034435eb0acee578604",
     "shufflenet_l2_eps3.ckpt": "dada3e413bd58955375c4916aaa80756e562c6fe5a89525280cb041c8d037c49",
     "vgg16_bn_l2_eps0.ckpt": "88d661f295ff8e72df66668e98c46bdb26b2385e47c798415f1027b407586449",
     "vgg16_bn_l2_eps3.ckpt": "651a1edc842f484112671668dabdc883e85df8ba0e150d5b9866a20f9eb0f33a",

@@ -1,4 +1,5 @@
-"""Check ``robust_zoo.convert`` against the real MadryLab ``robustness`` library (maintainer script).
+"""Check ``robust_zoo.convert`` against the real MadryLab ``robustness`` library \
+(maintainer script).
 
 Not run in CI: it needs ``robustness`` and its dependencies, kept out of the project venv::
 
@@ -107,7 +108,8 @@ def _key_diff(a: list[str], b: list[str], n: int = 5) -> str:
     parts = [f"real only: {only_a[:n]} ({len(only_a)})", f"ours only: {only_b[:n]} ({len(only_b)})"]
     if not only_a and not only_b:
         first = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
-        parts = [f"same names, order differs from index {first}: real {a[first]!r} vs ours {b[first]!r}"]
+        parts = [f"same names, order differs from index {first}: "
+                 f"real {a[first]!r} vs ours {b[first]!r}"]
     return "; ".join(parts)
 
 
@@ -150,9 +152,11 @@ def run_case(arch: str, kind: str, ds, tmp: str, rep: Report) -> None:
     rep.check(arch, f"1a key names+order ({len(rk)} keys)", rk == ok_,
               "" if rk == ok_ else _key_diff(rk, ok_))
     if rk == ok_:
-        bad = [k for k in rk if real_sd[k].shape != ours[k].shape or real_sd[k].dtype != ours[k].dtype]
+        bad = [k for k in rk
+               if real_sd[k].shape != ours[k].shape or real_sd[k].dtype != ours[k].dtype]
         rep.check(arch, "1b shapes+dtypes", not bad,
-                  "" if not bad else "; ".join(f"{k}: real {tuple(real_sd[k].shape)} {real_sd[k].dtype}"
+                  "" if not bad else "; ".join(f"{k}: real {tuple(real_sd[k].shape)} "
+                                               f"{real_sd[k].dtype}"
                                                f" vs ours {tuple(ours[k].shape)} {ours[k].dtype}"
                                                for k in bad[:5]))
         neq = [k for k in rk if not torch.equal(real_sd[k], ours[k])]
@@ -176,7 +180,8 @@ def run_case(arch: str, kind: str, ds, tmp: str, rep: Report) -> None:
         same = list(conv.state_dict) == list(want) and all(
             torch.equal(conv.state_dict[k], want[k]) for k in want)
         rep.check(arch, "3 from_robustness(real file) == real weights", same,
-                  f"wrapped={conv.wrapped}, epoch={conv.epoch}, attacker_copy={conv.had_attacker_copy}")
+                  f"wrapped={conv.wrapped}, epoch={conv.epoch}, "
+                  f"attacker_copy={conv.had_attacker_copy}")
     except convert.CheckpointFormatError as e:
         rep.check(arch, "3 from_robustness(real file) == real weights", False, str(e)[:500])
 

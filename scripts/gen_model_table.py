@@ -24,13 +24,15 @@ def render() -> str:
              "", f"{len(m)} models.", ""]
     for norm, title in (("l2", "L2-robust (ε = L2 radius on [0, 1] images)"),
                         ("linf", "Linf-robust (ε in /255)")):
-        lines += [f"## {title}", "", "| name | arch | ε | top-1 % | AutoAttack % | sha256 pinned |",
+        lines += [f"## {title}", "",
+                  "| name | arch | ε | top-1 % | AutoAttack % | sha256 pinned |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for e in sorted(m.filter(norm=norm), key=lambda e: (e.arch, e.eps)):
             aa = e.metric("autoattack_top1")
             lines.append(f"| `{e.name}` | {e.arch} | {e.eps_display} | "
                          f"{'%.2f' % e.clean_top1 if e.clean_top1 is not None else '–'} | "
-                         f"{'%.2f' % aa['value'] if aa else '–'} | {'yes' if e.files[0].sha256 else 'no'} |")
+                         f"{'%.2f' % aa['value'] if aa else '–'} | "
+                         f"{'yes' if e.files[0].sha256 else 'no'} |")
         lines.append("")
     return "\n".join(lines)
 

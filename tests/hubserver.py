@@ -156,6 +156,7 @@ class HubServer:
             start = int(rng[len("bytes="):].split("-")[0])
             if start >= len(data):
                 return self._send(h, 416, {}, b"", head)
-            return self._send(h, 206, {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
+            return self._send(h, 206,
+                              {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
                               data[start:], head, cut)
         self._send(h, 200, {"Accept-Ranges": "bytes"}, data, head, cut)

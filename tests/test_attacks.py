@@ -38,8 +38,9 @@ def _delta_norm(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor
 @pytest.mark.parametrize("targeted", [False, True])
 def test_linear_model_reaches_closed_form_optimum(norm, eps, dual, targeted):
     # For logits Wx+b with two classes, CE is a decreasing function of the margin
-    # m(x) = (w_y - w_o)·x + (b_y - b_o); the optimal δ in the ε-ball lowers m by ε‖w_y - w_o‖
-    # in the dual norm (L2 → L2, Linf → L1). x = 0.5 ± 0.05 keeps the [0, 1] clamp inactive.
+    # m(x) = (w_y - w_o)·x + (b_y - b_o); the optimal δ in the ε-ball lowers m by
+    # ε‖w_y - w_o‖ in the dual norm (L2 → L2, Linf → L1). x = 0.5 ± 0.05 keeps the
+    # [0, 1] clamp inactive.
     torch.manual_seed(0)
     lin = nn.Linear(48, 2)
     model = nn.Sequential(nn.Flatten(), lin)

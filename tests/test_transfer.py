@@ -139,7 +139,8 @@ def test_fixed_feature_keeps_bn_statistics():
     model.model.layer1[0].bn1.train()          # a direct call is undone before the next forward
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     for _ in range(2):
-        loss = nn.functional.cross_entropy(model(torch.rand(4, 3, 32, 32)), torch.tensor([0, 1, 2, 0]))
+        loss = nn.functional.cross_entropy(model(torch.rand(4, 3, 32, 32)),
+                                           torch.tensor([0, 1, 2, 0]))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -229,7 +230,8 @@ def test_defaults_vs_faithful_preparation():
     assert get_head(net).out_features == 57
     assert torch.equal(net.normalize.mean.flatten(), torch.zeros(3))
     assert torch.equal(net.normalize.std.flatten(), torch.ones(3))
-    assert not frozen_modules(net) and not any(p.requires_grad for p in net.model.layer1.parameters())
+    assert not frozen_modules(net) and not any(
+        p.requires_grad for p in net.model.layer1.parameters())
     net = copy.deepcopy(base)
     prepare_model(net, get_spec("cifar10"), 10, TransferConfig(faithful=True, mode="full"))
     assert torch.allclose(net.normalize.mean.flatten(), torch.tensor(CIFAR10_MEAN))
@@ -446,7 +448,8 @@ def test_both_modes_under_torchrun_gloo(folder, tmp_path, isolated_caches):
     assert all(r["n_test"] == 24 and r["n_train"] == 48 for r in rows)
     assert (out / "resnet18" / "imagefolder" / "full" / "model.safetensors").exists()
 
-    cached = list((isolated_caches["robust_zoo"] / "features").glob("resnet18__imagefolder__train__*"))
+    cached = list((isolated_caches["robust_zoo"] / "features").glob(
+        "resnet18__imagefolder__train__*"))
     assert len(cached) == 1
     got = load_file(str(cached[0]))["features"]
     _, test_tf = make_transforms(32)

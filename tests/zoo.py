@@ -1,4 +1,5 @@
-"""Test zoo: random-weight checkpoints in the exact upstream layout, published on the loopback Hub."""
+"""Test zoo: random-weight checkpoints in the exact upstream layout, published on the loopback
+Hub."""
 from __future__ import annotations
 
 import io

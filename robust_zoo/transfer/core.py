@@ -122,7 +122,8 @@ def freeze(model: nn.Module, mode: "str | int" = "fixed-feature", *, pin_eval: b
         if family != "resnet":
             resnets = [a for a in list_archs() if get_arch(a).family == "resnet"]
             raise ValueError(
-                f"Freeze level {mode!r} exists only for ResNet-family archs ({', '.join(resnets)}); "
+                f"Freeze level {mode!r} exists only for ResNet-family archs "
+                f"({', '.join(resnets)}); "
                 f"{arch or type(net).__name__} is not one. Valid modes for it: 'fixed-feature', "
                 "'full'.")
     _unpin(model)

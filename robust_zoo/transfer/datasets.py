@@ -151,7 +151,8 @@ def _labels_of(ds: Dataset) -> list[int]:
                        f"{torchvision.__version__} without loading every image; please report this")
 
 
-def _missing(spec: DatasetSpec, root: Path, expected: Path | str, extra: str = "") -> DatasetNotFoundError:
+def _missing(spec: DatasetSpec, root: Path, expected: Path | str,
+             extra: str = "") -> DatasetNotFoundError:
     if spec.downloadable:
         how = (f"Download it with: python -m robust_zoo.transfer --dataset {spec.name} "
                f"--data-root {root} --download ...   (or torchvision.datasets.{spec.source}"
@@ -273,8 +274,8 @@ def _find_sun_partitions(root: Path, fold: str = "01") -> tuple[Path, Path] | No
     base = root / "SUN397"
     candidates = [base / "Partitions", base, root / "Partitions", root]
     for c in candidates:
-        for found in sorted(c.rglob(f"Training_{fold}.txt")) if c.is_dir() and c.name == "Partitions" \
-                else [c / f"Training_{fold}.txt"]:
+        for found in sorted(c.rglob(f"Training_{fold}.txt")) \
+                if c.is_dir() and c.name == "Partitions" else [c / f"Training_{fold}.txt"]:
             test = found.with_name(f"Testing_{fold}.txt")
             if found.is_file() and test.is_file():
                 return found, test
@@ -366,7 +367,8 @@ _add(DatasetSpec("stanford_cars", "Stanford Cars", 196, "top1", "train", "test",
                  "DATA_ROOT/stanford_cars/ yourself.", "stanford_cars", aliases=("cars",),
                  loader=_two_splits("StanfordCars", "stanford_cars", "train", "test")))
 _add(DatasetSpec("pets", "Oxford-IIIT Pets", 37, "mean_per_class", "trainval", "test",
-                 (3680, 3669), "OxfordIIITPet", _DL, "pets", aliases=("oxford_pets", "oxford_iiit_pet"),
+                 (3680, 3669), "OxfordIIITPet", _DL, "pets",
+                 aliases=("oxford_pets", "oxford_iiit_pet"),
                  loader=_two_splits("OxfordIIITPet", "oxford-iiit-pet", "trainval", "test")))
 _add(DatasetSpec("flowers", "Oxford Flowers-102", 102, "mean_per_class", "train+val", "test",
                  (2040, 6149), "Flowers102", _DL, "flowers", aliases=("flowers102",),
@@ -385,8 +387,9 @@ _add(DatasetSpec("dtd", "DTD", 47, "top1", "partition 1 train+val", "partition 1
                  loader=_load_dtd))
 _add(DatasetSpec("birdsnap", "Birdsnap", 500, "top1", "train/", "test/", (47386, 2443),
                  "ImageFolder",
-                 "Birdsnap is distributed as image URL lists: fetch it with its own get_birdsnap.py "
-                 "and arrange DATA_ROOT/birdsnap/train/<class>/ and DATA_ROOT/birdsnap/test/<class>/.",
+                 "Birdsnap is distributed as image URL lists: fetch it with its own "
+                 "get_birdsnap.py and arrange DATA_ROOT/birdsnap/train/<class>/ and "
+                 "DATA_ROOT/birdsnap/test/<class>/.",
                  "birds", aliases=("birds",), loader=_image_folder("birdsnap", ("test",))))
 _add(DatasetSpec("imagefolder", "ImageFolder", 0, "top1", "train/", "val/ or test/", None,
                  "ImageFolder", "Arrange DATA_ROOT/train/<class>/ and DATA_ROOT/val/<class>/ "

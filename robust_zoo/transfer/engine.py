@@ -80,8 +80,8 @@ def predict(model: nn.Module, ds: Dataset, *, batch_size: int = 256, workers: in
     was_training = model.training
     model.eval()
     preds, labels = [], []
-    for x, y in _progress(_loader(part, batch_size, workers, dist.device), progress and dist.is_main,
-                          desc=desc):
+    for x, y in _progress(_loader(part, batch_size, workers, dist.device),
+                          progress and dist.is_main, desc=desc):
         x = x.to(dist.device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -149,7 +149,8 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
     amp = cfg.amp if cfg.amp is not None else dev.type == "cuda"
     cl = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
     if cfg.batch_size % dist.world_size:
-        raise ValueError(f"batch size {cfg.batch_size} is not divisible by {dist.world_size} processes")
+        raise ValueError(
+            f"batch size {cfg.batch_size} is not divisible by {dist.world_size} processes")
     model.to(dev)
     if cl:
         model.to(memory_format=torch.channels_last)
@@ -171,8 +172,8 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    sampler = DistributedSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=False)
+    sampler = DistributedSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank,
+                                 shuffle=True, seed=cfg.seed, drop_last=False)
     per_rank = cfg.batch_size // dist.world_size
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs):

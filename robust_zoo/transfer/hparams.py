@@ -169,10 +169,12 @@ class TransferConfig:
         if self.head_solver not in ("sgd", "lbfgs"):
             raise ValueError(f"head_solver must be 'sgd' or 'lbfgs', got {self.head_solver!r}")
         if self.path == "cached" and self.mode != "fixed-feature":
-            raise ValueError(f"The cached-feature path needs mode 'fixed-feature', not {self.mode!r}")
+            raise ValueError(
+                f"The cached-feature path needs mode 'fixed-feature', not {self.mode!r}")
         if self.path == "cached" and self.faithful:
-            raise ValueError("--faithful fixed-feature training lets BN statistics drift inside the "
-                             "network, which cached features cannot reproduce: use path='network'")
+            raise ValueError(
+                "--faithful fixed-feature training lets BN statistics drift inside the "
+                "network, which cached features cannot reproduce: use path='network'")
 
     @property
     def uses_cache(self) -> bool:

@@ -1,4 +1,5 @@
-"""One transfer run: (zoo model, data set, mode) → trained head or network, metrics, result.json."""
+"""One transfer run: (zoo model, data set, mode) → trained head or network, metrics,
+result.json."""
 from __future__ import annotations
 
 import copy
