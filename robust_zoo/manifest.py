@@ -262,8 +262,7 @@ def _load_cached(path: str, mtime_ns: int) -> Manifest:
 
 
 def load_manifest(manifest: "str | os.PathLike | Manifest | dict | None" = None) -> Manifest:
-    """The manifest to use: an object, a dict, a path, ``$ROBUST_ZOO_MANIFEST``, or the zoo's
-    own."""
+    """The manifest to use: an object, dict, path, ``$ROBUST_ZOO_MANIFEST``, or the zoo's own."""
     if isinstance(manifest, Manifest):
         return manifest
     if isinstance(manifest, dict):

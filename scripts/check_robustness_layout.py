@@ -1,5 +1,4 @@
-"""Check ``robust_zoo.convert`` against the real MadryLab ``robustness`` library \
-(maintainer script).
+"""Check ``robust_zoo.convert`` against MadryLab's real ``robustness`` library (maintainer script).
 
 Not run in CI: it needs ``robustness`` and its dependencies, kept out of the project venv::
 
