@@ -60,7 +60,7 @@ def _import_group_pinning_modules() -> None:
     after ``init_process_group`` (``import torchvision`` pulls it in through ``torch._dynamo``),
     it keeps the default group alive after ``destroy_process_group``; gloo's worker threads then
     outlive the interpreter and abort the process at exit ("terminate called without an active
-    exception") once in a while. Imported first, it binds the placeholder instead.
+    exception") once in a while. Imported first, it binds None, meaning "the default group".
     """
     import torch.distributed.nn  # noqa: F401
 
