@@ -17,6 +17,28 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare network inside ``model``: through ``RobustModel``, DDP / DataParallel and
+    ``torch.compile``'s wrapper, in any nesting. The one place that knows the wrappers."""
+    while True:
+        if isinstance(model, RobustModel):
+            model = model.model
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod          # torch.compile's OptimizedModule
+        else:
+            return model
+
+
+def unwrap_parallel(model: nn.Module) -> nn.Module:
+    """``model`` without its DDP / DataParallel wrapper (the normalizing wrapper kept): what an
+    attack runs on, so that DDP's reducer never sees forwards that no backward follows."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel, with mean/std as (1, C, 1, 1) buffers."""
 

@@ -7,16 +7,55 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
+
+from .errors import UsageError
 
 NORMS = ("l2", "linf")
 _NAME_RE = re.compile(r"^(?P<arch>[a-z0-9_]+?)_(?P<norm>l2|linf)_eps(?P<eps>\d+(?:_\d+)?)$")
+
+
+def parse_number(text: "str | float | int", *, what: str = "value", minimum: float | None = None,
+                 allow_zero: bool = True) -> float:
+    """``"0.25"``, ``"3"``, ``"1e-4"`` or a fraction ``"4/255"`` → a finite float.
+
+    The one parser behind every ε, step size and learning rate a command line or a manifest
+    gives: fractions are exact (``Fraction``), ``nan``/``inf`` and a zero denominator are refused,
+    and ``minimum`` bounds the value (``allow_zero=False`` makes the bound strict at 0). Raises
+    ``UsageError`` (a ``ValueError``) that names ``what`` and shows valid examples.
+    """
+    if isinstance(text, bool):
+        raise UsageError(f"{what} must be a number, got {text!r}")
+    s = str(text).strip()
+    try:
+        if isinstance(text, (int, float)):
+            v = float(text)
+        elif "/" in s:
+            num, den = s.split("/", 1)
+            v = float(Fraction(num.strip()) / Fraction(den.strip()))
+        else:
+            v = float(s)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"{what}: {text!r} is not a number or fraction (examples: 3, 0.25, "
+                         "1e-4, 4/255)") from None
+    if not math.isfinite(v):
+        raise UsageError(f"{what} must be a finite number, got {text!r}")
+    if minimum is not None and (v < minimum or (not allow_zero and v <= minimum)):
+        bound = f"> {minimum:g}" if not allow_zero else f">= {minimum:g}"
+        raise UsageError(f"{what} must be {bound}, got {text!r}")
+    return v
+
+
+def parse_eps(text: "str | float | int", what: str = "eps") -> float:
+    """ε in [0, 1] pixel units: a finite number >= 0; fractions allowed (``4/255``)."""
+    return parse_number(text, what=what, minimum=0.0)
 
 
 def check_norm(norm: str) -> str:
     n = str(norm).lower().replace("-", "").replace("∞", "inf")
     n = {"inf": "linf", "l_inf": "linf", "linf": "linf", "l2": "l2", "2": "l2"}.get(n, n)
     if n not in NORMS:
-        raise ValueError(f"Unknown norm {norm!r}: use 'l2' or 'linf'")
+        raise UsageError(f"Unknown norm {norm!r}: use 'l2' or 'linf'")
     return n
 
 
