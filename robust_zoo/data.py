@@ -299,6 +299,30 @@ def _digits(dataset: str, input_size: int, augmentation: str) -> DataSpec:
 
 # --------------------------------------------------------------------------- sampling
 
+class _Subset(Dataset):
+    def __init__(self, ds: Dataset, indices: list[int]):
+        self.ds, self.indices = ds, indices
+        self.classes = getattr(ds, "classes", None)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.ds[self.indices[i]]
+
+
+def fixed_subset(ds: Dataset, limit: int | None, seed: int = 0) -> Dataset:
+    """A fixed random subset of ``limit`` examples (``seed`` 0), in index order; ``ds`` itself
+    when ``limit`` is None or not smaller. ImageFolder is sorted by class, so the first N images
+    would cover only the first few classes."""
+    if limit is None or limit >= len(ds):
+        return ds
+    if isinstance(limit, bool) or int(limit) < 1:
+        raise DataError(f"limit must be an integer >= 1, got {limit!r}")
+    g = torch.Generator().manual_seed(seed)
+    return _Subset(ds, sorted(torch.randperm(len(ds), generator=g)[:int(limit)].tolist()))
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The seed of one sample's augmentation: a function of (run seed, epoch, index) only, so
     augmentation never depends on worker count, world size or where a run was resumed."""

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import robust_zoo
+from robust_zoo.engine import checkpoint as ckpt
 from robust_zoo.data import Lighting, ResumableSampler, TensorImages, sample_seed
 from robust_zoo.recipe import Recipe
 from robust_zoo.train import main
@@ -81,7 +82,7 @@ def test_every_recipe_field_is_a_flag_and_fractions_parse():
                               "4/255", "--attack-steps", "7", "--no-use-best", "--lr", "1e-2"])
     recipe, _ = resolve_recipe(args)
     assert recipe.eps == pytest.approx(4 / 255) and recipe.attack_steps == 7
-    assert recipe.use_best is False and recipe.lr == 0.01
+    assert recipe.keep_best is False and recipe.lr == 0.01
     assert parse_number(" 8 / 255 ") == pytest.approx(8 / 255)
 
 
@@ -110,15 +111,29 @@ def test_the_zoo_manifest_recipe_reproduces():
     args = build_parser().parse_args(["--from-manifest", "resnet50_l2_eps3", "--out", "x"])
     recipe, notes = resolve_recipe(args, cuda=True)
     assert (recipe.arch, recipe.norm, recipe.eps, recipe.attack_steps) == ("resnet50", "l2", 3.0, 3)
-    assert recipe.batch_size == 512 and recipe.epochs == 90 and recipe.precision == "bf16"
-    assert any("bf16" in n for n in notes) and any("unknown" in n for n in notes)
+    # the recorded precision (unknown upstream: fp32), not the CUDA default of flag recipes
+    assert recipe.batch_size == 512 and recipe.epochs == 90 and recipe.precision == "fp32"
+    assert any("unknown" in n for n in notes)
+    args = build_parser().parse_args(["--from-manifest", "resnet50_l2_eps3", "--out", "x",
+                                      "--precision", "bf16"])
+    assert resolve_recipe(args, cuda=True)[0].precision == "bf16"
+    flags = build_parser().parse_args(["--arch", "resnet18", "--out", "x"])
+    recipe, notes = resolve_recipe(flags, cuda=True)
+    assert recipe.precision == "bf16" and any("bf16" in n for n in notes)
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--eps", "-1"], "makes no sense"),
-    (["--norm", "linf", "--eps", "4"], "Did you mean --eps 4/255"),
+    (["--eps", "-1"], "eps must be >= 0"),
+    (["--eps", "nan"], "eps must be a finite number"),
+    (["--eps", "inf"], "eps must be a finite number"),
+    (["--eps", "4/0"], "not a number or fraction"),
+    (["--lr", "nan"], "must be a finite number"),
+    (["--lr", "0"], "lr must be > 0"),
+    (["--label-smoothing", "2"], "label_smoothing must be < 1"),
+    (["--epochs", "0"], "epochs must be >= 1"),
+    (["--norm", "linf", "--eps", "4"], "Did you mean 4/255"),
     (["--eps", "0.5", "--attack-steps", "0"], "needs attack_steps >= 1"),
-    (["--precision", "fp16"], "use 'bf16'"),
+    (["--precision", "fp16"], "invalid choice: 'fp16'"),
     (["--arch", "resnet5O"], "Did you mean 'resnet50'"),
     (["--data", "{tmp}/nowhere"], "does not exist"),
     (["--data", "{tmp}/empty"], "holds no usable images"),
@@ -136,9 +151,9 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys, extra, message):
 
 
 def test_unparsable_eps_is_rejected(capsys):
-    with pytest.raises(SystemExit):
-        main(["--arch", "resnet18", "--out", "x", "--eps", "4/0"])
-    assert "not a number or fraction" in capsys.readouterr().err
+    assert main(["--arch", "resnet18", "--out", "x", "--eps", "4/0"]) == 2
+    err = capsys.readouterr().err
+    assert "not a number or fraction" in err and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- data pieces
@@ -190,7 +205,7 @@ def runs(tmp_path_factory):
         time.sleep(0.002)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    at = torch.load(killed / "checkpoint.pt", weights_only=True)
+    at, _ = ckpt.load(killed)      # what --resume reads (checksummed)
     out, err = ref.communicate(timeout=300)
     assert ref.returncode == 0, err
     resumed = subprocess.run(train_cmd("--resume", "--out", killed, "--data", data,
@@ -250,7 +265,9 @@ def test_a_run_leaves_a_loadable_entry_and_its_records(runs):
 
     meta = read_metadata(run / "model.safetensors")
     assert meta["arch"] == "mini_resnet" and json.loads(meta["recipe"])["eps"] == 0.5
-    state = torch.load(run / "checkpoint.pt", weights_only=True)    # tensors and plain data only
+    state = ckpt.read(run / "checkpoint.pt")        # checksummed; tensors and plain data only
+    assert (run / "checkpoint.pt").read_bytes().startswith(ckpt.MAGIC)
+    assert ckpt.read(run / "checkpoint.prev.pt")["global_step"] < 28     # the one before is kept
     assert (state["epoch"], state["step"], state["global_step"]) == (2, 0, 28)
     assert torch.equal(state["model"]["fc.weight"], tensors(run / "model.safetensors")["fc.weight"])
     assert len(state["rng"]) == 1 and state["rng"][0]["torch"].dtype == torch.uint8
@@ -268,6 +285,66 @@ def test_resume_refuses_a_different_recipe_and_a_fresh_run_refuses_an_old_folder
     assert "epochs: checkpoint 2, requested 3" in err
     rc = main(RUN_ARGS + ["--data", str(runs["data"]), "--out", str(runs["full"])])
     assert rc == 2 and "already holds a run" in capsys.readouterr().err
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+def test_resume_skips_a_corrupt_checkpoint_and_ends_bit_identical(runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["full"], run)
+    (run / "model.safetensors").unlink()
+    _flip_byte(run / "checkpoint.pt", (run / "checkpoint.pt").stat().st_size // 2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)      # the thread count of the run it continues (child_env)
+    try:
+        with pytest.warns(UserWarning, match="checkpoint.pt is corrupt"):
+            rc = main(["--resume", "--out", str(run), "--data", str(runs["data"]),
+                       "--no-progress", "--deterministic", "--workers", "0"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0, capsys.readouterr().err
+    # the previous checkpoint was used and the lost steps redone: the same weights as the run
+    a, b = tensors(runs["full"] / "model.safetensors"), tensors(run / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_resume_with_no_usable_checkpoint_stops_with_exit_2(runs, tmp_path, capsys, damage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["full"], run)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        p = run / name
+        if damage == "flip":
+            _flip_byte(p, len(ckpt.MAGIC) + 100)
+        else:
+            p.write_bytes(p.read_bytes()[:1000] if damage == "truncate" else b"")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    rc = main(["--resume", "--out", str(run), "--data", str(runs["data"]), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "No usable checkpoint" in err and "Traceback" not in err
+    assert ("is empty" if damage == "empty" else "is corrupt") in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # untouched
+
+
+def test_a_fresh_run_does_not_append_to_an_old_log(tmp_path):
+    data = make_image_folder(tmp_path / "data", per_class=(4, 2), size=16)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text(json.dumps({"type": "step", "global_step": 99}) + "\n")
+    rc = main(["--arch", "mini_resnet", "--dataset", "imagefolder", "--input-size", "16",
+               "--epochs", "1", "--batch-size", "4", "--no-progress", "--eval-every", "0",
+               "--final-eval-steps", "0", "--data", str(data), "--out", str(out)])
+    assert rc == 0
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["global_step"] != 99 for r in recs) and recs[-1]["type"] == "epoch"
 
 
 NOBN_SCRIPT = '''
@@ -324,7 +401,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert "(2 × 4)" in err and "(1 × 8)" in one.stderr
     a = tensors(tmp_path / "one" / "model.safetensors")
     b = tensors(tmp_path / "two" / "model.safetensors")
-    state = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
+    state = ckpt.read(tmp_path / "two" / "checkpoint.pt")
     assert state["world_size"] == 2 and len(state["rng"]) == 2
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=0, atol=1e-5), (k, (a[k] - b[k]).abs().max())

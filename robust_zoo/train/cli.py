@@ -10,13 +10,12 @@ import argparse
 import dataclasses
 import json
 import sys
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from ..recipe import Recipe
-
-META_FIELDS = ("unknown", "unconfirmed", "source")
+from .. import naming
+from ..errors import RobustZooError
+from ..recipe import META_FIELDS, Recipe, field_choices
 
 HELP = {
     "arch": "architecture (robust_zoo.archs.list_archs())",
@@ -37,29 +36,35 @@ HELP = {
     "attack_steps": "PGD steps of the training attack",
     "attack_step_size": "PGD step size in pixel units (default 2.5·eps/steps); fractions allowed",
     "random_start": "start PGD at a random point of the ε-ball",
-    "use_best": "keep the highest-loss PGD iterate (robustness' use_best)",
+    "keep_best": "keep the highest-loss PGD iterate (robustness' use_best; --use-best is the "
+                 "same flag)",
     "bn_eval_during_attack": "run the attack with BatchNorm in eval mode",
     "augmentation": "robustness-imagenet | robustness-cifar | flip-crop | none",
     "label_smoothing": "label smoothing of the training loss",
-    "precision": "fp32 | bf16 (autocast). Default: the recipe's on CPU, bf16 on CUDA",
+    "precision": "fp32 | bf16 (autocast). Default: the recipe's; on CUDA bf16 for a recipe "
+                 "given by flags (--from-manifest keeps the recorded precision, fp32 where "
+                 "unknown)",
     "seed": "seed of initialization, data order, augmentation and attack starts",
 }
-CHOICES = {"norm": ("l2", "linf"), "lr_schedule": ("step", "cosine", "constant"),
-           "precision": ("fp32", "bf16", "fp16"), "optimizer": ("sgd",),
-           "augmentation": ("robustness-imagenet", "robustness-cifar", "flip-crop", "none")}
+# Flags whose values are a fixed set: read from the recipe's Literal types.
+CHOICES = {f: field_choices(Recipe, f) for f in Recipe.field_names() if field_choices(Recipe, f)}
+ALIASES = {"keep_best": ("--use-best",)}
 
 
 def parse_number(text: str) -> float:
-    """``"0.25"``, ``"3"``, ``"1e-4"`` or a fraction ``"4/255"`` → float."""
-    s = str(text).strip()
+    """``"0.25"``, ``"3"``, ``"1e-4"`` or a fraction ``"4/255"`` → float (finite)."""
     try:
-        if "/" in s:
-            num, den = s.split("/")
-            return float(Fraction(num.strip()) / Fraction(den.strip()))
-        return float(s)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number or fraction (examples: 3, 0.25, 1e-4, 4/255)") from None
+        return naming.parse_number(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def parse_eps(text: str) -> float:
+    """ε (or a step size) in [0, 1] pixel units: finite, >= 0, fractions allowed."""
+    try:
+        return naming.parse_eps(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_int(text: str) -> int:
@@ -70,7 +75,8 @@ def parse_int(text: str) -> int:
 
 
 def recipe_fields() -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(Recipe) if f.name not in META_FIELDS]
+    by_name = {f.name: f for f in dataclasses.fields(Recipe)}
+    return [by_name[n] for n in Recipe.field_names() if n not in META_FIELDS]
 
 
 def field_default(f: dataclasses.Field) -> Any:
@@ -85,7 +91,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "recipe (every Recipe field; overrides --from-manifest)")
     for f in recipe_fields():
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *ALIASES.get(f.name, ())]
         kind = str(f.type)
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
                               "help": HELP.get(f.name, f.name)}
@@ -94,12 +100,13 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         elif "int" in kind:
             kw.update(type=parse_int, metavar="N")
         elif "float" in kind:
-            kw.update(type=parse_number, metavar="X")
+            kw.update(type=parse_eps if f.name in ("eps", "attack_step_size") else parse_number,
+                      metavar="X")
         else:
             kw.update(type=str, metavar="NAME")
             if f.name in CHOICES:
                 kw.update(type=str.lower, choices=CHOICES[f.name], metavar=None)
-        group.add_argument(flag, **kw)
+        group.add_argument(*flags, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PGD steps of the final evaluation recorded in the manifest")
     p.add_argument("--final-eval-norm", choices=("l2", "linf"),
                    help="norm of the final evaluation (default: the recipe's)")
-    p.add_argument("--final-eval-eps", type=parse_number, metavar="X",
+    p.add_argument("--final-eval-eps", type=parse_eps, metavar="X",
                    help="ε of the final evaluation (default: the recipe's)")
     p.add_argument("--final-eval-limit", type=parse_int, metavar="N",
                    help="final evaluation on a fixed random subset of N images")
@@ -231,44 +238,39 @@ def resolve_recipe(args: argparse.Namespace, *, cuda: bool = False) -> tuple[Rec
                 values["num_classes"] = sum(1 for p in train_dir.iterdir() if p.is_dir()) or 1000
         values.update(explicit)
         source = "robust_zoo.train"
-    if cuda and "precision" not in explicit and values.get("precision") in (None, "fp32"):
+    if (cuda and not args.from_manifest and "precision" not in explicit
+            and values.get("precision") in (None, "fp32")):
         values["precision"] = "bf16"
         notes.append("CUDA: bf16 autocast (pass --precision fp32 to train in fp32)")
     return _make(values, source), notes
 
 
-def _make(values: dict[str, Any], source: str | None) -> Recipe:
-    try:
-        return Recipe(**values, source=source)
-    except ValueError as e:
-        if values.get("norm") in ("linf", "Linf", "inf") and float(values.get("eps") or 0) > 1:
-            raise ValueError(f"{e}. Did you mean --eps {values['eps']:g}/255?") from None
-        raise
+def _make(values: dict[str, Any], source: str | dict | None) -> Recipe:
+    return Recipe(**values, source=source)
 
 
 def _saved_recipe(run_dir: Path) -> Recipe:
-    from .checkpoint import ResumeError, load
+    from ..engine import checkpoint
 
     path = run_dir / "recipe.json"
-    if (run_dir / "checkpoint.pt").is_file():
-        return Recipe.from_dict(load(run_dir)["recipe"])
+    if checkpoint.exists(run_dir):
+        return Recipe.from_dict(checkpoint.load(run_dir, kind="train")[0]["recipe"])
     if path.is_file():
-        raise ResumeError(f"{run_dir} has a recipe.json but no checkpoint.pt: the run never "
+        raise checkpoint.ResumeError(f"{run_dir} has a recipe.json but no checkpoint.pt: the run never "
                           "finished a checkpoint; start it again without --resume")
-    raise ResumeError(f"No run to resume in {run_dir} (no checkpoint.pt); start it without "
+    raise checkpoint.ResumeError(f"No run to resume in {run_dir} (no checkpoint.pt); start it without "
                       "--resume")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:       # argparse has printed the usage error (exit 2) or --help (0)
+        return int(e.code or 0)
     import torch
 
-    from ..data import DataError
-    from ..manifest import UnknownModelError
-    from .checkpoint import ResumeError
-    from .loop import RecipeError
     from .run import RunOptions, train
 
     cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
@@ -290,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress, argv=["python", "-m", "robust_zoo.train", *argv],
             notes=notes)
         train(recipe, options)
-    except (ValueError, DataError, RecipeError, ResumeError, UnknownModelError,
-            FileNotFoundError) as e:
+    except (RobustZooError, ValueError, KeyError, FileNotFoundError) as e:
+        if isinstance(e, KeyError) and not isinstance(e, RobustZooError):
+            raise
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     return 0

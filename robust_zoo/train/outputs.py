@@ -69,19 +69,15 @@ def write_recipe(run_dir: Path, recipe: Recipe) -> None:
     atomic_write_text(run_dir / RECIPE, json.dumps(recipe.to_dict(), indent=2) + "\n")
 
 
-def metric_records(result: dict[str, Any], dataset: str) -> list[dict]:
-    """Manifest metric records from a ``robust_zoo.evaluate.evaluate`` result."""
-    m = result["metrics"]
-    base = {"dataset": dataset, "split": "val", "n_examples": result["n"],
+def metric_records(result, attack: dict | None, norm: str, eps: float,
+                   dataset: str) -> list[dict]:
+    """Manifest metric records from the final evaluation (an ``engine.EvalResult``)."""
+    base = {"dataset": dataset, "split": "val", "n_examples": result.n,
             "source": "robust_zoo.train final evaluation (fp32)"}
-    out = [{"name": "clean_top1", "value": round(m["clean_top1"], 4), **base}]
-    if m.get("pgd_top1") is not None:
-        a = result["attack"]
-        out.append({"name": "pgd_top1", "value": round(m["pgd_top1"], 4), "norm": result["norm"],
-                    "eps": result["eps"],
-                    "attack": {"steps": a["steps"], "step_size": a["step_size"],
-                               "restarts": a["restarts"], "random_start": a["random_start"],
-                               "keep_best": a["keep_best"]}, **base})
+    out = [{"name": "clean_top1", "value": round(result.clean_top1, 4), **base}]
+    if result.pgd_top1 is not None:
+        out.append({"name": "pgd_top1", "value": round(result.pgd_top1, 4), "norm": norm,
+                    "eps": eps, "attack": dict(attack), **base})
     return out
 
 

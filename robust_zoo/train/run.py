@@ -5,7 +5,6 @@ Rank 0 alone writes; every rank runs the same steps in the same order, so the co
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -19,16 +18,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import archs
-from ..data import DataError, ResumableSampler, SeededDataset, TensorImages, build_datasets
+from .. import archs, distributed
+from ..data import (DataError, ResumableSampler, SeededDataset, TensorImages, build_datasets,
+                    dataset_kind, fixed_subset)
+from ..engine import checkpoint as ckpt
+from ..engine.evaluation import EvalResult, evaluate_loader
+from ..engine.loop import Trainer, TrainStats
+from ..engine.optim import build_optimizer, build_scheduler
+from ..engine.precision import determinism
 from ..models import RobustModel
 from ..naming import eps_display, model_name
-from ..recipe import Recipe
-from . import checkpoint as ckpt
-from .. import distributed
+from ..recipe import Recipe, RecipeError, default_step_size
 from . import outputs
-from .loop import (RecipeError, build_optimizer, build_scheduler, check_recipe, clean_correct,
-                   train_step)
 from .plots import plot_curves, read_metrics
 
 
@@ -67,31 +68,19 @@ class RunResult:
     final: dict[str, Any]                 # robust_zoo.evaluate result of the final evaluation
 
 
-@contextlib.contextmanager
-def _determinism(enabled: bool, device: torch.device):
-    """``--deterministic``: deterministic kernels (restored afterwards, for callers that train
-    in-process); otherwise let cuDNN pick the fastest kernels. ``warn_only``: a few CUDA
-    backward kernels (adaptive average pooling, which every ResNet's global pool uses) have no
-    deterministic version; PyTorch then warns instead of refusing to train."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
-             torch.backends.cudnn.deterministic,
-             torch.is_deterministic_algorithms_warn_only_enabled())
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[3])
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[1:3]
-
-
 def _say(d: distributed.Dist, msg: str) -> None:
     if d.is_main:
         print(msg, file=sys.stderr, flush=True)
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Reject recipes the trainer cannot run, saying which field and what is valid."""
+    try:
+        archs.get_arch(recipe.arch)
+    except ValueError as e:
+        raise RecipeError(str(e)) from None
+    dataset_kind(recipe.dataset)
+    recipe.require_complete()
 
 
 def train(recipe: Recipe, options: RunOptions) -> RunResult:
@@ -99,7 +88,7 @@ def train(recipe: Recipe, options: RunOptions) -> RunResult:
     check_recipe(recipe)
     d = distributed.setup(options.device)
     try:
-        with _determinism(options.deterministic, d.device):
+        with determinism(options.deterministic, d.device):
             return _Run(recipe, options, d).run()
     finally:
         distributed.cleanup(d)
@@ -118,10 +107,10 @@ class _Run:
         """The checkpoint to resume from (None for a fresh run); refuses to overwrite a run."""
         problem = None
         if self.d.is_main:
-            has_ckpt = (self.run_dir / ckpt.CHECKPOINT).is_file()
+            has_ckpt = ckpt.exists(self.run_dir)
             done = (self.run_dir / outputs.WEIGHTS).is_file()
             if not self.opt.resume and (has_ckpt or done):
-                what = "finished" if done else "checkpoint.pt"
+                what = "finished" if done else ckpt.CHECKPOINT
                 problem = (f"{self.run_dir} already holds a run ({what}): pass --resume to "
                            "continue it, or choose another --out")
         problem = distributed.broadcast(self.d, problem)
@@ -129,7 +118,7 @@ class _Run:
             raise ckpt.ResumeError(problem)
         if not self.opt.resume:
             return None
-        state = ckpt.load(self.run_dir)
+        state, _ = ckpt.load(self.run_dir, kind="train")
         saved = Recipe.from_dict(state["recipe"])
         diff = self.recipe.diff(saved)
         if diff:
@@ -173,6 +162,26 @@ class _Run:
             model = model.to(memory_format=torch.channels_last)
         return net, model
 
+    def _trainer(self, model: nn.Module) -> Trainer:
+        r, d, o = self.recipe, self.d, self.opt
+        optimizer = build_optimizer(model.parameters(), r)
+        attack_model = torch.compile(model) if o.compile else model
+        train_model = attack_model
+        if d.enabled:
+            ids = [d.device.index] if d.device.type == "cuda" else None
+            train_model = nn.parallel.DistributedDataParallel(attack_model, device_ids=ids)
+        return Trainer(model, optimizer, device=d.device, attack=r, precision=self.precision,
+                       channels_last=self.channels_last, label_smoothing=r.label_smoothing,
+                       train_model=train_model, attack_model=attack_model)
+
+    def _workers(self, spec) -> int:
+        if self.opt.workers is not None:
+            return self.opt.workers
+        if isinstance(spec.train, TensorImages):
+            return 0
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        return max(1, min(8, (os.cpu_count() or 1) // per_node))
+
     # ------------------------------------------------------------------ run
     def run(self) -> RunResult:
         r, d, o = self.recipe, self.d, self.opt
@@ -181,25 +190,20 @@ class _Run:
         if d.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ckpt.remove_stale_temporaries(self.run_dir)
+            if state is None:       # a fresh run starts a fresh log
+                (self.run_dir / outputs.METRICS).unlink(missing_ok=True)
             for note in o.notes:
                 _say(d, note)
             outputs.write_recipe(self.run_dir, r)
         net, model = self._model(spec)
-        optimizer = build_optimizer(r, model)
-        scheduler = build_scheduler(r, optimizer)
-        attack_model = torch.compile(model) if o.compile else model
-        train_model = attack_model
-        if d.enabled:
-            ids = [d.device.index] if d.device.type == "cuda" else None
-            train_model = nn.parallel.DistributedDataParallel(attack_model, device_ids=ids)
+        trainer = self._trainer(model)
+        optimizer = trainer.optimizer
+        scheduler = build_scheduler(optimizer, r)
 
         B, b = int(r.batch_size), int(r.batch_size) // d.world_size
         sampler = ResumableSampler(spec.train, num_replicas=d.world_size, rank=d.rank,
                                    seed=int(r.seed), batch_size=b)
-        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        workers = o.workers if o.workers is not None else (
-            0 if isinstance(spec.train, TensorImages) else
-            max(1, min(8, (os.cpu_count() or 1) // per_node)))
+        workers = self._workers(spec)
         # A private generator: creating the loader's iterator must not draw from the global
         # RNG, or a resumed run's attack noise would diverge from the uninterrupted run's.
         loader = torch.utils.data.DataLoader(
@@ -209,7 +213,7 @@ class _Run:
         steps_per_epoch = sampler.batches_per_epoch()
 
         epoch = step = global_step = 0
-        stats0, window0 = [0.0] * 5, [0.0] * 5
+        stats0 = window0 = TrainStats()
         run_info = {"start_time": outputs.now(), "elapsed": 0.0, "commands": []}
         if state is not None:
             net.load_state_dict(state["model"])
@@ -229,8 +233,8 @@ class _Run:
                         "order is kept, attack random starts are re-seeded")
                 ckpt.seed_everything(int(r.seed) * 100_003 + global_step * 101 + d.rank)
             if d.is_main:   # the sums over ranks live on rank 0
-                stats0 = [float(v) for v in state["epoch_stats"]]
-                window0 = [float(v) for v in state["log_window"]]
+                stats0 = TrainStats.from_list(state["epoch_stats"])
+                window0 = TrainStats.from_list(state["log_window"])
                 self._truncate_metrics(global_step)
             run_info = dict(state["run"])
             _say(d, f"Resuming {self.run_dir} at epoch {epoch + 1}, step {step}/{steps_per_epoch} "
@@ -241,18 +245,18 @@ class _Run:
         run_info["commands"] = list(run_info.get("commands", [])) + [shlex.join(map(str, argv))]
         t_start = time.perf_counter()
 
-        def save_checkpoint(ep: int, st: int, stats: list[float], window: list[float]) -> None:
-            sums = distributed.all_reduce_sum(d, stats + window)
+        def save_checkpoint(ep: int, st: int, stats: TrainStats, window: TrainStats) -> None:
+            sums = distributed.all_reduce_sum(d, stats.to_list() + window.to_list())
             rngs = distributed.all_gather(d, ckpt.rng_state())
             if d.is_main:
                 info = dict(run_info, elapsed=run_info["elapsed"] + time.perf_counter() - t_start)
-                ckpt.save(self.run_dir / ckpt.CHECKPOINT, {
+                ckpt.save(self.run_dir, {
                     "recipe": r.to_dict(), "model": net.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "epoch": ep, "step": st, "global_step": global_step,
                     "steps_per_epoch": steps_per_epoch, "world_size": d.world_size, "rng": rngs,
                     "sampler": {"seed": int(r.seed), "epoch": ep, "start_batch": st},
-                    "epoch_stats": sums[:5], "log_window": sums[5:], "run": info})
+                    "epoch_stats": sums[:5], "log_window": sums[5:], "run": info}, kind="train")
 
         _say(d, f"Training {self.name}: {r.arch} on {r.dataset} ({len(spec.train)} train / "
                 f"{len(spec.val)} val images), {r.epochs} epochs × {steps_per_epoch} steps of "
@@ -261,39 +265,26 @@ class _Run:
                    else "standard (ε=0)")
                 + f", {d.device}, {self.precision}" + (", compiled" if o.compile else ""))
         while epoch < int(r.epochs):
-            # stats: loss·n, correct, n, clean correct (sampled at log steps), clean n
-            stats = [torch.tensor(v, dtype=torch.float64, device=d.device) for v in stats0]
-            window = window0            # cumulative stats at the last log step
-            stats0, window0 = [0.0] * 5, [0.0] * 5
+            window = window0            # cumulative stats at the last log step (this rank)
             sampler.set_epoch(epoch, step)
-            model.train()
             bar = self._bar(epoch, steps_per_epoch, step)
-            t_win, steps_win = time.perf_counter(), 0
-            for step, (x, y) in enumerate(loader, start=step):
-                x = x.to(d.device, non_blocking=True)
-                y = y.to(d.device, non_blocking=True)
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                loss, correct = train_step(r, train_model, attack_model, optimizer, x, y,
-                                           precision=self.precision)
+            clock = {"t": time.perf_counter(), "steps": 0}
+
+            def after_step(st: int, x, y, running) -> None:
+                nonlocal global_step, window
                 global_step += 1
-                steps_win += 1
-                for i, v in enumerate((loss * len(y), correct, len(y))):
-                    stats[i] += v
+                clock["steps"] += 1
                 if o.log_every and global_step % o.log_every == 0:
-                    cc = (clean_correct(attack_model, x, y, self.precision) if r.adversarial
-                          else correct)
-                    stats[3] += cc
-                    stats[4] += len(y)
-                    now = [float(s) for s in stats]
-                    sums = distributed.all_reduce_sum(d, [a - w for a, w in zip(now, window)])
+                    running.add_clean(x, y)
+                    now = running.stats(step=st + 1)
+                    sums = (now - window).all_reduce(d)
                     window = now
-                    rate = steps_win * B / (time.perf_counter() - t_win)
-                    t_win, steps_win = time.perf_counter(), 0
-                    rec = {"type": "step", "epoch": epoch + 1, "step": step + 1,
+                    rate = clock["steps"] * B / (time.perf_counter() - clock["t"])
+                    clock.update(t=time.perf_counter(), steps=0)
+                    rec = {"type": "step", "epoch": epoch + 1, "step": st + 1,
                            "global_step": global_step, "lr": optimizer.param_groups[0]["lr"],
-                           "loss": sums[0] / sums[2], "train_acc": 100 * sums[1] / sums[2],
-                           "train_clean_acc": 100 * sums[3] / sums[4], "images_per_s": rate,
+                           "loss": sums.loss, "train_acc": sums.acc,
+                           "train_clean_acc": sums.clean_acc, "images_per_s": rate,
                            "time": outputs.now()}
                     self._log(rec)
                     if bar is not None:
@@ -304,22 +295,25 @@ class _Run:
                 if bar is not None:
                     bar.update(1)
                 if (o.ckpt_every_steps and global_step % o.ckpt_every_steps == 0
-                        and step + 1 < steps_per_epoch):
-                    save_checkpoint(epoch, step + 1, [float(s) for s in stats], window)
+                        and st + 1 < steps_per_epoch):
+                    save_checkpoint(epoch, st + 1, running.stats(step=st + 1), window)
+
+            stats = trainer.train_one_epoch(loader, start_step=step, stats=stats0,
+                                            after_step=after_step, where=f"epoch {epoch + 1}")
+            stats0 = window0 = TrainStats()
             if bar is not None:
                 bar.close()
-            sums = distributed.all_reduce_sum(d, [float(s) for s in stats])
+            sums = stats.all_reduce(d)
             rec = {"type": "epoch", "epoch": epoch + 1, "global_step": global_step,
-                   "lr": optimizer.param_groups[0]["lr"], "train_loss": sums[0] / max(sums[2], 1),
-                   "train_acc": 100 * sums[1] / max(sums[2], 1),
-                   "train_clean_acc": 100 * sums[3] / sums[4] if sums[4] else None,
+                   "lr": optimizer.param_groups[0]["lr"], "train_loss": sums.loss,
+                   "train_acc": sums.acc, "train_clean_acc": sums.clean_acc,
                    "adversarial": r.adversarial}
             if o.eval_every and ((epoch + 1) % o.eval_every == 0 or epoch + 1 == int(r.epochs)):
-                res = self._evaluate(attack_model, spec, r.norm, r.eps, int(r.attack_steps or 0),
-                                     r.step_size if r.adversarial else None, o.eval_limit, b,
-                                     workers)
-                rec.update(val_clean_acc=res["metrics"]["clean_top1"],
-                           val_adv_acc=res["metrics"]["pgd_top1"], val_n=res["n"])
+                res, _ = self._validate(trainer.attack_model, spec, r.norm, r.eps,
+                                        int(r.attack_steps or 0),
+                                        r.step_size if r.adversarial else None, o.eval_limit, b,
+                                        workers)
+                rec.update(val_clean_acc=res.clean_top1, val_adv_acc=res.pgd_top1, val_n=res.n)
             scheduler.step()
             epoch, step = epoch + 1, 0
             rec["time"] = outputs.now()
@@ -331,9 +325,9 @@ class _Run:
             if d.is_main:
                 plot_curves(read_metrics(self.run_dir / outputs.METRICS),
                             self.run_dir / outputs.CURVES, title=self.name)
-            save_checkpoint(epoch, 0, [0.0] * 5, [0.0] * 5)
+            save_checkpoint(epoch, 0, TrainStats(), TrainStats())
 
-        return self._finish(net, attack_model, spec, b, workers, run_info, t_start)
+        return self._finish(net, trainer.attack_model, spec, b, workers, run_info, t_start)
 
     # ------------------------------------------------------------------ pieces
     def _bar(self, epoch: int, total: int, initial: int):
@@ -357,30 +351,40 @@ class _Run:
 
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
-    def _evaluate(self, model, spec, norm, eps, steps, step_size, limit, batch_size, workers):
-        from ..evaluate import evaluate
-
-        devices = [self.d.device] if self.d.device.type == "cuda" else []
-        # evaluation draws no training randomness: changing how often it runs changes nothing
+    def _validate(self, model, spec, norm, eps, steps, step_size, limit, batch_size, workers
+                  ) -> tuple[EvalResult, dict]:
+        """Clean and PGD accuracy on the validation set (a fixed subset of ``limit`` images),
+        sharded over the ranks and summed; evaluation draws no training randomness, so how
+        often it runs changes nothing about training."""
+        d = self.d
+        ds = fixed_subset(spec.val, limit)
+        shard = torch.utils.data.Subset(ds, range(d.rank, len(ds), d.world_size))
+        loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False,
+                                             num_workers=workers,
+                                             pin_memory=d.device.type == "cuda")
+        alpha = step_size if step_size is not None else default_step_size(eps, steps)
+        devices = [d.device] if d.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return evaluate(model, spec.val, norm=norm, eps=eps, steps=steps, step_size=step_size,
-                            limit=limit, batch_size=batch_size, workers=workers,
-                            device=self.d.device, progress=self.opt.progress and self.d.is_main)
+            res = evaluate_loader(model, loader, norm=norm, eps=eps, steps=steps,
+                                  step_size=alpha, device=d.device,
+                                  progress=self.opt.progress and d.is_main, desc="validate")
+        attack = ({"steps": steps, "step_size": alpha, "restarts": 1, "random_start": False,
+                   "keep_best": True} if eps > 0 and steps > 0 else None)
+        return res.all_reduce(d), attack
 
     def _finish(self, net, attack_model, spec, b, workers, run_info, t_start) -> RunResult:
         r, o, d = self.recipe, self.opt, self.d
         norm = o.final_eval_norm or r.norm
         eps = r.eps if o.final_eval_eps is None else float(o.final_eval_eps)
-        final = self._evaluate(attack_model, spec, norm, eps, int(o.final_eval_steps), None,
-                               o.final_eval_limit, b, workers)
+        final, attack = self._validate(attack_model, spec, norm, eps, int(o.final_eval_steps),
+                                       None, o.final_eval_limit, b, workers)
         entry = None
         if d.is_main:
-            m = final["metrics"]
-            _say(d, f"final: clean top-1 {m['clean_top1']:.2f}%"
+            _say(d, f"final: clean top-1 {final.clean_top1:.2f}%"
                  + (f", PGD-{o.final_eval_steps} {norm} ε={eps_display(norm, eps)} top-1 "
-                    f"{m['pgd_top1']:.2f}%"
-                    if m.get("pgd_top1") is not None else "") + f" on {final['n']} val images")
+                    f"{final.pgd_top1:.2f}%"
+                    if final.pgd_top1 is not None else "") + f" on {final.n} val images")
             provenance = {
                 "trainer": "robust_zoo.train", "git_commit": outputs.git_commit(),
                 "command": run_info["commands"][0], "commands": run_info["commands"],
@@ -392,10 +396,13 @@ class _Run:
             entry = outputs.finalize(
                 self.run_dir, name=self.name, recipe=r, net=net, mean=spec.mean, std=spec.std,
                 preprocessing=spec.preprocessing,
-                metrics=outputs.metric_records(final, r.dataset), provenance=provenance)
+                metrics=outputs.metric_records(final, attack, norm, eps, r.dataset),
+                provenance=provenance)
             plot_curves(read_metrics(self.run_dir / outputs.METRICS),
                         self.run_dir / outputs.CURVES, title=self.name)
             _say(d, f"wrote {self.run_dir}: {outputs.WEIGHTS}, {outputs.MANIFEST}, {outputs.CARD}, "
                     f"{outputs.METRICS}, {outputs.CURVES}")
         distributed.barrier(d)
-        return RunResult(self.run_dir, self.name, entry, final)
+        final_dict = {"n": final.n, "norm": norm, "eps": eps, "attack": attack,
+                      "metrics": {"clean_top1": final.clean_top1, "pgd_top1": final.pgd_top1}}
+        return RunResult(self.run_dir, self.name, entry, final_dict)

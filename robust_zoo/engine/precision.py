@@ -1,0 +1,54 @@
+"""Numeric precision and memory layout of a run: one helper for every loop of the package."""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from ..recipe import Precision, RecipeError, choices
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> str:
+    """``precision`` checked, or the device default when None: bf16 autocast on CUDA, fp32
+    elsewhere (bf16 on CPU is slower than fp32 for convolutions)."""
+    if precision is None:
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision not in choices(Precision):
+        raise RecipeError(f"precision {precision!r} is not valid; choose one of "
+                          f"{', '.join(choices(Precision))}")
+    return precision
+
+
+def autocast(device: torch.device, precision: str | None):
+    """The autocast context of ``precision`` on ``device`` (a no-op for fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def channels_last_default(device: torch.device, requested: bool | None = None) -> bool:
+    """channels_last when asked, else on CUDA only (where cuDNN's NHWC kernels are faster)."""
+    return device.type == "cuda" if requested is None else bool(requested)
+
+
+@contextlib.contextmanager
+def determinism(enabled: bool, device: torch.device):
+    """``--deterministic``: deterministic kernels (restored afterwards, for callers that train
+    in-process); otherwise let cuDNN pick the fastest kernels. ``warn_only``: a few CUDA
+    backward kernels (adaptive average pooling, which every ResNet's global pool uses) have no
+    deterministic version; PyTorch then warns instead of refusing to train."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic,
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[3])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[1:3]
