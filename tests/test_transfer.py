@@ -17,7 +17,7 @@ from torch import nn
 from robust_zoo.archs import build, get_arch, get_head, list_archs
 from robust_zoo.models import IMAGENET_MEAN, RobustModel
 from robust_zoo.transfer import MODES, features, freeze, frozen_modules, replace_head
-from robust_zoo.transfer.engine import accuracy_metrics
+from robust_zoo.transfer.finetune import accuracy_metrics
 from robust_zoo.transfer.hparams import TransferConfig, paper_lr, paper_result
 
 BN = nn.modules.batchnorm._BatchNorm

@@ -130,13 +130,14 @@ def main(argv: list[str] | None = None) -> int:
             for m in args.model:
                 _check_arch(m, args.arch, args.manifest, args.pretrained)
         cfg = TransferConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                             step_lr=args.step_lr, weight_decay=args.weight_decay,
+                             lr_step=args.step_lr, weight_decay=args.weight_decay,
                              momentum=args.momentum, image_size=args.image_size,
                              granularity=args.granularity, augment=not args.no_augment,
                              hidden=tuple(args.hidden), faithful=args.faithful, seed=args.seed,
                              path="network" if args.slow else "auto", views=args.views,
                              head_solver=args.head_solver, eval_every=args.eval_every,
-                             amp=args.amp, channels_last=args.channels_last)
+                             precision=None if args.amp is None else ("bf16" if args.amp else "fp32"),
+                             channels_last=args.channels_last)
         if args.data_root is None:
             raise DatasetNotFoundError("--data-root DIR is required (the folder holding the "
                                        "data sets; add --download to fetch them into it)")

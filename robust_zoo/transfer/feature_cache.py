@@ -27,7 +27,9 @@ from ..archs import _head_path, _unwrap
 from ..io import atomic_path
 from .core import features
 from ..distributed import Dist
-from .engine import _autocast, _loader, _progress, epoch_permutation, make_optimizer
+from ..engine.optim import build_optimizer, build_scheduler
+from ..engine.precision import autocast
+from .finetune import epoch_permutation, make_loader, progress_bar
 
 __all__ = ["default_cache_dir", "model_fingerprint", "cache_key", "extract_features",
            "cached_features", "train_head"]
@@ -80,9 +82,9 @@ def extract_features(model: nn.Module, ds, *, batch_size: int = 128, workers: in
     part = torch.utils.data.Subset(ds, idx) if dist.enabled else ds
     model.eval().to(dev)
     chunks = []
-    for x, _ in _progress(_loader(part, batch_size, workers, dev), progress and dist.is_main,
+    for x, _ in progress_bar(make_loader(part, batch_size, workers, dev), progress and dist.is_main,
                           desc=desc):
-        with _autocast(dev, amp):
+        with autocast(dev, "bf16" if amp else "fp32"):
             f = features(model, x.to(dev, non_blocking=True))
         chunks.append(f.float().cpu())
     local = torch.cat(chunks) if chunks else torch.empty(0)
@@ -158,7 +160,7 @@ def train_head(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, cfg, 
 
     ``solver="sgd"``: epoch by epoch exactly as behind the network: the same permutation per
     epoch (``epoch_permutation``), mini-batches of ``batch_size`` (last one partial), SGD with
-    momentum and weight decay, lr ×gamma every ``step_lr`` epochs. ``feats`` is ``[V, N, D]``;
+    momentum and weight decay, lr ×gamma every ``lr_step`` epochs. ``feats`` is ``[V, N, D]``;
     with V > 1 every epoch picks one view per example at random.
     ``solver="lbfgs"``: full-batch L-BFGS on cross-entropy + weight_decay/2·‖θ‖², the
     multinomial logistic regression of Kornblith et al.
@@ -187,10 +189,11 @@ def train_head(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, cfg, 
         loss = opt.step(closure)
         history.append({"epoch": 1, "train_loss": float(loss.detach())})
         return {"train_s": time.perf_counter() - t0, "history": history}
-    opt, sched = make_optimizer(head.parameters(), cfg)
+    opt = build_optimizer(head.parameters(), cfg)
+    sched = build_scheduler(opt, cfg)
     bs = cfg.batch_size
     g = torch.Generator()
-    for epoch in _progress(range(cfg.epochs), progress, desc="head epochs"):
+    for epoch in progress_bar(range(cfg.epochs), progress, desc="head epochs"):
         perm = epoch_permutation(N, cfg.seed, epoch).to(device)
         if V > 1:
             g.manual_seed(cfg.seed * 7919 + epoch)

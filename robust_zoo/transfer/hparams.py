@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ..recipe import (OptimizerSettings, Precision, PrecisionSettings, RecipeError,
+                      ScheduleSettings)
 from .core import parse_mode
 
 # dataset -> arch -> ((lr, best ε, acc) at freeze level 4 = fixed-feature,
@@ -129,18 +131,21 @@ def paper_result(dataset: str, arch: str, mode: str) -> dict | None:
     return {"accuracy": acc, "best_eps": eps, "lr": lr, "source": TABLE_SOURCE}
 
 
-@dataclass
-class TransferConfig:
-    """Everything that decides a transfer run's result (stored in every result.json)."""
+@dataclass(kw_only=True)
+class TransferConfig(OptimizerSettings, ScheduleSettings, PrecisionSettings):
+    """Everything that decides a transfer run's result (stored in every result.json).
+
+    The optimizer, schedule and precision parts are the training recipe's own
+    (``robust_zoo.recipe``), with the paper's transfer values as defaults: SGD momentum 0.9,
+    weight decay 5e-4, 150 epochs, lr ×0.1 every 50 epochs, batch 64."""
 
     mode: str = "fixed-feature"
     lr: float | None = None               # None: the paper's table (paper_lr)
-    epochs: int = 150
+    weight_decay: float | None = 5e-4
+    epochs: int | None = 150
+    lr_step: int | None = 50
+    precision: Precision | None = None    # None: bf16 autocast on CUDA, fp32 elsewhere
     batch_size: int = 64                  # global, whatever the number of processes
-    step_lr: int = 50
-    lr_gamma: float = 0.1
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
     image_size: int = 224
     resize_size: int | None = None        # None: image_size * 256/224
     granularity: int | None = None        # e.g. 32: the paper's §4.3 down/up-scaling
@@ -153,26 +158,26 @@ class TransferConfig:
     head_solver: str = "sgd"              # cached path: "sgd" (the recipe) | "lbfgs"
     lbfgs_iters: int = 500
     eval_every: int = 0                   # network path: evaluate every N epochs (0: at the end)
-    amp: bool | None = None               # bf16 autocast; None: on for CUDA
     channels_last: bool | None = None     # None: on for CUDA
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.mode = parse_mode(self.mode)
         self.hidden = tuple(int(h) for h in self.hidden)
-        for name in ("epochs", "batch_size", "step_lr", "image_size", "views"):
+        for name in ("image_size", "views", "lbfgs_iters"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise RecipeError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.granularity is not None and self.granularity < 1:
-            raise ValueError(f"granularity must be a positive size, got {self.granularity}")
+            raise RecipeError(f"granularity must be a positive size, got {self.granularity}")
         if self.path not in ("auto", "cached", "network"):
-            raise ValueError(f"path must be 'auto', 'cached' or 'network', got {self.path!r}")
+            raise RecipeError(f"path must be 'auto', 'cached' or 'network', got {self.path!r}")
         if self.head_solver not in ("sgd", "lbfgs"):
-            raise ValueError(f"head_solver must be 'sgd' or 'lbfgs', got {self.head_solver!r}")
+            raise RecipeError(f"head_solver must be 'sgd' or 'lbfgs', got {self.head_solver!r}")
         if self.path == "cached" and self.mode != "fixed-feature":
-            raise ValueError(
+            raise RecipeError(
                 f"The cached-feature path needs mode 'fixed-feature', not {self.mode!r}")
         if self.path == "cached" and self.faithful:
-            raise ValueError(
+            raise RecipeError(
                 "--faithful fixed-feature training lets BN statistics drift inside the "
                 "network, which cached features cannot reproduce: use path='network'")
 

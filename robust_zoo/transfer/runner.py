@@ -18,7 +18,8 @@ from ..models import RobustModel
 from .core import freeze, replace_head
 from .datasets import load_splits, make_transforms
 from ..distributed import Dist, barrier, cleanup, setup
-from .engine import accuracy_metrics, predict, train_network
+from ..engine import checkpoint as engine_checkpoint
+from .finetune import accuracy_metrics, predict_dataset, train_network
 from .feature_cache import (cached_features, default_cache_dir, head_predict, model_fingerprint,
                             train_head)
 from .hparams import TransferConfig, paper_lr, paper_result
@@ -167,13 +168,13 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
             preds, labels = head_predict(head, fte[0]), yte
             net.cpu()
         else:
-            ckpt = out_dir / "checkpoint.pt"
             info = train_network(net, train_ds, rcfg, dist=dist, workers=workers,
-                                 checkpoint=ckpt, resume=resume, progress=progress,
+                                 checkpoint=out_dir, resume=resume, progress=progress,
                                  test_ds=test_ds, log=log, on_epoch_end=on_epoch_end)
             t0 = time.perf_counter()
-            preds, labels = predict(net, test_ds, dist=dist, workers=workers,
-                                    amp=info["amp"], progress=progress, desc="test")
+            preds, labels = predict_dataset(net, test_ds, dist=dist, workers=workers,
+                                            precision=info["precision"], progress=progress,
+                                            desc="test")
             timing["eval_s"] = time.perf_counter() - t0
             net.cpu()
         timing["train_s"] = info["train_s"]
@@ -192,9 +193,8 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
                   "out_dir": str(out_dir)}
         if dist.is_main:
             _write_outputs(out_dir, net, result, rcfg, save_model)
-            ckpt = out_dir / "checkpoint.pt"
-            if ckpt.exists() and not keep_checkpoint:
-                ckpt.unlink()
+            if not keep_checkpoint:
+                engine_checkpoint.remove(out_dir)
             also = f" (top-1 {result['top1']:.2f}%)" if metric != "top1" else ""
             log(f"[{name} → {spec.name}] {metric} = {result['accuracy']:.2f}%{also} "
                 f"in {result['time_s']:.1f}s")

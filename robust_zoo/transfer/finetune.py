@@ -1,0 +1,184 @@
+"""Training behind the network (full fine-tuning, ResNet freeze levels, the fixed-feature head
+trained behind the frozen network) and prediction, on the package's one engine.
+
+Runs as one process or under ``torchrun`` (DDP; NCCL on CUDA, Gloo on CPU). The global batch is
+the recipe's (64), split across processes. On CUDA the defaults are bf16 autocast and
+channels_last. A checkpoint (``robust_zoo.engine.checkpoint``) is written after every epoch, so
+``resume=True`` picks up after the last finished epoch with the same optimizer, schedule, RNG
+states and data order.
+
+Data order: epoch ``e`` visits the training set in ``torch.randperm(n)`` order drawn from a
+generator seeded with ``seed + e`` (``DistributedSampler``'s rule, ``epoch_permutation``); every
+sample's augmentation is drawn from its own seed (``robust_zoo.data.sample_seed``), as in
+training. The cached-feature head trainer draws the same permutation, which is what makes the
+two paths comparable.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..data import ResumableSampler, SeededDataset
+from ..distributed import Dist, barrier
+from ..engine import checkpoint as ckpt
+from ..engine.loop import Trainer, predict
+from ..engine.optim import build_optimizer, build_scheduler
+from ..engine.precision import channels_last_default, resolve_precision
+
+__all__ = ["accuracy_metrics", "predict_dataset", "train_network", "epoch_permutation",
+           "make_loader", "progress_bar"]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def accuracy_metrics(preds: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Top-1 and per-class mean accuracy (%), the paper's two metrics.
+
+    Per-class mean accuracy averages the accuracy of each class present in ``labels``; it equals
+    the paper code's "weighted prec1" (each example weighted by N / (C · n_class)).
+    """
+    preds, labels = preds.cpu().long(), labels.cpu().long()
+    if labels.numel() == 0:
+        raise ValueError("No test examples to evaluate on")
+    correct = (preds == labels).float()
+    classes = labels.unique()
+    per_class = torch.stack([correct[labels == c].mean() for c in classes])
+    return {"top1": 100.0 * correct.mean().item(),
+            "mean_per_class": 100.0 * per_class.mean().item(),
+            "n": int(labels.numel())}
+
+
+def make_loader(ds: Dataset, batch_size: int, workers: int, device: torch.device,
+                **kw) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=False, **kw)
+
+
+def progress_bar(iterable, enabled: bool, **kw):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, leave=False, dynamic_ncols=True, **kw)
+
+
+def predict_dataset(model: nn.Module, ds: Dataset, *, batch_size: int = 256, workers: int = 0,
+                    dist: Dist | None = None, precision: str | None = "fp32",
+                    channels_last: bool = False, progress: bool = False, desc: str = "eval"
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted labels, true labels) on ``ds``; under DDP every process gets all of them."""
+    dist = dist or Dist()
+    idx = list(range(dist.rank, len(ds), dist.world_size))
+    part = Subset(ds, idx) if dist.enabled else ds
+    p, t = predict(model, make_loader(part, batch_size, workers, dist.device),
+                   device=dist.device, precision=resolve_precision(precision, dist.device),
+                   channels_last=channels_last,
+                   progress=lambda it: progress_bar(it, progress and dist.is_main, desc=desc))
+    if dist.enabled:
+        gathered: list = [None] * dist.world_size
+        torch.distributed.all_gather_object(gathered, (idx, p, t))
+        order = torch.tensor([i for g in gathered for i in g[0]])
+        p = torch.cat([g[1] for g in gathered])[order.argsort()]
+        t = torch.cat([g[2] for g in gathered])[order.argsort()]
+    return p, t
+
+
+# ----------------------------------------------------------------------------- training
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The visiting order of epoch ``epoch`` (DistributedSampler's, for one process)."""
+    g = torch.Generator()
+    g.manual_seed(seed + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None = None,
+                  workers: int = 0, checkpoint: Path | None = None, resume: bool = False,
+                  progress: bool = True, test_ds: Dataset | None = None,
+                  log: Callable = print, on_epoch_end=None) -> dict[str, Any]:
+    """Train ``model``'s trainable parameters with the recipe in ``cfg`` (a TransferConfig with
+    ``lr`` resolved); returns timing and per-epoch history. ``model`` is trained in place.
+
+    ``checkpoint`` is the run folder (or file) whose checkpoint is written after every epoch;
+    ``on_epoch_end(epoch, record)`` is called after it is written.
+    """
+    dist = dist or Dist()
+    dev = dist.device
+    precision = resolve_precision(cfg.precision, dev)
+    cl = channels_last_default(dev, cfg.channels_last)
+    if cfg.batch_size % dist.world_size:
+        raise ValueError(
+            f"batch size {cfg.batch_size} is not divisible by {dist.world_size} processes")
+    model.to(dev)
+    if cl:
+        model.to(memory_format=torch.channels_last)
+    opt = build_optimizer(model.parameters(), cfg)
+    sched = build_scheduler(opt, cfg)
+    start, history = 0, []
+    if resume and checkpoint is not None and ckpt.exists(checkpoint):
+        state, used = ckpt.load(checkpoint, kind="transfer")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, history = int(state["epoch"]), list(state.get("history", []))
+        if len(state["rng"]) == dist.world_size:
+            ckpt.set_rng_state(state["rng"][dist.rank])
+        changed = {k: (v, cfg.to_dict().get(k)) for k, v in state.get("recipe", {}).items()
+                   if k not in ("epochs", "eval_every") and cfg.to_dict().get(k) != v}
+        if changed and dist.is_main:
+            warnings.warn(f"Resuming {used} with a different recipe: {changed}")
+        if dist.is_main:
+            log(f"resumed from {used} after epoch {start}/{cfg.epochs}")
+    net = model
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    trainer = Trainer(model, opt, device=dev, precision=precision, channels_last=cl,
+                      train_model=net)
+    per_rank = cfg.batch_size // dist.world_size
+    sampler = ResumableSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank,
+                               seed=cfg.seed, batch_size=per_rank)
+    loader = make_loader(SeededDataset(train_ds), per_rank, workers, dev, sampler=sampler,
+                         generator=torch.Generator().manual_seed(cfg.seed))
+    t0 = time.perf_counter()
+    for epoch in range(start, cfg.epochs):
+        sampler.set_epoch(epoch)
+        bar = progress_bar(loader, progress and dist.is_main,
+                           desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        stats = trainer.train_one_epoch(bar, where=f"epoch {epoch + 1}").all_reduce(dist)
+        sched.step()
+        rec = {"epoch": epoch + 1, "train_loss": stats.loss, "lr": opt.param_groups[0]["lr"]}
+        if test_ds is not None and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 \
+                and epoch + 1 < cfg.epochs:
+            p, t = predict_dataset(model, test_ds, dist=dist, precision=precision,
+                                   channels_last=cl, workers=workers)
+            rec.update({f"test_{k}": v for k, v in accuracy_metrics(p, t).items() if k != "n"})
+        history.append(rec)
+        rngs = dist_gather_rng(dist)
+        if dist.is_main:
+            if checkpoint is not None:
+                ckpt.save(checkpoint, {"recipe": cfg.to_dict(), "model": model.state_dict(),
+                                       "optimizer": opt.state_dict(),
+                                       "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                                       "history": history, "rng": rngs}, kind="transfer")
+            if not progress:
+                log(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['train_loss']:.4f}")
+        barrier(dist)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, rec)
+    if cl:
+        model.to(memory_format=torch.contiguous_format)
+    return {"train_s": time.perf_counter() - t0, "history": history, "start_epoch": start,
+            "precision": precision, "channels_last": cl}
+
+
+def dist_gather_rng(dist: Dist) -> list:
+    from ..distributed import all_gather
+
+    return all_gather(dist, ckpt.rng_state())
