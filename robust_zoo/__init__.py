@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load": "api", "list_models": "api", "get_entry": "api", "download": "api",
     "export": "publish", "model_card": "publish",
-    "list_archs": "archs", "replace_head": "archs", "get_head": "archs",
+    "list_archs": "archs", "replace_head": "models", "get_head": "models",
     "load_manifest": "manifest", "Manifest": "manifest", "Entry": "manifest",
     "RobustModel": "models", "Recipe": "recipe",
     # errors a caller may want to catch

@@ -12,14 +12,15 @@ import torch
 from torch import nn
 
 from . import hub
-from .archs import build, get_arch, replace_head
+from .archs import build, get_arch
 from .io import atomic_write_text
+from .errors import UsageError
 from .convert import CheckpointFormatError, from_robustness, match_state_dict, read_checkpoint
 from .manifest import Entry, FileSpec, Manifest, UnknownModelError, load_manifest
-from .models import RobustModel
+from .models import RobustModel, replace_head
 from .weights import load_weights, save_weights
 
-__all__ = ["load", "get_entry", "list_models", "download", "load_state_dict"]
+__all__ = ["load", "get_entry", "list_models", "download", "load_state_dict", "arch_of"]
 
 
 def list_models(arch: str | None = None, norm: str | None = None, eps: float | None = None, *,
@@ -47,6 +48,25 @@ def get_entry(name: str | os.PathLike | None = None, *, arch: str | None = None,
         raise ValueError("Pass a model name, or all of arch=, norm= and eps= "
                          "(e.g. arch='resnet50', norm='linf', eps=4/255)")
     return m.find(arch, norm, eps)
+
+
+def arch_of(name: str, *, manifest: Any = None, pretrained: bool = True) -> str:
+    """The architecture of zoo model ``name`` (or of architecture name ``name`` itself when not
+    ``pretrained``: random weights need no checkpoint); a clear error otherwise. Touches no
+    network."""
+    try:
+        return get_entry(name, manifest=manifest).arch
+    except UnknownModelError as e:
+        try:
+            a = get_arch(name)
+        except ValueError:
+            raise e from None
+        if pretrained:
+            raise UsageError(
+                f"{name!r} is an architecture, not a zoo model: pass a model name such as "
+                f"{a.name}_l2_eps3 (see robust_zoo.list_models(arch={a.name!r})), or "
+                "pretrained=False (--pretrained false) for random weights") from None
+        return a.name
 
 
 def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm: str | None = None,

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import nn
+
+# The input convention of every zoo checkpoint: ImageNet mean/std, applied inside the model.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,15 @@ _register(Arch("vgg16_bn", _tv("vgg16_bn"), "classifier.6", 4096, "vgg16_bn", Tr
                None, "vgg"))
 
 
+def resolve_path(model: nn.Module, path: str) -> tuple[nn.Module, str]:
+    """Parent module and attribute name of the dotted ``path`` (indices allowed)."""
+    *parents, last = path.split(".")
+    parent = model
+    for p in parents:
+        parent = parent[int(p)] if p.isdigit() else getattr(parent, p)
+    return parent, last
+
+
 def list_archs(include_extra: bool = False) -> list[str]:
     """The zoo's architectures; ``include_extra=True`` adds the small non-zoo ones (quickstart)."""
     return sorted(n for n, a in _ARCHS.items() if include_extra or a.zoo)
@@ -116,98 +129,9 @@ def build(name: str, num_classes: int = 1000, *,
         return arch.build(num_classes)
 
 
-# --------------------------------------------------------------------------- heads
-
-def _resolve(model: nn.Module, path: str) -> tuple[nn.Module, str]:
-    """Parent module and attribute name of the dotted ``path`` (indices allowed)."""
-    *parents, last = path.split(".")
-    parent = model
-    for p in parents:
-        parent = parent[int(p)] if p.isdigit() else getattr(parent, p)
-    return parent, last
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    # The loader's normalizing wrapper and DDP both keep the network in an attribute.
-    from .models import RobustModel
-
-    while isinstance(model, (RobustModel, nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.model if isinstance(model, RobustModel) else model.module
-    return model
-
-
-def _head_path(net: nn.Module, arch: str | None) -> str:
-    if arch is not None:
-        return get_arch(arch).head
-    for a in _ARCHS.values():
-        try:
-            parent, last = _resolve(net, a.head)
-            mod = parent[int(last)] if last.isdigit() else getattr(parent, last)
-        except (AttributeError, IndexError, TypeError):
-            continue
-        if isinstance(mod, (nn.Linear, nn.Sequential, nn.Identity)):
-            return a.head
-    raise ValueError(
-        f"Cannot find the classifier head of {type(net).__name__}; pass arch= "
-        f"(one of {', '.join(list_archs())})")
-
-
-def get_head(model: nn.Module, arch: str | None = None) -> nn.Module:
-    """The classifier head module (through the normalizing wrapper and DDP)."""
-    net = _unwrap(model)
-    parent, last = _resolve(net, _head_path(net, arch or getattr(model, "arch", None)))
-    return parent[int(last)] if last.isdigit() else getattr(parent, last)
-
-
-def replace_head(model: nn.Module, num_classes: int, hidden: Sequence[int] = (),
-                 arch: str | None = None) -> nn.Module:
-    """Swap the classifier for a fresh ``Linear(num_features, num_classes)``.
-
-    ``hidden=(h1, h2, ...)`` puts ``Linear+ReLU`` layers in front of it (the paper code's
-    ``--additional-hidden``). ``num_classes=0`` gives an ``Identity`` head, so the forward
-    returns penultimate features. Works on bare torchvision modules, on the loader's
-    normalizing wrapper and on DDP-wrapped models; returns ``model`` for chaining.
-    """
-    if num_classes < 0:
-        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-    net = _unwrap(model)
-    arch = arch or getattr(model, "arch", None) or getattr(net, "arch", None)
-    path = _head_path(net, arch)
-    parent, last = _resolve(net, path)
-    old = parent[int(last)] if last.isdigit() else getattr(parent, last)
-    in_features = get_arch(arch).num_features if arch else _in_features(old)
-    ref = next(net.parameters())
-    layers: list[nn.Module] = []
-    width = in_features
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
-        width = h
-    layers.append(nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity())
-    new = layers[0] if len(layers) == 1 else nn.Sequential(*layers)
-    new = new.to(device=ref.device, dtype=ref.dtype)
-    if last.isdigit():
-        parent[int(last)] = new
-    else:
-        setattr(parent, last, new)
-    # A network that stores num_classes (timm-style) keeps it in step; RobustModel derives it.
-    if "num_classes" in vars(net):
-        net.num_classes = num_classes
-    return model
-
-
-def _in_features(head: nn.Module) -> int:
-    if isinstance(head, nn.Linear):
-        return head.in_features
-    if isinstance(head, nn.Sequential):
-        for m in head:
-            if isinstance(m, nn.Linear):
-                return m.in_features
-    raise ValueError(f"Cannot tell the input width of head {head!r}; pass arch=")
-
-
 # Small non-zoo architectures (no upstream checkpoints): what the offline quickstart trains.
 def _mini_resnet(**kwargs) -> nn.Module:
-    from .train.smallnets import mini_resnet
+    from .smallnets import mini_resnet
 
     return mini_resnet(**kwargs)
 

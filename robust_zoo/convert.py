@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .archs import build, get_arch
-from .models import IMAGENET_MEAN, IMAGENET_STD
+from .archs import IMAGENET_MEAN, IMAGENET_STD
 
 TOP_LEVEL_KEYS = ("model", "state_dict")
 

@@ -49,9 +49,9 @@ def backbone(name: str, trainable_layers: int = 3, pretrained: bool = True, mani
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.ops import FrozenBatchNorm2d
 
-    from .transfer.runner import check_model_name
+    from .api import arch_of
 
-    arch = get_arch(check_model_name(name, manifest=manifest, pretrained=pretrained))
+    arch = get_arch(arch_of(name, manifest=manifest, pretrained=pretrained))
     supported = detection_archs()
     if arch.name not in supported:
         raise ValueError(f"{name!r} is a {arch.name}; detection backbones (ResNet-FPN) exist only "

@@ -13,8 +13,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .archs import IMAGENET_MEAN, IMAGENET_STD, Arch, get_arch, list_archs, resolve_path
+
+__all__ = ["RobustModel", "Normalize", "unwrap", "unwrap_parallel", "get_head", "replace_head",
+           "head_path", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -59,27 +61,28 @@ class Normalize(nn.Module):
 class RobustModel(nn.Module):
     """``model(normalize(x))`` for x in [0, 1]; ``.model`` is the bare torchvision network."""
 
-    def __init__(self, model: nn.Module, arch: str, mean: Sequence[float] = IMAGENET_MEAN,
+    def __init__(self, model: nn.Module, arch: "str | Arch", mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, name: str | None = None):
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.model = model
-        self.arch = arch
+        self.arch_spec: Arch = arch if isinstance(arch, Arch) else get_arch(arch)
         self.name = name
+
+    @property
+    def arch(self) -> str:
+        """The architecture's registry name."""
+        return self.arch_spec.name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(self.normalize(x))
 
     # timm-style conveniences, so a head swap reads the same for every architecture
     def get_classifier(self) -> nn.Module:
-        from .archs import get_head
-
-        return get_head(self.model, self.arch)
+        return get_head(self.model, self.arch_spec)
 
     def reset_classifier(self, num_classes: int, hidden: Sequence[int] = ()) -> None:
-        from .archs import replace_head
-
-        replace_head(self, num_classes, hidden=hidden, arch=self.arch)
+        replace_head(self, num_classes, hidden=hidden, arch=self.arch_spec)
 
     @property
     def num_classes(self) -> int:
@@ -89,3 +92,83 @@ class RobustModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}" + (f", name={self.name!r}" if self.name else "")
+
+
+# --------------------------------------------------------------------------- heads
+
+def _arch_of(model: nn.Module) -> "Arch | str | None":
+    spec = getattr(model, "arch_spec", None)
+    return spec if isinstance(spec, Arch) else getattr(model, "arch", None)
+
+def head_path(net: nn.Module, arch: "str | Arch | None") -> str:
+    """Dotted path of the classifier head of bare network ``net`` (from its architecture, or
+    found among the registry's head paths)."""
+    if isinstance(arch, Arch):
+        return arch.head
+    if arch is not None:
+        return get_arch(arch).head
+    for a in (get_arch(n) for n in list_archs(include_extra=True)):
+        try:
+            parent, last = resolve_path(net, a.head)
+            mod = parent[int(last)] if last.isdigit() else getattr(parent, last)
+        except (AttributeError, IndexError, TypeError):
+            continue
+        if isinstance(mod, (nn.Linear, nn.Sequential, nn.Identity)):
+            return a.head
+    raise ValueError(
+        f"Cannot find the classifier head of {type(net).__name__}; pass arch= "
+        f"(one of {', '.join(list_archs())})")
+
+
+def get_head(model: nn.Module, arch: str | None = None) -> nn.Module:
+    """The classifier head module (through the normalizing wrapper and DDP)."""
+    net = unwrap(model)
+    parent, last = resolve_path(net, head_path(net, arch or _arch_of(model)))
+    return parent[int(last)] if last.isdigit() else getattr(parent, last)
+
+
+def replace_head(model: nn.Module, num_classes: int, hidden: Sequence[int] = (),
+                 arch: str | None = None) -> nn.Module:
+    """Swap the classifier for a fresh ``Linear(num_features, num_classes)``.
+
+    ``hidden=(h1, h2, ...)`` puts ``Linear+ReLU`` layers in front of it (the paper code's
+    ``--additional-hidden``). ``num_classes=0`` gives an ``Identity`` head, so the forward
+    returns penultimate features. Works on bare torchvision modules, on the loader's
+    normalizing wrapper and on DDP-wrapped models; returns ``model`` for chaining.
+    """
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+    net = unwrap(model)
+    arch = arch or _arch_of(model) or getattr(net, "arch", None)
+    path = head_path(net, arch)
+    parent, last = resolve_path(net, path)
+    old = parent[int(last)] if last.isdigit() else getattr(parent, last)
+    spec = arch if isinstance(arch, Arch) else get_arch(arch) if arch else None
+    in_features = spec.num_features if spec else _in_features(old)
+    ref = next(net.parameters())
+    layers: list[nn.Module] = []
+    width = in_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+        width = h
+    layers.append(nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity())
+    new = layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+    new = new.to(device=ref.device, dtype=ref.dtype)
+    if last.isdigit():
+        parent[int(last)] = new
+    else:
+        setattr(parent, last, new)
+    # A network that stores num_classes (timm-style) keeps it in step; RobustModel derives it.
+    if "num_classes" in vars(net):
+        net.num_classes = num_classes
+    return model
+
+
+def _in_features(head: nn.Module) -> int:
+    if isinstance(head, nn.Linear):
+        return head.in_features
+    if isinstance(head, nn.Sequential):
+        for m in head:
+            if isinstance(m, nn.Linear):
+                return m.in_features
+    raise ValueError(f"Cannot tell the input width of head {head!r}; pass arch=")

@@ -104,7 +104,7 @@ def robustness_curve(model, x, y, eps_values, steps: int) -> list[float]:
 def linear_transfer(model, x_tr, y_tr, x_te, y_te, steps: int = 20) -> dict[str, float]:
     """Fixed-feature transfer: fresh head, frozen body, the head fit on cached features by
     full-batch L-BFGS (deterministic), then the whole model evaluated on the new task."""
-    from .archs import get_head
+    from .models import get_head
     from .evaluate import evaluate
     from .transfer import features
 
@@ -199,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    import robust_zoo
-
+    from .api import load
     from .data import digits_tensors, parse_digit_classes
 
     t0 = time.perf_counter()
@@ -228,7 +227,7 @@ def _main(args: argparse.Namespace) -> int:
           f"{TARGET_CLASSES}", flush=True)
     rows, curves = [], {}
     for kind, res in runs.items():
-        model = robust_zoo.load(res.name, manifest=manifest)     # verified against its sha256
+        model = load(res.name, manifest=manifest)     # verified against its sha256
         curve = robustness_curve(model, x_src, y_src, eps_values, steps=20)
         curves[res.name] = curve
         transfer = linear_transfer(model, x_tr, y_tr, x_te, y_te,

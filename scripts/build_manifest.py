@@ -115,29 +115,49 @@ PREPROCESSING = {
 }
 
 
+ISSUE76 = "MadryLab/robustness#76 (maintainer's worked example of one run)"
+LIBRARY = "robustness library default (defaults.TRAINING_ARGS / TRAINING_DEFAULTS['imagenet'])"
+
+
 def recipe_for(arch: str, norm: str, eps: float) -> dict:
-    """The recipe as far as the sources document it (upstream-checkpoints §3)."""
+    """The recipe as far as the sources document it (upstream-checkpoints §3); ``source`` says
+    where each value comes from, and fields no source gives are in ``unknown``."""
     resnet_family = arch in ("resnet18", "resnet50", "wide_resnet50_2", "wide_resnet50_4")
     r = Recipe(arch=arch, norm=norm, eps=eps, attack_steps=3 if eps > 0 else 0,
-               attack_step_size=(2 * eps / 3) if eps > 0 else None,
-               source="robustness library defaults + maintainer answer in MadryLab/robustness#76")
-    r.unconfirmed = ["attack_step_size", "random_start", "use_best", "lr_step", "weight_decay",
-                     "epochs", "batch_size", "augmentation"]
+               attack_step_size=None)
+    source = {
+        "epochs": ISSUE76, "batch_size": ISSUE76, "attack_steps": ISSUE76,
+        "lr": LIBRARY, "momentum": LIBRARY, "weight_decay": LIBRARY + ", ImageNet: 1e-4",
+        "optimizer": LIBRARY, "lr_schedule": LIBRARY + " (StepLR)", "lr_gamma": LIBRARY,
+        "augmentation": "robustness data_augmentation.TRAIN_TRANSFORMS_IMAGENET",
+        "random_start": LIBRARY + " (PGD_ARGS: off)", "keep_best": LIBRARY + " (use_best=1)",
+        "bn_eval_during_attack": "robustness attacker.AttackerModel.forward",
+        "lr_step": "no source: a drop every 30 of 90 epochs is recalled, not documented",
+        "seed": "no source: robust_zoo's default",
+        "attack_step_size": "no source: the library has no default step size; 2·ε/3 is recalled "
+                            "from the paper's appendix (not read); a trainer uses 2.5·ε/steps, "
+                            "the robustness README's evaluation convention",
+        "precision": "no source: fp32 or apex AMP (flag mixed_precision), not recorded",
+    }
+    r.unconfirmed = ["random_start", "keep_best", "lr_step", "weight_decay", "epochs",
+                     "batch_size", "augmentation"]
+    r.unknown = ["attack_step_size", "precision"]
+    r.precision = None
     if eps == 0:
         r.unconfirmed.append("attack_steps")  # that ε=0 ImageNet models used this same pipeline
+        source["attack_steps"] = "ε = 0: standard training (no attack)"
     if not resnet_family:
         # The six extra architectures were trained with an unpublished copy of the code.
         unknown = ["epochs", "batch_size", "lr", "lr_schedule", "lr_step", "lr_gamma",
-                   "weight_decay", "attack_step_size", "random_start", "use_best", "augmentation",
+                   "weight_decay", "attack_step_size", "random_start", "keep_best", "augmentation",
                    "precision"]
         for k in unknown:
             setattr(r, k, None)
+            source[k] = ("no source: this architecture was trained with an unpublished copy of "
+                         "the code")
         r.unknown = unknown
         r.unconfirmed = [k for k in r.unconfirmed if k not in unknown]
-        r.source = "not documented for this architecture; attack steps from MadryLab/robustness#76"
-    else:
-        r.precision = None  # fp32 or apex AMP: not recorded
-        r.unknown = ["precision"]
+    r.source = source
     return r.to_dict()
 
 

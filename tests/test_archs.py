@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robust_zoo import archs
+from robust_zoo import archs, models
 from robust_zoo.models import RobustModel
 from robust_zoo.naming import model_name, parse_name
 
@@ -14,11 +14,11 @@ def test_registry_facts_match_the_network(name):
     a = archs.get_arch(name)
     net = archs.build(name, device="meta")
     assert sum(p.numel() for p in net.parameters()) == a.num_params
-    head = archs.get_head(net, name)
+    head = models.get_head(net, name)
     assert isinstance(head, torch.nn.Linear) and head.in_features == a.num_features
     assert head.out_features == 1000
-    archs.replace_head(net, 5, hidden=(16,), arch=name)
-    new = archs.get_head(net, name)
+    models.replace_head(net, 5, hidden=(16,), arch=name)
+    new = models.get_head(net, name)
     assert isinstance(new, torch.nn.Sequential) and new[-1].out_features == 5
 
 
@@ -31,7 +31,7 @@ def test_aliases_and_unknown_names():
 
 def test_replace_head_through_wrapper_and_features_only():
     m = RobustModel(archs.build("resnet18"), "resnet18")
-    archs.replace_head(m, 0)
+    models.replace_head(m, 0)
     assert m(torch.rand(2, 3, 32, 32)).shape == (2, 512)
     m.reset_classifier(3)
     assert m(torch.rand(2, 3, 32, 32)).shape == (2, 3) and m.num_classes == 3

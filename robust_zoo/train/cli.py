@@ -203,8 +203,13 @@ def resolve_recipe(args: argparse.Namespace, *, cuda: bool = False) -> tuple[Rec
                 hint = " (2.5·eps/steps)" if f.name == "attack_step_size" and v is None else ""
                 used.append(f"{f.name}={v!r}{hint}")
             values[f.name] = v
+        src = rec.get("source")
+        if isinstance(src, dict):
+            nosrc = sorted(k for k, v in src.items() if str(v).startswith("no source"))
+            src = "per-field sources in the entry" + (
+                f"; no source for {', '.join(nosrc)}" if nosrc else "")
         notes.append(f"Recipe of {entry.name} from {manifest.path or 'the zoo manifest'}"
-                     + (f" (source: {rec['source']})" if rec.get("source") else ""))
+                     + (f" (source: {src})" if src else ""))
         if unknown:
             notes.append(f"Not documented upstream (unknown): {', '.join(unknown)}")
         if used:

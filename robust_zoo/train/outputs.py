@@ -111,7 +111,7 @@ def finalize(run_dir: Path, *, name: str, recipe: Recipe, net: torch.nn.Module,
 
 
 def model_card(entry: dict, run_dir: Path) -> str:
-    from .. import model_card as card     # robust_zoo's Hub model card
+    from ..publish import model_card as card     # robust_zoo's Hub model card
 
     prov = entry.get("provenance", {})
     extra = ["", "## Provenance",

@@ -15,7 +15,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..archs import _head_path, _unwrap, get_arch, get_head, list_archs, replace_head
+from ..archs import get_arch, list_archs
+from ..models import get_head, head_path, replace_head, unwrap
 
 __all__ = ["replace_head", "freeze", "features", "frozen_modules", "parse_mode", "MODES"]
 
@@ -46,7 +47,7 @@ def parse_mode(mode: "str | int | None") -> str:
 
 
 def _net_arch(model: nn.Module) -> str | None:
-    return getattr(model, "arch", None) or getattr(_unwrap(model), "arch", None)
+    return getattr(model, "arch", None) or getattr(unwrap(model), "arch", None)
 
 
 def _pinned_roots(net: nn.Module, head_path: str, mode: str) -> list[nn.Module]:
@@ -114,7 +115,7 @@ def freeze(model: nn.Module, mode: "str | int" = "fixed-feature", *, pin_eval: b
     networks and DDP-wrapped models.
     """
     mode = parse_mode(mode)
-    net = _unwrap(model)
+    net = unwrap(model)
     arch = _net_arch(model)
     if mode.startswith("layer"):
         family = get_arch(arch).family if arch else (
@@ -131,8 +132,8 @@ def freeze(model: nn.Module, mode: "str | int" = "fixed-feature", *, pin_eval: b
         p.requires_grad_(True)
     if mode == "full":
         return model
-    head_path = _head_path(net, arch)
-    roots = _pinned_roots(net, head_path, mode)
+    path = head_path(net, arch)
+    roots = _pinned_roots(net, path, mode)
     for root in roots:
         for p in root.parameters():
             p.requires_grad_(False)
@@ -176,7 +177,7 @@ def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     finally:
         handle.remove()
     if not captured:
-        raise RuntimeError(f"The head of {type(_unwrap(model)).__name__} never ran on the input")
+        raise RuntimeError(f"The head of {type(unwrap(model)).__name__} never ran on the input")
     return captured[0].flatten(1)
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..archs import _head_path, _unwrap
+from ..models import head_path, unwrap
 from ..io import atomic_path
 from .core import features
 from ..distributed import Dist
@@ -43,8 +43,8 @@ def default_cache_dir() -> Path:
 
 def model_fingerprint(model: nn.Module) -> str:
     """sha256 of every state-dict tensor except the head's (names, dtypes, shapes, bytes)."""
-    net = _unwrap(model)
-    head = _head_path(net, getattr(model, "arch", None))
+    net = unwrap(model)
+    head = head_path(net, getattr(model, "arch", None))
     prefix = "model." if net is not model else ""
     skip = f"{prefix}{head}."
     h = hashlib.sha256()

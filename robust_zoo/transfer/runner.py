@@ -12,7 +12,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..archs import get_arch, get_head
+from ..archs import get_arch
+from ..models import get_head
 from ..io import atomic_write_text
 from ..models import RobustModel
 from .core import freeze, replace_head
@@ -30,24 +31,10 @@ DEFAULT_CACHE = "default"
 
 
 def check_model_name(name: str, *, manifest: Any = None, pretrained: bool = True) -> str:
-    """The architecture of zoo model ``name`` (or of arch name ``name`` when not pretrained);
-    a clear error otherwise. Touches no network."""
-    from ..api import get_entry
-    from ..manifest import UnknownModelError
+    """The architecture of zoo model ``name`` (``robust_zoo.api.arch_of``)."""
+    from ..api import arch_of
 
-    try:
-        return get_entry(name, manifest=manifest).arch
-    except UnknownModelError as e:
-        try:
-            a = get_arch(name)
-        except ValueError:
-            raise e from None
-        if pretrained:
-            raise ValueError(
-                f"{name!r} is an architecture, not a zoo model: pass a model name such as "
-                f"{a.name}_l2_eps3 (see robust_zoo.list_models(arch={a.name!r})), or "
-                "pretrained=False (--pretrained false) for random weights") from None
-        return a.name
+    return arch_of(name, manifest=manifest, pretrained=pretrained)
 
 
 def load_model(name: str, *, manifest: Any = None, pretrained: bool = True,
