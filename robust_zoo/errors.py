@@ -14,3 +14,14 @@ class RobustZooError(Exception):
 
 class UsageError(RobustZooError, ValueError):
     """An argument value that is not valid (the message says what is valid)."""
+
+
+def message(e: BaseException) -> str:
+    """The text a command line prints for ``e``: its message, without the traceback that a
+    DataLoader worker wraps around an error it re-raises in the main process."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if "Original Traceback" in text:
+        last = [ln for ln in text.strip().splitlines() if ln.strip()][-1]
+        head, sep, rest = last.partition(": ")
+        text = rest if sep and (head.endswith("Error") or head.endswith("Exception")) else last
+    return text

@@ -1,33 +1,19 @@
 """Zoo ResNets as Faster R-CNN backbones: weights copied, normalization matched, training works."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
 
-from robust_zoo.archs import build
 from robust_zoo.detection import backbone, detection_archs, faster_rcnn
+
+from zoo import random_net, safetensors_entry, write_manifest
 
 
 def _manifest(tmp_path):
-    from robust_zoo.io import sha256_file
-    from robust_zoo.weights import save_weights
-
-    torch.manual_seed(3)
-    net = build("resnet18")
-    with torch.no_grad():  # non-trivial BN statistics, so a copy that skips buffers shows
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    sd = net.state_dict()
-    path = save_weights(sd, tmp_path / "r18.safetensors", arch="resnet18", num_classes=1000)
-    entry = {"name": "resnet18_l2_eps3", "arch": "resnet18", "norm": "l2", "eps": 3.0,
-             "files": [{"format": "safetensors", "path": path.name,
-                        "sha256": sha256_file(path), "size": path.stat().st_size}]}
-    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1, "models": [entry]}))
-    return tmp_path / "manifest.json", sd
+    net = random_net("resnet18", seed=3)  # non-trivial BN statistics: a copy that skips buffers shows
+    entry = safetensors_entry(tmp_path, "resnet18_l2_eps3", net, "resnet18")
+    return write_manifest(tmp_path / "manifest.json", entry), net.state_dict()
 
 
 def _train_step(model):

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,6 +19,8 @@ from robust_zoo.data import Lighting, ResumableSampler, TensorImages, sample_see
 from robust_zoo.recipe import Recipe
 from robust_zoo.train import main
 from robust_zoo.train.cli import build_parser, parse_number, recipe_fields, resolve_recipe
+
+from zoo import make_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,23 +32,6 @@ RUN_ARGS = ["--arch", "mini_resnet", "--dataset", "imagefolder", "--input-size",
             "--norm", "l2", "--eps", "0.5", "--random-start", "--epochs", "2", "--batch-size", "4",
             "--lr", "0.05", "--ckpt-every-steps", "2", "--log-every", "3", "--deterministic",
             "--no-progress", "--final-eval-steps", "3"]
-
-
-def make_image_folder(root: Path, classes: int = 2, per_class=(28, 6), size: int = 20) -> Path:
-    """PNG class folders: noisy images whose dominant colour is the class."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, n in zip(("train", "val"), per_class):
-        for c in range(classes):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = np.zeros((size, size, 3))
-                img[..., c % 3] = 140
-                img = np.clip(img + rng.normal(0, 60, img.shape), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(d / f"{i}.png")
-    return root
 
 
 def child_env() -> dict[str, str]:

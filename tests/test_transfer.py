@@ -8,18 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch import nn
 
 from robust_zoo.archs import build, get_arch, list_archs
-from robust_zoo.models import get_head
-from robust_zoo.models import IMAGENET_MEAN, RobustModel
+from robust_zoo.models import IMAGENET_MEAN, RobustModel, get_head
 from robust_zoo.transfer import MODES, features, freeze, frozen_modules, replace_head
 from robust_zoo.transfer.finetune import accuracy_metrics
 from robust_zoo.transfer.hparams import TransferConfig, paper_lr, paper_result
+
+import zoo as zoo_helpers
+from zoo import image_tree, safetensors_entry
 
 BN = nn.modules.batchnorm._BatchNorm
 
@@ -28,16 +29,8 @@ BN = nn.modules.batchnorm._BatchNorm
 
 def make_folder(root: Path, per_train: int = 16, per_test: int = 8, size: int = 24) -> Path:
     """Three classes told apart by colour, with pixel noise: learnable from random features."""
-    rng = np.random.default_rng(0)
-    colors = [(200, 60, 60), (60, 200, 60), (60, 60, 200)]
-    for split, n in (("train", per_train), ("val", per_test)):
-        for c, col in enumerate(colors):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                a = np.clip(rng.normal(col, 50, size=(size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(a).save(d / f"{i}.png")
-    return root
+    return image_tree(root, {"train": per_train, "val": per_test},
+                      [(200, 60, 60), (60, 200, 60), (60, 60, 200)], size, noise=50.0)
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +40,11 @@ def folder(tmp_path_factory) -> Path:
 
 def write_manifest(tmp: Path, specs: list[tuple[str, float, int]], arch: str = "resnet18") -> Path:
     """A manifest of random-weight safetensors entries: (name, eps, seed) each."""
-    from robust_zoo.io import sha256_file
-    from robust_zoo.weights import save_weights
-
-    models = []
+    entries = []
     for name, eps, seed in specs:
         torch.manual_seed(seed)
-        path = save_weights(build(arch).state_dict(), tmp / f"{name}.safetensors", arch=arch,
-                            num_classes=1000)
-        models.append({"name": name, "arch": arch, "norm": "l2", "eps": eps, "num_classes": 1000,
-                       "files": [{"format": "safetensors", "path": path.name,
-                                  "sha256": sha256_file(path), "size": path.stat().st_size}],
-                       "metrics": [], "preprocessing": {}})
-    out = tmp / "manifest.json"
-    out.write_text(json.dumps({"schema_version": 1, "models": models}))
-    return out
+        entries.append(safetensors_entry(tmp, name, build(arch), arch, eps=eps))
+    return zoo_helpers.write_manifest(tmp / "manifest.json", *entries)
 
 
 _MODELS: dict[str, RobustModel] = {}

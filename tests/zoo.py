@@ -1,9 +1,14 @@
-"""Test zoo: random-weight checkpoints in the exact upstream layout, published on the loopback
-Hub."""
+"""Test helpers, in one place: random-weight networks (BN statistics randomised too),
+checkpoints in the exact upstream layout published on the loopback Hub, safetensors manifest
+entries, and PNG class-folder trees."""
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
 
 from robust_zoo import archs
@@ -54,3 +59,47 @@ def manifest(*entries: dict) -> dict:
 def reference_logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return net((x - MEAN) / STD)
+
+
+def safetensors_entry(folder: Path, name: str, net: torch.nn.Module, arch: str, *,
+                      norm: str = "l2", eps: float = 3.0, num_classes: int = 1000,
+                      **fields) -> dict:
+    """Save ``net`` as ``folder/<name>.safetensors`` and return its manifest entry (the file
+    pinned by sha256 and size, its path relative to the manifest's folder)."""
+    from robust_zoo.io import sha256_file
+    from robust_zoo.weights import save_weights
+
+    path = save_weights(net.state_dict(), Path(folder) / f"{name}.safetensors", arch=arch,
+                        num_classes=num_classes)
+    return {"name": name, "arch": arch, "norm": norm, "eps": eps, "num_classes": num_classes,
+            "files": [{"format": "safetensors", "path": path.name,
+                       "sha256": sha256_file(path), "size": path.stat().st_size}],
+            "metrics": [], "preprocessing": {}, **fields}
+
+
+def write_manifest(path: Path, *entries: dict) -> Path:
+    Path(path).write_text(json.dumps(manifest(*entries)))
+    return Path(path)
+
+
+def image_tree(root: Path, per_split: dict[str, int], colors: Sequence[Sequence[float]],
+               size: int = 20, noise: float = 60.0, seed: int = 0) -> Path:
+    """PNG class folders ``root/<split>/class<c>/<i>.png``: noisy images whose mean colour is
+    the class's (``colors[c]``), so a model can learn them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in per_split.items():
+        for c, col in enumerate(colors):
+            d = Path(root) / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                a = np.clip(rng.normal(col, noise, size=(size, size, 3)), 0, 255)
+                Image.fromarray(a.astype(np.uint8)).save(d / f"{i}.png")
+    return Path(root)
+
+
+def make_image_folder(root: Path, classes: int = 2, per_class=(28, 6), size: int = 20) -> Path:
+    """train/ and val/ trees of ``classes`` classes, each a dominant primary colour."""
+    colors = [tuple(140.0 if k == c % 3 else 0.0 for k in range(3)) for c in range(classes)]
+    return image_tree(root, dict(zip(("train", "val"), per_class)), colors, size, noise=60.0)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import naming
-from ..errors import RobustZooError
+from ..errors import RobustZooError, message
 from ..recipe import META_FIELDS, Recipe, field_choices
 
 HELP = {
@@ -300,6 +300,6 @@ def main(argv: list[str] | None = None) -> int:
     except (RobustZooError, ValueError, KeyError, FileNotFoundError) as e:
         if isinstance(e, KeyError) and not isinstance(e, RobustZooError):
             raise
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {message(e)}", file=sys.stderr)
         return 2
     return 0
