@@ -1,5 +1,10 @@
 """``robust-zoo``: list | info | download | verify | convert | export | pin, and the
-quickstart, train, evaluate and transfer programs under one name."""
+quickstart, train, evaluate and transfer programs under one name.
+
+Exit codes: 0 success; 1 a check found a problem (``verify``: a corrupted file; ``pin``: the Hub
+contradicts a pinned hash); 2 bad input or an unavailable source, with a message that says what
+and what is valid (never a traceback).
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,15 +15,13 @@ from pathlib import Path
 
 
 def _eps_arg(s: str) -> float:
-    """ε as a float or a fraction such as 4/255."""
+    """ε as a float or a fraction such as 4/255 (finite, >= 0)."""
+    from .naming import parse_eps
+
     try:
-        if "/" in s:
-            num, den = s.split("/", 1)
-            return float(num) / float(den)
-        return float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{s!r} is not a number or a fraction like 4/255") from None
+        return parse_eps(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _manifest_arg(p: argparse.ArgumentParser) -> None:
@@ -236,17 +239,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     if argv and argv[0] in PROGRAMS:
         return run_program(argv[0], argv[1:])
-    args = parser.parse_args(argv)
-    from .convert import CheckpointFormatError
-    from .hub import IntegrityError, NotCachedError, SourceUnavailableError
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:       # argparse printed the usage error (2) or the help (0)
+        return int(e.code or 0)
+    from .errors import RobustZooError, message
+    from .hub import IntegrityError
     from .manifest import ManifestError, UnknownModelError
 
     try:
         return args.func(args)
-    except (UnknownModelError, CheckpointFormatError, IntegrityError, NotCachedError,
-            SourceUnavailableError, ManifestError, ValueError, FileNotFoundError) as e:
-        print(f"robust-zoo {args.cmd}: error: {e}", file=sys.stderr)
+    except IntegrityError as e:
+        print(f"robust-zoo {args.cmd}: error: {message(e)}", file=sys.stderr)
         return 1
+    except (RobustZooError, UnknownModelError, ManifestError, ValueError, OSError) as e:
+        print(f"robust-zoo {args.cmd}: error: {message(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -30,6 +30,18 @@ SOURCE_CLASSES, TARGET_CLASSES = "0-4", "5-9"
 CURVE_EPS = (0.0, 8 / 255, 16 / 255, 32 / 255, 48 / 255)
 
 
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="robust-zoo quickstart",
@@ -39,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/quickstart", help="output folder (default: %(default)s)")
     p.add_argument("--fast", action="store_true",
                    help="fewer epochs and attack strengths (about a third of the time)")
-    p.add_argument("--epochs", type=int, help="training epochs per model (default 8; --fast 3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of both runs (default 0)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--epochs", type=_int_at_least(1), help="training epochs per model (default 8; --fast 3)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of both runs (default 0)")
+    p.add_argument("--threads", type=_int_at_least(0), default=1,
                    help="torch CPU threads (default 1: the tensors are tiny, and on a busy "
                         "machine several threads stall each other at every op; 0 = torch's "
                         "default)")
@@ -188,7 +200,10 @@ def _is_quickstart_run(run: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:       # argparse printed the usage error (2) or the help (0)
+        return int(e.code or 0)
     threads = torch.get_num_threads()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
