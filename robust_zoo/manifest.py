@@ -174,6 +174,31 @@ class Entry:
                    num_classes=int(d.get("num_classes", 1000)), description=d.get("description"),
                    extra={k: v for k, v in d.items() if k not in known}, base_dir=base_dir)
 
+    @classmethod
+    def for_weights(cls, path: "str | os.PathLike", *, name: str, arch: str, norm: str,
+                    eps: float, num_classes: int, base_dir: "str | os.PathLike | None" = None,
+                    metrics: Iterable[dict] = (), preprocessing: dict | None = None,
+                    recipe: dict | None = None, description: str | None = None,
+                    license: str | None = None, citation: str | None = None,
+                    **extra: Any) -> "Entry":
+        """The entry for a safetensors file this package wrote (a training run, a transfer run,
+        an export): its sha256 and size are read from the file, its path is stored relative to
+        ``base_dir`` (default: the file's folder), and the whole entry is validated as if read
+        from a manifest. Write it with ``Manifest([entry]).write(...)``."""
+        from .io import sha256_file
+
+        path = Path(path)
+        base = Path(base_dir) if base_dir is not None else path.parent
+        rel = os.path.relpath(path, base)
+        d = {"name": name, "arch": arch, "norm": norm, "eps": float(eps),
+             "num_classes": int(num_classes),
+             "files": [{"format": "safetensors", "path": Path(rel).as_posix(),
+                        "sha256": sha256_file(path), "size": path.stat().st_size}],
+             "metrics": list(metrics), "preprocessing": dict(preprocessing or {}),
+             "license": license, "citation": citation, "recipe": dict(recipe or {}),
+             **({"description": description} if description else {}), **extra}
+        return cls.from_dict(d, base)
+
 
 class Manifest:
     def __init__(self, entries: Iterable[Entry], path: Path | None = None):

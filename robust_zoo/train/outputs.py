@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write_text, sha256_file
+from ..io import atomic_write_text
 from ..manifest import Entry, Manifest
 from ..naming import eps_display
 from ..recipe import Recipe
@@ -90,21 +90,16 @@ def finalize(run_dir: Path, *, name: str, recipe: Recipe, net: torch.nn.Module,
                            num_classes=recipe.num_classes, mean=mean, std=std, name=name,
                            recipe=recipe_json)
     norm = "L2" if recipe.norm == "l2" else "Linf"
-    entry = {
-        "name": name, "arch": recipe.arch, "norm": recipe.norm, "eps": recipe.eps,
-        "num_classes": recipe.num_classes,
-        "files": [{"format": "safetensors", "path": WEIGHTS, "sha256": sha256_file(weights),
-                   "size": weights.stat().st_size}],
-        "metrics": metrics, "preprocessing": preprocessing, "license": None, "citation": None,
-        "recipe": recipe.to_dict(),
-        "description": description or (
+    entry = Entry.for_weights(
+        weights, name=name, arch=recipe.arch, norm=recipe.norm, eps=recipe.eps,
+        num_classes=recipe.num_classes, base_dir=run_dir, metrics=metrics,
+        preprocessing=preprocessing, recipe=recipe.to_dict(),
+        description=description or (
             f"{recipe.arch} trained with robust_zoo.train on {recipe.dataset}: "
             + ("standard training (ε = 0)" if not recipe.adversarial else
                f"{norm} PGD-{recipe.attack_steps} adversarial training, "
                f"ε = {eps_display(recipe.norm, recipe.eps)}")),
-        "provenance": provenance,
-    }
-    # Entry.from_dict is the loader's own validation, before anything is written
+        provenance=provenance).to_dict()
     Manifest([Entry.from_dict(entry, run_dir)]).write(run_dir / MANIFEST)
     atomic_write_text(run_dir / CARD, model_card(entry, run_dir))
     return entry

@@ -205,24 +205,29 @@ def _write_outputs(out_dir: Path, net: RobustModel, result: dict, cfg: TransferC
     save_weights(head.state_dict(), out_dir / "head.safetensors", arch=net.arch,
                  num_classes=result["num_classes"], mean=mean, std=std, **meta)
     if save_model if save_model is not None else cfg.mode != "fixed-feature":
-        from ..io import sha256_file
+        from ..data import eval_resize
+        from ..manifest import Entry, Manifest
 
         path = save_weights(net.model.state_dict(), out_dir / "model.safetensors", arch=net.arch,
                             num_classes=result["num_classes"], mean=mean, std=std, **meta)
-        entry = {"name": meta["name"], "arch": net.arch, "norm": result["norm"] or "l2",
-                 "eps": result["eps"] or 0.0, "num_classes": result["num_classes"],
-                 "description": f"{result['model']} transferred to {result['dataset']} "
-                                f"({cfg.mode})",
-                 "files": [{"format": "safetensors", "path": path.name,
-                            "sha256": sha256_file(path), "size": path.stat().st_size}],
-                 "metrics": [{"name": f"{result['metric']}", "value": result["accuracy"],
-                              "dataset": result["dataset"], "split": "test",
-                              "n_examples": result["n_test"], "source": "robust_zoo.transfer"}],
-                 "preprocessing": {"resize": cfg.resize_size or round(cfg.image_size * 256 / 224),
-                                   "crop": cfg.image_size, "mean": mean, "std": std,
-                                   "normalize_in_model": True},
-                 "recipe": {}}
-        atomic_write_text(out_dir / "weights_manifest.json", json.dumps(
-            {"schema_version": 1, "models": [entry]}, indent=2) + "\n")
+        # The entry carries the source model's threat model. A source without a manifest entry
+        # (random weights) was not adversarially trained: ε = 0, whose norm is "l2" by the zoo's
+        # convention for standard models.
+        source_known = result["norm"] is not None
+        entry = Entry.for_weights(
+            path, name=meta["name"], arch=net.arch,
+            norm=result["norm"] if source_known else "l2",
+            eps=result["eps"] if source_known else 0.0, num_classes=result["num_classes"],
+            description=f"{result['model']} transferred to {result['dataset']} ({cfg.mode})",
+            metrics=[{"name": f"{result['metric']}", "value": result["accuracy"],
+                      "dataset": result["dataset"], "split": "test",
+                      "n_examples": result["n_test"], "source": "robust_zoo.transfer"}],
+            preprocessing={"resize": cfg.resize_size or eval_resize(cfg.image_size),
+                           "crop": cfg.image_size, "mean": mean, "std": std,
+                           "normalize_in_model": True},
+            provenance={"trainer": "robust_zoo.transfer", "source_model": result["model"],
+                        "source_entry": source_known, "dataset": result["dataset"],
+                        "mode": cfg.mode, "config": cfg.to_dict()})
+        Manifest([entry]).write(out_dir / "weights_manifest.json")
         result["weights"] = str(path)
     atomic_write_text(out_dir / "result.json", json.dumps(result, indent=2, default=str) + "\n")
