@@ -82,7 +82,9 @@ _register(Arch("resnext50_32x4d", _tv("resnext50_32x4d"), "fc", 2048, "resnext50
                25_028_904, {"architecture": "resnext50_32x4d"}, "resnet"))
 _register(Arch("densenet161", _tv("densenet161"), "classifier", 2208, "densenet", True,
                28_681_000, None, "densenet", ("densenet",)))
-_register(Arch("mnasnet1_0", _tv("mnasnet1_0"), "classifier.1", 1280, "mnasnet", False,
+# MNASNet: the paper code builds it with add_custom_forward=True (DummyModel), so files it writes
+# carry the extra ``model.`` level; the loader detects either layout.
+_register(Arch("mnasnet1_0", _tv("mnasnet1_0"), "classifier.1", 1280, "mnasnet", True,
                4_383_312, None, "mnasnet", ("mnasnet",)))
 _register(Arch("mobilenet_v2", _tv("mobilenet_v2"), "classifier.1", 1280, "mobilenet", True,
                3_504_872, None, "mobilenet", ("mobilenet",)))

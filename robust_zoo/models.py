@@ -42,7 +42,11 @@ def unwrap_parallel(model: nn.Module) -> nn.Module:
 
 
 class Normalize(nn.Module):
-    """``(x - mean) / std`` per channel, with mean/std as (1, C, 1, 1) buffers."""
+    """``(clamp(x, 0, 1) - mean) / std`` per channel, with mean/std as (1, C, 1, 1) buffers.
+
+    The clamp is the ``robustness`` library's ``InputNormalize``: an input outside [0, 1] gives
+    the logits the upstream model gives it. For inputs in [0, 1] it changes nothing, gradients
+    included (clamp passes the gradient through on the closed interval)."""
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__()
@@ -50,7 +54,7 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return (x.clamp(0.0, 1.0) - self.mean) / self.std
 
     def extra_repr(self) -> str:
         fmt = lambda t: "(" + ", ".join(f"{v:.4g}"  # noqa: E731
