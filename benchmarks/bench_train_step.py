@@ -3,7 +3,7 @@
 The cost model (docs/training.md, performance notes §3.2): a standard step is ≈ 3F (forward +
 full backward), a PGD-k step with input-only attack gradients ≈ (2k+3)F, plus 1F when the
 highest-loss iterate is kept (keep_best / robustness' use_best): 3.0× and 3.33× for k = 3.
-Both steps are ``robust_zoo.train.loop.train_step``, the function the trainer runs; the three
+Both steps are ``robust_zoo.engine.Trainer.train_step``, the step every training run takes; the three
 variants are interleaved rep by rep, so machine noise hits them alike.
 
     python benchmarks/bench_train_step.py               # resnet18 + resnet50, 128 px, batch 8
@@ -19,21 +19,27 @@ import time
 import torch
 
 
+def x_device() -> torch.device:
+    return torch.device("cpu")
+
+
 def bench(arch: str, size: int, batch: int, k: int, reps: int, warmup: int) -> dict:
     from robust_zoo import archs
     from robust_zoo.models import RobustModel
     from robust_zoo.recipe import Recipe
-    from robust_zoo.train.loop import build_optimizer, train_step
+    from robust_zoo.engine.loop import Trainer
+    from robust_zoo.engine.optim import build_optimizer
 
     torch.manual_seed(0)
     model = RobustModel(archs.build(arch, 1000), arch)
     base = dict(arch=arch, norm="l2", lr=0.01, momentum=0.9, weight_decay=1e-4)
     variants = {
         "standard": Recipe(eps=0.0, **base),
-        f"pgd{k}_keep_best": Recipe(eps=1.0, attack_steps=k, use_best=True, **base),
-        f"pgd{k}_last": Recipe(eps=1.0, attack_steps=k, use_best=False, **base),
+        f"pgd{k}_keep_best": Recipe(eps=1.0, attack_steps=k, keep_best=True, **base),
+        f"pgd{k}_last": Recipe(eps=1.0, attack_steps=k, keep_best=False, **base),
     }
-    opt = build_optimizer(variants["standard"], model)
+    opt = build_optimizer(model.parameters(), variants["standard"])
+    trainers = {n: Trainer(model, opt, device=x_device(), attack=r) for n, r in variants.items()}
     x = torch.rand(batch, 3, size, size)
     y = torch.randint(0, 1000, (batch,))
     times: dict[str, list[float]] = {n: [] for n in variants}
@@ -43,7 +49,7 @@ def bench(arch: str, size: int, batch: int, k: int, reps: int, warmup: int) -> d
     for rep in range(warmup + reps):
         for name, recipe in variants.items():
             t = time.perf_counter()
-            train_step(recipe, model, model, opt, x, y)
+            trainers[name].train_step(x, y)
             if rep >= warmup:
                 times[name].append(time.perf_counter() - t)
         t = time.perf_counter()
