@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -263,7 +263,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: f
 
 def run_pgd(model: "nn.Module | Callable[[torch.Tensor], torch.Tensor]", x: torch.Tensor,
             objective: Objective, step: AttackStep, steps: int, *, random_start: bool = False,
-            keep_best: bool = True, bn_eval: bool = True, progress: bool = False,
+            keep_best: bool = True, bn_eval: bool = True, progress: Any = False,
             desc: str = "pgd", what: str = "pgd") -> torch.Tensor:
     """The PGD loop: ``steps`` times x ← project(step(x, ∇ₓ objective(model(x)))), from ``x``.
 
@@ -277,7 +277,8 @@ def run_pgd(model: "nn.Module | Callable[[torch.Tensor], torch.Tensor]", x: torc
         random_start: start at ``step.random_init(x)`` instead of ``x``.
         keep_best: return per example the iterate (start included) with the highest score; one
             extra forward. False: the last iterate.
-        progress: a tqdm bar over the steps. desc/what: its label / the name in errors.
+        progress: True for a tqdm bar over the steps (labelled ``desc``), or an open bar to
+            advance by one per step (a caller running several chunks). what: the name in errors.
 
     Returns the result detached, with ``x``'s dtype, shape and memory format. Parameters'
     ``.grad`` and ``requires_grad`` are never touched; steps and projections run in fp32.
@@ -305,7 +306,9 @@ def run_pgd(model: "nn.Module | Callable[[torch.Tensor], torch.Tensor]", x: torc
         best_x = torch.where(better.view((-1,) + (1,) * (x.ndim - 1)), xa.detach(), best_x)
 
     mode = _attack_mode(net, bn_eval) if isinstance(net, nn.Module) else contextlib.nullcontext()
-    bar = _progress(steps, desc) if progress else None
+    own_bar = progress is True
+    bar = _progress(steps, desc) if own_bar else (
+        None if progress is False or progress is None else progress)
     try:
         with mode, torch.enable_grad():
             x0 = x.detach().to(torch.float32)
@@ -325,7 +328,7 @@ def run_pgd(model: "nn.Module | Callable[[torch.Tensor], torch.Tensor]", x: torc
                     remember(xa, scores_at(xa))
                 xa = best_x
     finally:
-        if bar is not None:
+        if own_bar:
             bar.close()
     return xa.detach().to(x.dtype)
 
