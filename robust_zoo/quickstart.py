@@ -5,7 +5,8 @@ it trains a standard (ε = 0) and a Linf-robust (PGD-3, ε = 32/255) ``mini_resn
 0–4 with the same code as ``python -m robust_zoo.train``, evaluates both under the same PGD-20
 attack (``robust_zoo.evaluate``), writes them as manifest entries, loads them back with
 ``robust_zoo.load``, swaps the head and fits it on frozen features for digits 5–9, and prints a
-table (plus ``quickstart.png``, ``results.json``).
+table (plus ``quickstart.png``, the class-synthesis panel ``quickstart_synthesis.png``,
+``results.json``).
 
     robust-zoo quickstart [--out runs/quickstart] [--fast]
     python -m robust_zoo.quickstart --fast
@@ -279,11 +280,12 @@ def _main(args: argparse.Namespace) -> int:
                      "run_dir": str(res.run_dir)})
     plot(out / "quickstart.png", eps_values, curves, rows)
     synthesis = synthesis_panel(out / "quickstart_synthesis.png", runs, manifest, args.seed)
-    results = {"synthesis": synthesis, "rows": rows, "eps_values": list(eps_values), "curves": curves,
+    results = {"rows": rows, "eps_values": list(eps_values), "curves": curves,
                "attack": {"norm": NORM, "eps": EPS, "steps": 20, "step_size": 2.5 * EPS / 20},
                "epochs": epochs, "seed": args.seed, "threads": torch.get_num_threads(),
                "manifest": str(manifest),
                "seconds": round(time.perf_counter() - t0, 1)}
+    results["synthesis"] = synthesis
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print()
     print(format_table(rows))

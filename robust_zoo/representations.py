@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .archs import get_head
-from .attacks import (CrossEntropy, FeatureUnit, L2Step, Objective, RepresentationDistance,
-                      _attack_mode, _progress, input_gradient, run_pgd)
+from .attacks import (CrossEntropy, FeatureUnit, L2Step, RepresentationDistance, _attack_mode,
+                      _progress, input_gradient, run_pgd)
 from .errors import RobustZooError
 
 __all__ = ["saliency", "synthesize", "invert", "visualize_feature", "class_seeds",
@@ -342,7 +342,8 @@ def _run(model, start, objective_for, eps, steps, alpha, keep_best, batch_size, 
                 xb = start[i:i + batch_size].to(device, dtype)
                 step = L2Step(xb.detach().float(), eps, alpha)
                 out.append(run_pgd(net, xb, objective_for(idx), step, steps,
-                                   keep_best=keep_best, bn_eval=False, progress=bar if bar is not None else False,
+                                   keep_best=keep_best, bn_eval=False,
+                                   progress=bar if bar is not None else False,
                                    what=what))
     finally:
         if bar is not None:

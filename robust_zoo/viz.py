@@ -234,7 +234,8 @@ def _main(args: argparse.Namespace) -> int:
     files = collect_images(args.images, args.limit) if args.images else []
     mode = args.mode
     if mode in ("saliency", "invert") and not files:
-        raise UsageError(f"{mode} needs --images (the images to {'explain' if mode == 'saliency' else 'invert'})")
+        verb = "explain" if mode == "saliency" else "invert"
+        raise UsageError(f"{mode} needs --images (the images to {verb})")
     if mode == "synthesize" and not targets:
         raise UsageError("synthesize needs --target (the classes to draw, e.g. 0-4)")
     if mode == "feature" and not units:
