@@ -10,21 +10,29 @@ of ``robustness`` (whose ``attack_steps.py`` the step objects below follow) and 
 Clamping to [0, 1] only shrinks each |δᵢ| (x itself is in [0, 1]), so the bound survives it.
 Gradients are taken w.r.t. the input alone (``torch.autograd.grad``): no parameter ``.grad`` is
 written, and autograd skips the weight-gradient work. ``docs/attacks.md`` has the full semantics.
+
+One engine, two small objects: a *step* (the threat model: how to step, project, start at
+random) and an *objective* (what to ascend: per-example scores computed from the model's
+output). ``run_pgd(model, x, objective, step, steps)`` is the loop; ``pgd`` is ``run_pgd`` with
+``CrossEntropy`` (untargeted, or targeted as its negative); ``robust_zoo.representations``
+runs the same loop with ``RepresentationDistance`` and ``FeatureUnit`` on penultimate features.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .models import unwrap_parallel
 from .naming import check_norm
 
-__all__ = ["pgd", "L2Step", "LinfStep", "AttackStep", "correct_under_attack", "robust_accuracy",
-           "default_step_size"]
+__all__ = ["pgd", "run_pgd", "input_gradient", "L2Step", "LinfStep", "AttackStep", "Objective",
+           "CrossEntropy", "RepresentationDistance", "FeatureUnit", "correct_under_attack",
+           "robust_accuracy", "default_step_size"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -96,6 +104,75 @@ def default_step_size(eps: float, steps: int) -> float:
     return 2.5 * float(eps) / int(steps) if steps else 0.0
 
 
+# -- objectives: what the engine ascends ------------------------------------------------------
+
+class Objective:
+    """Per-example scores to *maximize*, computed from the model's output for a batch.
+
+    ``__call__(out)`` gets what the model (or feature function) returned for the current
+    iterate and returns a (B,) tensor; the engine ascends its sum (examples are independent,
+    so each example follows its own gradient) and, with ``keep_best``, keeps per example the
+    iterate with the highest score. A scalar is accepted only with ``keep_best=False``.
+    """
+
+    name = "objective"
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CrossEntropy(Objective):
+    """Untargeted: ascend the loss of the true labels ``y`` (an attack). Targeted: ascend its
+    negative, i.e. move towards ``y`` (an attack towards a class, or class synthesis).
+    ``loss_fn(logits, y)`` replaces cross-entropy (per-example losses, or a scalar)."""
+
+    name = "loss_fn"
+
+    def __init__(self, y: torch.Tensor, *, targeted: bool = False,
+                 loss_fn: LossFn | None = None):
+        self.y, self.targeted = y, bool(targeted)
+        self.loss_fn = loss_fn or _cross_entropy
+        self.sign = -1.0 if targeted else 1.0
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.sign * self.loss_fn(logits, self.y)
+
+
+class RepresentationDistance(Objective):
+    """Move a representation onto ``target`` features (B, ...): the score is
+    −‖f(x) − t‖₂ / ‖t‖₂ per example (Engstrom et al.'s normalised distance, negated)."""
+
+    name = "representation distance"
+
+    def __init__(self, target: torch.Tensor):
+        self.target = target.detach().float().flatten(1)
+        self.scale = torch.linalg.vector_norm(self.target, dim=1).clamp_min(1e-12)
+
+    def distance(self, features: torch.Tensor) -> torch.Tensor:
+        diff = features.float().flatten(1) - self.target
+        return torch.linalg.vector_norm(diff, dim=1) / self.scale
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return -self.distance(features)
+
+
+class FeatureUnit(Objective):
+    """Maximize one component of a (B, C, ...) representation: ``unit`` is an int (the same
+    unit for every example) or a (B,) tensor of units; spatial maps are averaged."""
+
+    name = "feature unit"
+
+    def __init__(self, unit: "int | torch.Tensor"):
+        self.unit = unit
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        f = features.float()
+        f = f.flatten(2).mean(2) if f.ndim > 2 else f
+        if isinstance(self.unit, torch.Tensor):
+            return f.gather(1, self.unit.to(f.device).view(-1, 1).long()).squeeze(1)
+        return f[:, int(self.unit)]
+
+
 @contextlib.contextmanager
 def _attack_mode(model: nn.Module, eval_mode: bool) -> Iterator[None]:
     """Put ``model`` in eval mode (BN running stats, no dropout) and restore every submodule's
@@ -118,14 +195,6 @@ def _fp16_autocast(device_type: str) -> bool:
                 and torch.get_autocast_dtype(device_type) == torch.float16)
     except (RuntimeError, TypeError):  # device types autocast does not know
         return False
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    # Attack DDP's inner module: same weights, and the reducer never sees forward passes that
-    # are not followed by a backward (which would break the next training step).
-    from torch.nn.parallel import DistributedDataParallel
-
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def _check_args(x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
@@ -187,48 +256,99 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: f
         return x.detach().clone()
     _check_range(x)
     alpha = default_step_size(eps, steps) if step_size is None else float(step_size)
-    net = _unwrap(model)
-    loss_fn = loss_fn or _cross_entropy
-    sign = -1.0 if targeted else 1.0
+    stepper = STEPS[norm](x.detach().to(torch.float32), eps, alpha)
+    return run_pgd(model, x, CrossEntropy(y, targeted=targeted, loss_fn=loss_fn), stepper,
+                   steps, random_start=random_start, keep_best=keep_best, bn_eval=bn_eval)
+
+
+def run_pgd(model: "nn.Module | Callable[[torch.Tensor], torch.Tensor]", x: torch.Tensor,
+            objective: Objective, step: AttackStep, steps: int, *, random_start: bool = False,
+            keep_best: bool = True, bn_eval: bool = True, progress: Any = False,
+            desc: str = "pgd", what: str = "pgd") -> torch.Tensor:
+    """The PGD loop: ``steps`` times x ← project(step(x, ∇ₓ objective(model(x)))), from ``x``.
+
+    Args:
+        model: a module (DDP is stripped; with ``bn_eval`` it runs in eval mode, each module's
+            flag restored afterwards) or any callable ``x → output`` whose modes the caller
+            manages. ``x`` is fed in its own dtype.
+        x: the starting point, in [0, 1]; ``step`` carries the origin and radius of the
+            threat model (``step.x0``, usually ``x`` itself in fp32).
+        objective: per-example scores to maximize (``Objective``).
+        random_start: start at ``step.random_init(x)`` instead of ``x``.
+        keep_best: return per example the iterate (start included) with the highest score; one
+            extra forward. False: the last iterate.
+        progress: True for a tqdm bar over the steps (labelled ``desc``), or an open bar to
+            advance by one per step (a caller running several chunks). what: the name in errors.
+
+    Returns the result detached, with ``x``'s dtype, shape and memory format. Parameters'
+    ``.grad`` and ``requires_grad`` are never touched; steps and projections run in fp32.
+    """
+    net = unwrap_parallel(model) if isinstance(model, nn.Module) else model
     scale = _FP16_GRAD_SCALE if (_fp16_autocast(x.device.type) or x.dtype == torch.float16) else 1.0
+    best_x = best_score = None
 
-    x0 = x.detach().to(torch.float32)
-    stepper = STEPS[norm](x0, eps, alpha)
-    best_x = best_loss = None
-
-    def losses_at(xa: torch.Tensor) -> torch.Tensor:
-        out = loss_fn(net(xa.to(x.dtype)), y)
+    def scores_at(xa: torch.Tensor) -> torch.Tensor:
+        out = objective(net(xa.to(x.dtype)))
         if keep_best and out.shape != (x.shape[0],):
-            raise ValueError(f"pgd: loss_fn must return per-example losses of shape "
+            raise ValueError(f"{what}: {objective.name} must return per-example losses of shape "
                              f"({x.shape[0]},) when keep_best=True, got {tuple(out.shape)}; use "
                              "reduction='none' or keep_best=False")
         return out
 
-    def remember(xa: torch.Tensor, losses: torch.Tensor) -> None:
-        nonlocal best_x, best_loss
-        losses = sign * losses.detach().float()
+    def remember(xa: torch.Tensor, scores: torch.Tensor) -> None:
+        nonlocal best_x, best_score
+        scores = scores.detach().float()
         if best_x is None:
-            best_x, best_loss = xa.detach().clone(), losses
+            best_x, best_score = xa.detach().clone(), scores
             return
-        better = losses > best_loss
-        best_loss = torch.where(better, losses, best_loss)
+        better = scores > best_score
+        best_score = torch.where(better, scores, best_score)
         best_x = torch.where(better.view((-1,) + (1,) * (x.ndim - 1)), xa.detach(), best_x)
 
-    with _attack_mode(net, bn_eval), torch.enable_grad():
-        xa = stepper.random_init(x0) if random_start else x0.clone()
-        for _ in range(steps):
-            xa.requires_grad_(True)
-            losses = losses_at(xa)
-            g = _input_grad(sign * losses.sum(), xa, scale)
-            with torch.no_grad():
-                if keep_best:
-                    remember(xa, losses)
-                xa = stepper.project(stepper.step(xa.detach(), g))
-        if keep_best:
-            with torch.no_grad():
-                remember(xa, losses_at(xa))
-            xa = best_x
+    mode = _attack_mode(net, bn_eval) if isinstance(net, nn.Module) else contextlib.nullcontext()
+    own_bar = progress is True
+    bar = _progress(steps, desc) if own_bar else (
+        None if progress is False or progress is None else progress)
+    try:
+        with mode, torch.enable_grad():
+            x0 = x.detach().to(torch.float32)
+            xa = step.random_init(x0) if random_start else x0.clone()
+            for _ in range(steps):
+                xa.requires_grad_(True)
+                scores = scores_at(xa)
+                g = _input_grad(scores.sum(), xa, scale)
+                with torch.no_grad():
+                    if keep_best:
+                        remember(xa, scores)
+                    xa = step.project(step.step(xa.detach(), g))
+                if bar is not None:
+                    bar.update(1)
+            if keep_best:
+                with torch.no_grad():
+                    remember(xa, scores_at(xa))
+                xa = best_x
+    finally:
+        if own_bar:
+            bar.close()
     return xa.detach().to(x.dtype)
+
+
+def input_gradient(model: "nn.Module | Callable[[torch.Tensor], torch.Tensor]", x: torch.Tensor,
+                   objective: Objective, *, bn_eval: bool = True) -> torch.Tensor:
+    """∇ₓ of the summed objective at ``x`` (fp32, ``x``'s shape): one step of the engine's
+    gradient, with the same mode handling, fp16 scaling and no parameter ``.grad``."""
+    net = unwrap_parallel(model) if isinstance(model, nn.Module) else model
+    scale = _FP16_GRAD_SCALE if (_fp16_autocast(x.device.type) or x.dtype == torch.float16) else 1.0
+    mode = _attack_mode(net, bn_eval) if isinstance(net, nn.Module) else contextlib.nullcontext()
+    with mode, torch.enable_grad():
+        xa = x.detach().to(torch.float32).requires_grad_(True)
+        return _input_grad(objective(net(xa.to(x.dtype))).sum(), xa, scale)
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False)
 
 
 def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -165,6 +165,8 @@ PROGRAMS = {
                  "metrics (python -m robust_zoo.evaluate)"),
     "transfer": ("robust_zoo.transfer.__main__", "fixed-feature / full-network transfer "
                  "(python -m robust_zoo.transfer)"),
+    "viz": ("robust_zoo.viz", "saliency, class synthesis, inversion, feature pictures "
+            "(python -m robust_zoo.viz)"),
 }
 
 

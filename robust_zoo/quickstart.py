@@ -5,7 +5,8 @@ it trains a standard (ε = 0) and a Linf-robust (PGD-3, ε = 32/255) ``mini_resn
 0–4 with the same code as ``python -m robust_zoo.train``, evaluates both under the same PGD-20
 attack (``robust_zoo.evaluate``), writes them as manifest entries, loads them back with
 ``robust_zoo.load``, swaps the head and fits it on frozen features for digits 5–9, and prints a
-table (plus ``quickstart.png``, ``results.json``).
+table (plus ``quickstart.png``, the class-synthesis panel ``quickstart_synthesis.png``,
+``results.json``).
 
     robust-zoo quickstart [--out runs/quickstart] [--fast]
     python -m robust_zoo.quickstart --fast
@@ -180,6 +181,46 @@ def plot(path: Path, eps_values, curves: dict[str, list[float]], table: list[dic
     plt.close(fig)
 
 
+SYNTHESIS = dict(eps=10.0, steps=100, step_size=0.15, per_class=2)
+
+
+def synthesis_panel(path: Path, runs: dict[str, Any], manifest: Path, seed: int = 0
+                    ) -> dict[str, Any]:
+    """Class syntheses (targeted L2 PGD from shared uniform noise, Santurkar et al. 2019) of
+    the standard and the robust model side by side, written to ``path``; each model's share of
+    syntheses that a pixel-space judge (logistic regression on the digits' 8×8 pixels, trained
+    on the training split) recognises as the target class."""
+    import torch.nn.functional as F
+    from sklearn.linear_model import LogisticRegression
+
+    import robust_zoo
+
+    from .data import digits_tensors, parse_digit_classes
+    from .representations import synthesize
+    from .viz import render_grid
+
+    pixels = lambda x: F.avg_pool2d(x.mean(1, keepdim=True), 2).flatten(1).numpy()  # noqa: E731
+    x_tr, y_tr = digits_tensors(parse_digit_classes(f"digits:{SOURCE_CLASSES}"), INPUT_SIZE,
+                                "train")
+    judge = LogisticRegression(max_iter=2000).fit(pixels(x_tr), y_tr.numpy())
+    k = SYNTHESIS["per_class"]
+    target = torch.arange(5).repeat_interleave(k)
+    start = torch.rand((len(target), 3, INPUT_SIZE, INPUT_SIZE),
+                       generator=torch.Generator().manual_seed(seed))
+    rows, rates = [("start (noise)", [(s, [f"-> {int(t)}"]) for s, t in zip(start, target)])], {}
+    for kind, res in runs.items():
+        model = robust_zoo.load(res.name, manifest=manifest)
+        images = synthesize(model, target, start, eps=SYNTHESIS["eps"], steps=SYNTHESIS["steps"],
+                            step_size=SYNTHESIS["step_size"], progress=False)
+        seen = judge.predict(pixels(images))
+        rates[kind] = 100.0 * float((seen == target.numpy()).mean())
+        rows.append((f"{kind}: {res.name}",
+                     [(im, [f"judge: {int(j)}"]) for im, j in zip(images, seen)]))
+    render_grid(rows, path, title=f"class synthesis: L2 eps {SYNTHESIS['eps']:g}, "
+                f"{SYNTHESIS['steps']} steps of {SYNTHESIS['step_size']:g}, from noise")
+    return {"png": path.name, "judge_recognised_percent": rates, **SYNTHESIS}
+
+
 def format_table(rows: list[dict]) -> str:
     head = ("model", "training", "clean", "PGD-20 ε=32/255", f"transfer {TARGET_CLASSES} clean",
             "transfer PGD")
@@ -252,16 +293,21 @@ def _main(args: argparse.Namespace) -> int:
                      "transfer_clean": transfer["clean"], "transfer_pgd": transfer["pgd"],
                      "run_dir": str(res.run_dir)})
     plot(out / "quickstart.png", eps_values, curves, rows)
+    synthesis = synthesis_panel(out / "quickstart_synthesis.png", runs, manifest, args.seed)
     results = {"rows": rows, "eps_values": list(eps_values), "curves": curves,
                "attack": {"norm": NORM, "eps": EPS, "steps": 20, "step_size": 2.5 * EPS / 20},
                "epochs": epochs, "seed": args.seed, "threads": torch.get_num_threads(),
                "manifest": str(manifest),
                "seconds": round(time.perf_counter() - t0, 1)}
+    results["synthesis"] = synthesis
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print()
     print(format_table(rows))
     print(f"\nwrote {out}/: standard/ and robust/ run folders, weights_manifest.json, "
           f"quickstart.png, results.json ({results['seconds']:.0f} s)")
+    rates = synthesis["judge_recognised_percent"]
+    print(f"class syntheses (quickstart_synthesis.png) that a pixel-space judge recognises: "
+          f"standard {rates['standard']:.0f}%, robust {rates['robust']:.0f}%")
     print(f"load one: robust_zoo.load({rows[-1]['model']!r}, manifest={str(manifest)!r})")
     return 0
 
