@@ -29,6 +29,7 @@ from torch import nn
 
 from .models import unwrap_parallel
 from .naming import check_norm
+from .recipe import default_step_size
 
 __all__ = ["pgd", "run_pgd", "input_gradient", "L2Step", "LinfStep", "AttackStep", "Objective",
            "CrossEntropy", "RepresentationDistance", "FeatureUnit", "correct_under_attack",
@@ -97,11 +98,6 @@ class LinfStep(AttackStep):
 
 
 STEPS: dict[str, type[AttackStep]] = {"l2": L2Step, "linf": LinfStep}
-
-
-def default_step_size(eps: float, steps: int) -> float:
-    """robustness' convention: α = 2.5·ε/steps (enough to cross the ball and come back)."""
-    return 2.5 * float(eps) / int(steps) if steps else 0.0
 
 
 # -- objectives: what the engine ascends ------------------------------------------------------

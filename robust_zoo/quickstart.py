@@ -193,8 +193,7 @@ def synthesis_panel(path: Path, runs: dict[str, Any], manifest: Path, seed: int 
     import torch.nn.functional as F
     from sklearn.linear_model import LogisticRegression
 
-    import robust_zoo
-
+    from .api import load
     from .data import digits_tensors, parse_digit_classes
     from .representations import synthesize
     from .viz import render_grid
@@ -209,7 +208,7 @@ def synthesis_panel(path: Path, runs: dict[str, Any], manifest: Path, seed: int 
                        generator=torch.Generator().manual_seed(seed))
     rows, rates = [("start (noise)", [(s, [f"-> {int(t)}"]) for s, t in zip(start, target)])], {}
     for kind, res in runs.items():
-        model = robust_zoo.load(res.name, manifest=manifest)
+        model = load(res.name, manifest=manifest)
         images = synthesize(model, target, start, eps=SYNTHESIS["eps"], steps=SYNTHESIS["steps"],
                             step_size=SYNTHESIS["step_size"], progress=False)
         seen = judge.predict(pixels(images))

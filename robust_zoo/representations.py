@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .archs import get_head
+from .models import get_head
 from .attacks import (CrossEntropy, FeatureUnit, L2Step, RepresentationDistance, _attack_mode,
                       _progress, input_gradient, run_pgd)
 from .errors import RobustZooError
@@ -96,7 +96,7 @@ def _positive(v: Any, what: str, function: str) -> float:
 
 class Penultimate(nn.Module):
     """``model``'s penultimate representation: the input of its classifier head (found with
-    ``robust_zoo.archs.get_head``), captured by a forward pre-hook that lives only for the
+    ``robust_zoo.models.get_head``), captured by a forward pre-hook that lives only for the
     duration of each forward. The model itself is a submodule, so mode changes reach it."""
 
     def __init__(self, model: nn.Module):

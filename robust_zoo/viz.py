@@ -213,9 +213,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    import robust_zoo
-
     from . import representations as R
+    from .api import load
     from .naming import parse_eps, parse_number
 
     eps = None if args.eps is None else parse_eps(args.eps, "--eps")
@@ -247,7 +246,7 @@ def _main(args: argparse.Namespace) -> int:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     names = [args.name] + ([args.compare] if args.compare else [])
-    models = [robust_zoo.load(n, manifest=args.manifest, device=device,
+    models = [load(n, manifest=args.manifest, device=device,
                               progress=not args.no_progress) for n in names]
     entry = models[0].entry
     x = load_images(files, entry) if files else None

@@ -59,7 +59,7 @@ def parse_number(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def parse_eps(text: str) -> float:
+def eps_type(text: str) -> float:
     """ε (or a step size) in [0, 1] pixel units: finite, >= 0, fractions allowed."""
     try:
         return naming.parse_eps(text)
@@ -100,7 +100,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         elif "int" in kind:
             kw.update(type=parse_int, metavar="N")
         elif "float" in kind:
-            kw.update(type=parse_eps if f.name in ("eps", "attack_step_size") else parse_number,
+            kw.update(type=eps_type if f.name in ("eps", "attack_step_size") else parse_number,
                       metavar="X")
         else:
             kw.update(type=str, metavar="NAME")
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PGD steps of the final evaluation recorded in the manifest")
     p.add_argument("--final-eval-norm", choices=("l2", "linf"),
                    help="norm of the final evaluation (default: the recipe's)")
-    p.add_argument("--final-eval-eps", type=parse_eps, metavar="X",
+    p.add_argument("--final-eval-eps", type=eps_type, metavar="X",
                    help="ε of the final evaluation (default: the recipe's)")
     p.add_argument("--final-eval-limit", type=parse_int, metavar="N",
                    help="final evaluation on a fixed random subset of N images")
