@@ -18,12 +18,13 @@ seed both paths pick the same crop boxes, flips, jitter factors and lighting noi
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -35,10 +36,16 @@ __all__ = ["JpegFolder", "TrainAugment", "EvalTransform", "AugParams", "JpegBatc
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
-# torchvision 0.29 deprecates torchvision.io's image codecs in favour of TorchCodec and warns on
-# every call; they remain the libjpeg-turbo / nvJPEG decoders this module is built on.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of "
-                        "TorchVision are deprecated", category=DeprecationWarning)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """torchvision 0.29 deprecates torchvision.io's image codecs in favour of TorchCodec and
+    warns on every call; they remain the libjpeg-turbo / nvJPEG decoders used here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities "
+                                "of TorchVision are deprecated", category=DeprecationWarning)
+        yield
 
 
 def decode(data: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -46,10 +53,11 @@ def decode(data: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tens
     formats (ImageNet holds a few PNGs and CMYK JPEGs) through ``decode_image``."""
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-    try:
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
-        return decode_image(data, mode=ImageReadMode.RGB).to(device)
+    with _quiet():
+        try:
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            return decode_image(data, mode=ImageReadMode.RGB).to(device)
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -225,7 +233,8 @@ class JpegFolder(Dataset):
         from torchvision.io import read_file
 
         path, label = self.samples[i]
-        data = read_file(path)
+        with _quiet():
+            data = read_file(path)
         if self.decode == "device":
             return data, label
         img = decode(data)
@@ -250,7 +259,8 @@ class JpegBatchDecoder:
 
         encoded, labels = batch
         try:
-            images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
+            with _quiet():
+                images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
         except RuntimeError:     # a PNG or CMYK file in the batch: decode one by one
             images = [decode(d, self.device) for d in encoded]
         out = torch.stack([self.transform(img) for img in images])
