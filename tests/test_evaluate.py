@@ -376,3 +376,37 @@ def test_eval_result_adds_and_reduces():
         evaluate_loader(net, [(x, y)], precision="fp16", **kw)
     with pytest.raises(ValueError, match="Labels range"):
         evaluate_loader(net, [(x, y + 5)], **kw)
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_pgd_keeps_no_graph_across_steps(keep_best):
+    """Memory of the attack does not grow with its steps: every activation of step k is freed
+    before step k+1's forward, and none survives the attack (checked through weak references,
+    which see exactly what autograd keeps alive)."""
+    import gc
+    import weakref
+
+    from robust_zoo.attacks import pgd
+
+    net, (x, y) = _tiny_net(), _tensors(8)
+    refs: list[weakref.ref] = []
+    alive_at_forward: list[int] = []
+
+    def hook(module, args, out):
+        gc.collect()
+        alive_at_forward.append(sum(r() is not None for r in refs))
+        refs.append(weakref.ref(out))
+
+    handle = net[2].register_forward_hook(hook)        # the ReLU: saved for the backward
+    try:
+        for steps in (2, 20):
+            refs.clear()
+            alive_at_forward.clear()
+            x_adv = pgd(net, x, y, norm="l2", eps=0.5, steps=steps, keep_best=keep_best)
+            gc.collect()
+            assert len(refs) == steps + keep_best
+            assert max(alive_at_forward) == 0, alive_at_forward
+            assert sum(r() is not None for r in refs) == 0
+            assert x_adv.grad_fn is None and not x_adv.requires_grad
+    finally:
+        handle.remove()
