@@ -1,6 +1,6 @@
 """Every speed and memory measurement that matters on a GPU, in one run, as one markdown table.
 
-    bash benchmarks/gpu_suite.sh                      # CUDA, full sizes (≤ 8 min on one H100/H200)
+    bash benchmarks/gpu_suite.sh                      # CUDA, full sizes (≤ 8 min, one H100)
     bash benchmarks/gpu_suite.sh --device cpu --quick # the same code paths, tiny sizes (~1-2 min)
 
 Sections (each ratio is against an anchor measured in the same run):
@@ -151,7 +151,7 @@ def section_train(s: Suite, args) -> None:
             s.row("train", f"{arch} PGD-3 {precision} {layout}"
                   + (f" compile (first step {first:.0f} s)" if compiled else ""),
                   f"img/s (batch {bs}, {size} px)", f"{ips:.1f}", f"{ips / anchor:.2f}×")
-            del model, opt, net
+            model = opt = net = None   # free before the next config
             gc.collect()
 
 
@@ -179,7 +179,8 @@ def section_eval(s: Suite, args) -> None:
         return acc(out["ta"])
 
     t_ta = s.timed(run_ta, warm, reps)
-    s.row("eval", f"{arch} PGD-10 torchattacks fp32 (Linf 0.25/255)", f"img/s (batch {bs})", f"{bs / t_ta:.1f}",
+    s.row("eval", f"{arch} PGD-10 torchattacks fp32 (Linf 0.25/255)", f"img/s (batch {bs})",
+          f"{bs / t_ta:.1f}",
           f"1.00× (robust acc {run_ta():.1f}%)")
     variants = [("fp32", "contiguous", False), ("bf16", "channels_last", False)]
     if args.compile:
@@ -349,7 +350,8 @@ def section_toggles(s: Suite, args) -> None:
                                                                  True)):
         res[name] = s.timed(lambda: src.to(s.device, non_blocking=nb), 2, 10)
     gb = host.numel() * 4 / 1e9
-    s.row("toggles", f"host→GPU copy of a {bs}×3×{size}² fp32 batch", "GB/s pageable → pinned",
+    s.row("toggles", f"host→GPU copy of a {bs}×3×{size}² fp32 batch",
+          "GB/s pageable → pinned",
           f"{gb / res['pageable, blocking']:.1f} → {gb / res['pinned, non_blocking']:.1f}",
           f"{res['pageable, blocking'] / res['pinned, non_blocking']:.2f}×")
 

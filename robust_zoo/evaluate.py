@@ -374,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ImageFolder tree, e.g. ImageNet val/ (default: $ROBUST_ZOO_DATA)")
     p.add_argument("--manifest", help="manifest file or folder (default: the zoo's own)")
     p.add_argument("--norm", choices=("l2", "linf"), help="default: the entry's")
-    p.add_argument("--eps", type=_arg(parse_eps), help="in [0, 1] pixel units; fractions like 4/255 "
+    p.add_argument("--eps", type=_arg(parse_eps),
+                   help="in [0, 1] pixel units; fractions like 4/255 "
                    "work (default: the entry's)")
     p.add_argument("--steps", type=_int("--steps", 0), default=DEFAULT_STEPS,
                    help="PGD steps (default %(default)s; 0: clean accuracy only)")
@@ -421,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(
             args.name, args.data, norm=args.norm, eps=args.eps, steps=args.steps,
             step_size=args.step_size, restarts=args.restarts, random_start=args.random_start,
-            keep_best=args.keep_best, autoattack=args.autoattack, limit=args.limit, batch_size=args.batch_size,
+            keep_best=args.keep_best, autoattack=args.autoattack, limit=args.limit,
+            batch_size=args.batch_size,
             workers=args.workers, device=args.device, manifest=args.manifest,
             tolerance=args.tolerance, progress=args.progress)
     except (RobustZooError, ValueError, KeyError, OSError, _integrity_error()) as e:

@@ -1,4 +1,4 @@
-"""JPEG folders without PIL: ``torchvision.io`` decoding and the training augmentation as tensor ops.
+"""JPEG folders without PIL: ``torchvision.io`` decoding, the training augmentation as tensor ops.
 
 ``JpegFolder`` reads an ImageFolder tree (``root/<class>/<image>``) like torchvision's
 ``ImageFolder``, but decodes with ``torchvision.io.decode_jpeg`` (libjpeg-turbo) and augments
