@@ -5,7 +5,10 @@
 
 ``evaluate()`` is the same thing as a function, for models and data already in memory.
 Robust accuracy counts an example only if it is classified correctly clean and after every PGD
-restart (and, when run, after AutoAttack). Everything runs in fp32.
+restart; AutoAttack (``--autoattack standard|fast``, needs ``pip install 'robust-zoo[eval]'``)
+is run on its own, as RobustBench reports it. Everything runs in fp32. The per-batch loop is
+``robust_zoo.engine.evaluation.evaluate_loader``; this module adds data sets, sharding, claim
+checks and the report.
 """
 from __future__ import annotations
 
@@ -16,15 +19,18 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
-from .attacks import _attack_mode, correct_under_attack, default_step_size
 from . import distributed
+from .attacks import default_step_size
 from .data import DataError
-from .naming import check_norm, eps_close, eps_display
+from .engine.evaluation import (AUTOATTACK_VERSIONS, AutoAttackUnavailable, EvalResult,
+                                evaluate_loader, make_autoattack)
+from .errors import RobustZooError, UsageError
+from .naming import check_norm, eps_close, eps_display, parse_eps, parse_number
 
 __all__ = ["evaluate", "main", "compare_claims"]
 
@@ -140,56 +146,40 @@ def _check_fp32(model: nn.Module) -> None:
     bad = {str(p.dtype) for p in model.parameters() if p.is_floating_point()
            and p.dtype != torch.float32}
     if bad:
-        raise ValueError(f"evaluate runs in fp32 but the model has {', '.join(sorted(bad))} "
+        raise UsageError(f"evaluate runs in fp32 but the model has {', '.join(sorted(bad))} "
                          "parameters: pass model.float()")
 
 
-def _import_autoattack():
-    """(AutoAttack class, its package): fra31's ``autoattack`` (GitHub) or its PyPI repackaging
-    ``pyautoattack``, whose constructor lost ``verbose`` and whose batch argument is named
-    ``batch_size``."""
+def _autoattack_version(autoattack: bool | str | None) -> str | None:
+    """The requested AutoAttack version: "standard", "fast", "auto" or None (off)."""
+    if autoattack is None or autoattack is False:
+        return None
+    if autoattack is True:
+        return "standard"
+    v = str(autoattack).lower()
+    v = {"on": "standard", "off": None}.get(v, v)
+    if v is not None and v not in (*AUTOATTACK_VERSIONS, "auto"):
+        raise UsageError(f"autoattack={autoattack!r}: use one of standard, fast, auto, off "
+                         "(True means standard)")
+    return v
+
+
+def _autoattack_fn(model, norm: str, eps: float, device, requested: str | None):
+    """(per-batch AutoAttack or None, its description for the report)."""
+    if requested is None or eps == 0:
+        return None, {"skipped": "not requested" if requested is None else "eps = 0"}
+    version = "standard" if requested == "auto" else requested
     try:
-        from autoattack import AutoAttack
+        run = make_autoattack(model, norm=norm, eps=eps, version=version, device=device)
+    except AutoAttackUnavailable as e:
+        if requested == "auto":
+            return None, {"skipped": "pyautoattack is not installed (pip install "
+                                     "'robust-zoo[eval]')"}
+        raise AutoAttackUnavailable(f"AutoAttack was requested but {e}") from None
+    from importlib.metadata import version as _pkg_version
 
-        return AutoAttack, "autoattack"
-    except ImportError:
-        from pyautoattack import AutoAttack
-
-        return AutoAttack, "pyautoattack"
-
-
-def _autoattack_fn(model, norm: str, eps: float, device, enabled):
-    """A per-batch AutoAttack (standard version) or None, with the reason when skipped."""
-    if not enabled or eps == 0:
-        return None, ("not requested" if not enabled else "eps = 0")
-    try:
-        AutoAttack, package = _import_autoattack()
-    except ImportError:
-        hint = ("neither autoattack (pip install git+https://github.com/fra31/auto-attack) nor "
-                "pyautoattack (pip install pyautoattack) is installed")
-        if enabled == "auto":
-            return None, hint
-        raise ImportError(f"AutoAttack was requested but {hint}") from None
-    kw = dict(norm="L2" if norm == "l2" else "Linf", eps=eps, version="standard",
-              device=str(device))
-    if package == "autoattack":
-        adversary = AutoAttack(model, verbose=False, **kw)
-        batch_kw = "bs"
-    else:
-        adversary = AutoAttack(model, **kw)
-        batch_kw = "batch_size"
-
-    def run_aa(x, y):
-        return adversary.run_standard_evaluation(x, y, **{batch_kw: len(x)})
-
-    def run(x, y):
-        x_adv = run_aa(x, y)
-        if isinstance(x_adv, tuple):   # pyautoattack returns (x_adv, predicted labels)
-            x_adv = x_adv[0]
-        with torch.no_grad():
-            return model(x_adv).argmax(1) == y
-
-    return run, None
+    return run, {"version": version, "attacks": list(run.attacks), "package": "pyautoattack",
+                 "package_version": _pkg_version("pyautoattack")}
 
 
 def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
@@ -205,16 +195,34 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
     images. ``data``: an ImageFolder path (preprocessed with the entry's ``transforms()`` unless
     ``transform`` is given), a map-style dataset of (image, label), an ``(images, labels)``
     tensor pair, or a DataLoader / iterable of batches. ``norm``/``eps`` default to the entry's
-    own. ``autoattack``: True, False or "auto" (run when the package is importable).
+    own. ``autoattack``: "standard" (or True), "fast" (APGD-CE + APGD-T), "auto" (standard when
+    pyautoattack is installed, skipped otherwise) or False. The result carries RobustBench's
+    ``clean_acc`` / ``autoattack_acc`` (percent) next to ``metrics``.
     Under torchrun (WORLD_SIZE > 1) each rank evaluates its shard and counts are summed.
     """
+    requested = _autoattack_version(autoattack)
+    for name, v, lo in (("steps", steps, 0), ("restarts", restarts, 1),
+                        ("batch_size", batch_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise UsageError(f"{name} must be an int >= {lo}, got {v!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise UsageError(f"limit must be an int >= 1 (or None for all images), got {limit!r}")
     if device is None and isinstance(model_or_name, nn.Module):
         device = next(model_or_name.parameters()).device
-    device = torch.device(device) if device is not None else (
-        torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available()
-        else torch.device("cpu"))
+    try:
+        device = torch.device(device) if device is not None else (
+            torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            if torch.cuda.is_available() else torch.device("cpu"))
+    except RuntimeError:
+        raise UsageError(f"device {device!r} is not a torch device: use cpu, cuda or "
+                         "cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device} was asked for but CUDA is not available: pass "
+                         "--device cpu")
     d = distributed.setup(str(device))
     rank, world = d.rank, d.world_size
+    device = d.device if device.type == "cuda" else device
     model, entry = _resolve_model(model_or_name, manifest, device)
     model = model.to(device)
     _check_fp32(model)
@@ -222,29 +230,30 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
         norm = entry.norm if norm is None else norm
         eps = entry.eps if eps is None else eps
     if norm is None or eps is None:
-        raise ValueError("evaluate: pass norm= and eps= (the model has no manifest entry to "
+        raise UsageError("evaluate: pass norm= and eps= (the model has no manifest entry to "
                          "take them from)")
-    norm, eps = check_norm(norm), float(eps)
+    norm, eps = check_norm(norm), parse_eps(eps)
     if transform is None and isinstance(data, (str, os.PathLike)):
         if entry is None:
-            raise ValueError("evaluate: an image folder needs transform= when the model has no "
+            raise UsageError("evaluate: an image folder needs transform= when the model has no "
                              "manifest entry")
         transform = entry.transforms()
     alpha = step_size if step_size is not None else default_step_size(eps, steps)
     attacking = eps > 0 and steps > 0
 
     ds = _as_dataset(data, transform)
-    n_valid = None            # examples this rank owns (DistributedSampler pads the last batch)
+    cap = limit             # examples this rank owns (DistributedSampler pads the last batch)
     if ds is not None:
         if len(ds) == 0:
             raise DataError("evaluate: the dataset is empty")
         ds = _limit(ds, limit)
         sampler = None
+        cap = None
         if world > 1:
             from torch.utils.data.distributed import DistributedSampler
 
             sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
-            n_valid = len(range(rank, len(ds), world))
+            cap = len(range(rank, len(ds), world))
         loader = torch.utils.data.DataLoader(
             ds, batch_size=batch_size, shuffle=False, sampler=sampler,
             num_workers=min(8, os.cpu_count() or 1) if workers is None else workers,
@@ -253,60 +262,40 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
         total = len(ds)
     else:
         if world > 1:
-            raise ValueError("evaluate under torchrun needs a dataset or folder to shard, not an "
+            raise UsageError("evaluate under torchrun needs a dataset or folder to shard, not an "
                              "iterable of batches")
         loader, classes, total = data, None, None
 
-    cap = n_valid if n_valid is not None else (limit if ds is None else None)
-    aa_run, aa_skip = _autoattack_fn(model, norm, eps, device, autoattack)
-    counts = [0, 0, 0, 0]     # n, clean, pgd, autoattack
-    bar = _progress(loader, total, world, enabled=progress and rank == 0)
+    aa_run, aa_info = _autoattack_fn(model, norm, eps, device, requested)
+    desc = (f"evaluate ({total} images" + (f", {world} ranks)" if world > 1 else ")")
+            if total else "evaluate")
     t0 = time.perf_counter()
-    try:
-        with _attack_mode(model, True), torch.autocast(device.type, enabled=False):
-            for x, y in bar:
-                if cap is not None:   # DistributedSampler's padding, or --limit on a loader
-                    keep = max(0, min(len(y), cap - counts[0]))
-                    x, y = x[:keep], y[:keep]
-                    if keep == 0:
-                        break
-                x, y = x.to(device, non_blocking=True).float(), y.to(device, non_blocking=True)
-                if counts[0] == 0:
-                    _check_classes(model, x, y, classes)
-                if attacking:
-                    clean, robust = correct_under_attack(
-                        model, x, y, norm=norm, eps=eps, steps=steps, step_size=alpha,
-                        restarts=restarts, random_start=random_start, keep_best=keep_best)
-                else:
-                    with torch.no_grad():
-                        clean = model(x).argmax(1) == y
-                    robust = clean
-                # AutoAttack on its own (not stacked on PGD), as the claims report it
-                aa = (clean & aa_run(x, y)) if aa_run else robust
-                counts = [counts[0] + len(y), counts[1] + int(clean.sum()),
-                          counts[2] + int(robust.sum()), counts[3] + int(aa.sum())]
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(clean=f"{100 * counts[1] / counts[0]:.2f}",
-                                    pgd=f"{100 * counts[2] / counts[0]:.2f}" if attacking else "-")
-    finally:
-        if hasattr(bar, "close"):
-            bar.close()
-    n, n_clean, n_pgd, n_aa = (int(v) for v in distributed.all_reduce_sum(d, counts))
-    if n == 0:
+    if cap == 0:     # more ranks than images: this rank has nothing, the others count
+        counts = EvalResult(0, 0, 0 if attacking else None, 0 if aa_run else None)
+    else:
+        counts = evaluate_loader(
+            model, loader, norm=norm, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
+            random_start=random_start, keep_best=keep_best, autoattack=aa_run, device=device,
+            limit=cap, precision="fp32", progress=progress and rank == 0, desc=desc,
+            classes=classes)
+    res = counts.all_reduce(d)
+    if res.n == 0:
         raise DataError("evaluate: the data yielded no examples")
-    pct = lambda k: 100.0 * k / n  # noqa: E731
-    metrics = {"clean_top1": pct(n_clean), "pgd_top1": pct(n_pgd) if attacking else None,
-               "autoattack_top1": pct(n_aa) if aa_run else None}
+    metrics = res.metrics()
     return {
         "model": entry.name if entry else getattr(model, "name", None) or type(model).__name__,
         "arch": entry.arch if entry else getattr(model, "arch", None),
         "data": _describe(data),
-        "n": n, "norm": norm, "eps": eps, "eps_display": eps_display(norm, eps),
+        "n": res.n, "norm": norm, "eps": eps, "eps_display": eps_display(norm, eps),
         "attack": {"name": "pgd", "steps": steps, "step_size": alpha, "restarts": restarts,
                    "random_start": random_start, "keep_best": keep_best} if attacking else None,
-        "autoattack": {"version": "standard"} if aa_run else {"skipped": aa_skip},
+        "autoattack": aa_info,
         "metrics": metrics,
-        "claims": compare_claims(entry, metrics, norm=norm, eps=eps, n=n, tolerance=tolerance),
+        "counts": {"n": res.n, "clean": res.clean, "pgd": res.pgd, "autoattack": res.autoattack},
+        # RobustBench's field names (percent), so results compare with its leaderboard
+        "clean_acc": metrics["clean_top1"], "autoattack_acc": metrics["autoattack_top1"],
+        "claims": compare_claims(entry, metrics, norm=norm, eps=eps, n=res.n,
+                                 tolerance=tolerance),
         "limit": limit, "world_size": world, "device": str(device),
         "seconds": round(time.perf_counter() - t0, 3), "torch": torch.__version__,
     }
@@ -320,29 +309,6 @@ def _describe(data) -> str:
     return type(data).__name__
 
 
-def _check_classes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes) -> None:
-    with torch.no_grad():
-        k = model(x[:1]).shape[1]
-    if classes is not None and len(classes) != k:
-        raise DataError(f"The data has {len(classes)} classes but the model's head has {k} "
-                        "outputs: the folder needs one sub-folder per model class, in the model's "
-                        "class order (ImageNet: the 1000 WordNet ids n01440764 ... n15075141)")
-    if int(y.max()) >= k or int(y.min()) < 0:
-        raise DataError(f"Labels range over [{int(y.min())}, {int(y.max())}] but the model has "
-                        f"{k} outputs")
-
-
-def _progress(loader: Iterable, total: int | None, world: int, enabled: bool):
-    if not enabled:
-        return loader
-    from tqdm.auto import tqdm
-
-    n_batches = len(loader) if hasattr(loader, "__len__") else None
-    return tqdm(loader, total=n_batches, unit="batch", dynamic_ncols=True,
-                desc=f"evaluate ({total} images" + (f", {world} ranks)" if world > 1 else ")")
-                if total else "evaluate")
-
-
 # ----------------------------------------------------------------------------- report / CLI
 
 def format_report(result: dict[str, Any]) -> str:
@@ -353,8 +319,12 @@ def format_report(result: dict[str, Any]) -> str:
     if att:
         lines.append(f"PGD: {att['steps']} steps, step size {att['step_size']:.4g}, "
                      f"{att['restarts']} restart(s), keep_best={att['keep_best']}")
-    if "skipped" in result["autoattack"]:
-        lines.append(f"AutoAttack: skipped ({result['autoattack']['skipped']})")
+    aa = result["autoattack"]
+    if "skipped" in aa:
+        lines.append(f"AutoAttack: skipped ({aa['skipped']})")
+    else:
+        lines.append(f"AutoAttack: {aa['version']} ({', '.join(aa['attacks'])}; "
+                     f"{aa['package']} {aa['package_version']})")
     claims = {c["name"]: c for c in result["claims"]}
     head = ("metric", "measured", "claimed", "diff", "allowed", "")
     rows = []
@@ -374,13 +344,24 @@ def format_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _eps_arg(s: str) -> float:
-    try:
-        num, _, den = s.partition("/")
-        return float(num) / float(den) if den else float(num)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{s!r} is not a number or a fraction like 4/255") from None
+def _arg(parse):
+    """An argparse type from a robust_zoo parser: its UsageError becomes argparse's message."""
+    def conv(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    conv.__name__ = getattr(parse, "__name__", "value")
+    return conv
+
+
+def _int(what: str, minimum: int):
+    def parse(text: str) -> int:
+        v = parse_number(text, what=what, minimum=minimum)
+        if v != int(v):
+            raise UsageError(f"{what} must be a whole number >= {minimum}, got {text!r}")
+        return int(v)
+    return _arg(parse)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -393,24 +374,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ImageFolder tree, e.g. ImageNet val/ (default: $ROBUST_ZOO_DATA)")
     p.add_argument("--manifest", help="manifest file or folder (default: the zoo's own)")
     p.add_argument("--norm", choices=("l2", "linf"), help="default: the entry's")
-    p.add_argument("--eps", type=_eps_arg, help="in [0, 1] pixel units; fractions like 4/255 "
+    p.add_argument("--eps", type=_arg(parse_eps),
+                   help="in [0, 1] pixel units; fractions like 4/255 "
                    "work (default: the entry's)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    p.add_argument("--step-size", type=_eps_arg, help="default 2.5·eps/steps")
-    p.add_argument("--restarts", type=int, default=1,
+    p.add_argument("--steps", type=_int("--steps", 0), default=DEFAULT_STEPS,
+                   help="PGD steps (default %(default)s; 0: clean accuracy only)")
+    p.add_argument("--step-size", type=_arg(lambda t: parse_number(
+        t, what="--step-size", minimum=0.0, allow_zero=False)), help="default 2.5·eps/steps")
+    p.add_argument("--restarts", type=_int("--restarts", 1), default=1,
                    help="PGD runs; an example is robust only if every run fails")
     p.add_argument("--random-start", action="store_true", help="random start for the first run "
                    "too (later restarts always start at random)")
     p.add_argument("--no-keep-best", dest="keep_best", action="store_false",
                    help="use the last PGD iterate instead of the highest-loss one")
-    p.add_argument("--autoattack", choices=("auto", "on", "off"), default="auto",
-                   help="standard AutoAttack: 'auto' runs it when the package is installed")
-    p.add_argument("--limit", type=int, help="evaluate a fixed random subset of N images (seed 0)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, help="DataLoader workers (default min(8, #cpus))")
+    p.add_argument("--autoattack", choices=("standard", "fast", "auto", "off", "on"),
+                   default="auto",
+                   help="AutoAttack (pyautoattack, pip install 'robust-zoo[eval]'): 'standard' "
+                        "(APGD-CE, APGD-T, FAB-T, Square; 'on' is the same), 'fast' (APGD-CE + "
+                        "APGD-T), 'auto' (standard when the package is installed; default), "
+                        "'off'")
+    p.add_argument("--limit", type=_int("--limit", 1),
+                   help="evaluate a fixed random subset of N images (seed 0)")
+    p.add_argument("--batch-size", type=_int("--batch-size", 1), default=64)
+    p.add_argument("--workers", type=_int("--workers", 0),
+                   help="DataLoader workers (default min(8, #cpus))")
     p.add_argument("--device",
                    help="default: cuda (LOCAL_RANK under torchrun) if available, else cpu")
-    p.add_argument("--tolerance", type=float, default=1.0,
+    p.add_argument("--tolerance", type=_arg(lambda t: parse_number(t, what="--tolerance",
+                                                                  minimum=0.0)), default=1.0,
                    help="allowed |measured - claimed| in points (widened to a binomial 95%% "
                         "interval when n is small)")
     p.add_argument("--json", dest="json_out", help="write the result here")
@@ -419,7 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:          # argparse's usage errors (exit 2) and --help (exit 0)
+        return int(e.code or 0)
     if not args.data:
         print("error: pass --data DIR (an ImageFolder tree such as ImageNet val/) or set "
               "ROBUST_ZOO_DATA", file=sys.stderr)
@@ -428,12 +422,14 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(
             args.name, args.data, norm=args.norm, eps=args.eps, steps=args.steps,
             step_size=args.step_size, restarts=args.restarts, random_start=args.random_start,
-            keep_best=args.keep_best, autoattack={"auto": "auto", "on": True, "off": False}[
-                args.autoattack], limit=args.limit, batch_size=args.batch_size,
+            keep_best=args.keep_best, autoattack=args.autoattack, limit=args.limit,
+            batch_size=args.batch_size,
             workers=args.workers, device=args.device, manifest=args.manifest,
             tolerance=args.tolerance, progress=args.progress)
-    except (ValueError, KeyError, OSError, _integrity_error()) as e:   # OSError: missing files
-        print(f"error: {e}", file=sys.stderr)
+    except (RobustZooError, ValueError, KeyError, OSError, _integrity_error()) as e:
+        # OSError: missing files; KeyError: unknown model names
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
         return 2
     finally:
         distributed.shutdown()

@@ -11,3 +11,6 @@ PY=${PYTHON:-python3}
 # benchmarks/bench_attacks.py. Its metadata pins requests~=2.25, which would downgrade requests
 # under huggingface_hub, so it is installed without dependencies (it needs only torch).
 .venv/bin/python -m pip install -q --no-deps "torchattacks==3.5.1"
+# pyautoattack (the [eval] extra, part of [dev] above) is AutoAttack for
+# `python -m robust_zoo.evaluate --autoattack`; checked here so a partial install is noticed.
+.venv/bin/python -c "import pyautoattack" 2>/dev/null || .venv/bin/python -m pip install -q -e ".[eval]"

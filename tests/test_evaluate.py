@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 
 import pytest
 import torch
 from torch import nn
 
-from robust_zoo.attacks import correct_under_attack, pgd, robust_accuracy
+from robust_zoo.attacks import correct_under_attack, robust_accuracy
+from robust_zoo.engine.evaluation import make_autoattack
 from robust_zoo.evaluate import compare_claims, evaluate, main
 from robust_zoo.io import sha256_file
 from robust_zoo.manifest import Entry
@@ -67,37 +67,71 @@ def test_needs_norm_and_eps_without_an_entry_and_fp32():
         evaluate(_tiny_net().to(torch.bfloat16), data, norm="l2", eps=1.0, progress=False)
 
 
-def test_autoattack_is_run_per_batch_and_reported_on_its_own(monkeypatch):
-    # fra31's API (AutoAttack(model, norm=, eps=, version=, device=, verbose=),
-    # run_standard_evaluation(x, y, bs=)) with a 5-step PGD standing in for the real ensemble
-    calls = []
+def _tiny_digits_net(classes=(0, 1, 2, 3, 4), size: int = 8, steps: int = 100) -> nn.Module:
+    """A one-conv CNN fitted on the digits (standard training): cheap enough for AutoAttack's
+    5,000 Square queries."""
+    import torch.nn.functional as F
+    from robust_zoo.data import digits_tensors
 
-    class FakeAutoAttack:
-        def __init__(self, model, norm, eps, version, device, verbose=True):
-            self.model, self.eps = model, eps
-            calls.append(dict(norm=norm, eps=eps, version=version, verbose=verbose))
+    x, y = digits_tensors(list(classes), size, "train")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(16 * (size // 2) ** 2, len(classes)))
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        idx = torch.randint(0, len(y), (64,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(net(x[idx]), y[idx]).backward()
+        opt.step()
+    return net.eval()
 
-        def run_standard_evaluation(self, x, y, bs=250):
-            assert not self.model.training and bs == len(x)
-            return pgd(self.model, x, y, norm="linf", eps=self.eps, steps=5)
 
-    monkeypatch.setitem(sys.modules, "autoattack", types.SimpleNamespace(AutoAttack=FakeAutoAttack))
+@pytest.mark.slow
+def test_autoattack_standard_and_fast_are_at_least_as_strong_as_pgd():
+    """The real pyautoattack: the standard ensemble (APGD-CE, APGD-T, FAB-T, Square) and the fast
+    one (APGD-CE + APGD-T) on the same 8 images leave no more examples robust than PGD-2."""
+    pytest.importorskip("pyautoattack", reason="pip install 'robust-zoo[eval]'")
+    from robust_zoo.data import digits_tensors
+
+    net = _tiny_digits_net()
+    x, y = digits_tensors([0, 1, 2, 3, 4], 8, "val")
+    x, y = x[:8], y[:8]
+    kw = dict(norm="linf", eps=40 / 255, steps=2, progress=False)
+    fast = evaluate(net, (x, y), autoattack="fast", **kw)
+    std = evaluate(net, (x, y), autoattack="standard", **kw)
+    assert fast["autoattack"]["attacks"] == ["apgd-ce", "apgd-t"]
+    assert std["autoattack"]["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert std["autoattack"]["package"] == "pyautoattack"
+    for r in (fast, std):
+        c = r["counts"]
+        assert c["n"] == 8 and c["clean"] >= 6 and c["pgd"] >= 1   # PGD-2 leaves some robust
+        assert c["autoattack"] <= c["pgd"]
+        assert r["autoattack_acc"] == pytest.approx(100 * c["autoattack"] / 8)
+        assert r["clean_acc"] == r["metrics"]["clean_top1"]
+    # the same seeded APGD runs start the standard ensemble, which only adds attacks
+    assert std["counts"]["autoattack"] <= fast["counts"]["autoattack"]
+    assert not net.training
+    # the per-batch callable: a robust mask, and AutoAttack's reseeding does not leak out
+    run = make_autoattack(net, norm="linf", eps=40 / 255, version="fast")
+    rng = torch.get_rng_state()
+    mask = run(x, y)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert mask.dtype == torch.bool and int(mask.sum()) == fast["counts"]["autoattack"]
+
+
+def test_autoattack_missing_package_is_skipped_under_auto_and_an_error_when_asked(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)      # None: the import fails
     net, (x, y) = _tiny_net(), _tensors()
-    r = evaluate(net, (x, y), norm="linf", eps=8 / 255, steps=1, autoattack=True, batch_size=16,
-                 progress=False)
-    assert calls == [dict(norm="Linf", eps=8 / 255, version="standard", verbose=False)]
-    with torch.no_grad():
-        hits = ((net(x).argmax(1) == y)
-                & (net(pgd(net, x, y, norm="linf", eps=8 / 255, steps=5)).argmax(1) == y)).sum()
-    assert r["metrics"]["autoattack_top1"] == pytest.approx(100.0 * int(hits) / len(y))
-    assert r["autoattack"] == {"version": "standard"}
-
-    monkeypatch.setitem(sys.modules, "autoattack", None)      # None: the import fails
-    monkeypatch.setitem(sys.modules, "pyautoattack", None)
     r = evaluate(net, (x, y), norm="linf", eps=8 / 255, steps=1, autoattack="auto", progress=False)
-    assert r["metrics"]["autoattack_top1"] is None and "is installed" in r["autoattack"]["skipped"]
-    with pytest.raises(ImportError, match="AutoAttack was requested"):
-        evaluate(net, (x, y), norm="linf", eps=8 / 255, steps=1, autoattack=True, progress=False)
+    assert r["metrics"]["autoattack_top1"] is None and r["autoattack_acc"] is None
+    assert "not installed" in r["autoattack"]["skipped"]
+    for asked in (True, "standard", "fast", "on"):
+        with pytest.raises(ImportError, match="AutoAttack was requested.*pyautoattack"):
+            evaluate(net, (x, y), norm="linf", eps=8 / 255, steps=1, autoattack=asked,
+                     progress=False)
+    with pytest.raises(ValueError, match="standard, fast, auto, off"):
+        evaluate(net, (x, y), norm="linf", eps=8 / 255, autoattack="strong", progress=False)
 
 
 def test_compare_claims_tolerance_rule():
@@ -242,3 +276,136 @@ def test_torchrun_two_ranks_match_one_process(zoo, tmp_path, subprocess_env):
     assert r["world_size"] == 2 and r["n"] == n == 13
     assert r["metrics"]["clean_top1"] == pytest.approx(clean)
     assert r["metrics"]["pgd_top1"] == pytest.approx(robust)
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    """The quickstart's robust recipe (mini_resnet, Linf PGD-3 on digits 0-4, 16 px) trained
+    for one epoch, and a PNG tree of held-out digits (4 per class)."""
+    from PIL import Image
+    from robust_zoo.data import digits_tensors
+    from robust_zoo.quickstart import recipes
+    from robust_zoo.train import RunOptions, train
+
+    root = tmp_path_factory.mktemp("qs")
+    res = train(recipes(1, 0)["robust"], RunOptions(
+        out=root / "run", progress=False, eval_every=0, final_eval_steps=0, final_eval_limit=8,
+        log_every=1000, argv=["test"]))
+    x, y = digits_tensors([0, 1, 2, 3, 4], 16, "val")
+    for c in range(5):
+        (root / "val" / str(c)).mkdir(parents=True)
+        for j, i in enumerate((y == c).nonzero().flatten()[:4].tolist()):
+            arr = (x[i].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+            Image.fromarray(arr).save(root / "val" / str(c) / f"{j}.png")
+    return res, root / "val"
+
+
+@pytest.mark.slow
+def test_cli_autoattack_fast_on_a_quickstart_model(quickstart_run, tmp_path, capsys):
+    pytest.importorskip("pyautoattack", reason="pip install 'robust-zoo[eval]'")
+    res, data = quickstart_run
+    out = tmp_path / "aa.json"
+    assert main([res.name, "--manifest", str(res.run_dir), "--data", str(data), "--limit", "8",
+                 "--steps", "2", "--eps", "32/255", "--autoattack", "fast", "--workers", "0",
+                 "--no-progress", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    c = r["counts"]
+    assert r["n"] == c["n"] == 8 and r["autoattack"]["version"] == "fast"
+    assert c["autoattack"] <= c["pgd"] <= c["clean"]
+    # RobustBench's names, in percent
+    assert r["clean_acc"] == pytest.approx(100 * c["clean"] / 8)
+    assert r["autoattack_acc"] == pytest.approx(100 * c["autoattack"] / 8)
+    assert r["autoattack_acc"] == r["metrics"]["autoattack_top1"] <= r["metrics"]["pgd_top1"]
+    assert "AutoAttack: fast (apgd-ce, apgd-t; pyautoattack" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "-1"], "--steps must be >= 0"),
+    (["--steps", "2.5"], "whole number"),
+    (["--limit", "0"], "--limit must be >= 1"),
+    (["--eps", "nan"], "finite"),
+    (["--eps", "1/0"], "not a number or fraction"),
+    (["--step-size", "0"], "--step-size must be > 0"),
+    (["--restarts", "0"], "--restarts must be >= 1"),
+    (["--batch-size", "x"], "not a number"),
+    (["--autoattack", "strong"], "invalid choice"),
+])
+def test_cli_numeric_flags_are_checked(zoo, flags, message, capsys):
+    root, data = zoo
+    rc = main([NAME, "--data", str(data), "--manifest", str(root), "--no-progress", *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+
+
+def test_cli_value_errors_exit_2_without_traceback(zoo, capsys):
+    root, data = zoo
+    # errors raised below the CLI (here: a device torch does not know) are one message, exit 2
+    rc = main([NAME, "--data", str(data), "--manifest", str(root), "--norm", "linf",
+               "--no-progress", "--workers", "0", "--autoattack", "off", "--steps", "0",
+               "--device", "nonsense"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: device 'nonsense'") and "Traceback" not in err
+
+
+def test_eval_result_adds_and_reduces():
+    from robust_zoo.distributed import Dist
+    from robust_zoo.engine.evaluation import EvalResult, evaluate_loader
+
+    a, b = EvalResult(10, 8, 5, 4), EvalResult(6, 6, 1, 0)
+    assert a + b == EvalResult(16, 14, 6, 4) and sum([a, b]) == a + b
+    assert (a + b).pgd_top1 == pytest.approx(100 * 6 / 16)
+    assert EvalResult() + EvalResult(3, 2) == EvalResult(3, 2)          # empty is neutral
+    assert (EvalResult(3, 2) + EvalResult()).pgd is None
+    with pytest.raises(ValueError, match="PGD"):
+        EvalResult(3, 2) + EvalResult(3, 2, 1)
+    with pytest.raises(ValueError, match="exceeds"):
+        EvalResult(3, 4)
+    assert a.all_reduce(Dist()) is a                                     # a world of one
+    # chunked evaluation adds up to the whole, and the model's mode comes back as it was
+    net, (x, y) = _tiny_net(), _tensors()
+    net.train()
+    kw = dict(norm="l2", eps=0.2, steps=2)
+    whole = evaluate_loader(net, [(x, y)], **kw)
+    parts = [evaluate_loader(net, [(x[i:i + 7], y[i:i + 7])], **kw) for i in range(0, 40, 7)]
+    assert sum(parts) == whole and whole.n == 40 and net.training
+    assert evaluate_loader(net, [(x, y)], limit=9, **kw).n == 9
+    clean_only = evaluate_loader(net, [(x, y)], norm="l2", eps=0.0, steps=2)
+    assert clean_only.pgd is None and clean_only.clean == whole.clean
+    assert evaluate_loader(net, [(x, y)], precision="bf16", **kw).n == 40
+    with pytest.raises(ValueError, match="precision"):
+        evaluate_loader(net, [(x, y)], precision="fp16", **kw)
+    with pytest.raises(ValueError, match="Labels range"):
+        evaluate_loader(net, [(x, y + 5)], **kw)
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_pgd_keeps_no_graph_across_steps(keep_best):
+    """Memory of the attack does not grow with its steps: every activation of step k is freed
+    before step k+1's forward, and none survives the attack (checked through weak references,
+    which see exactly what autograd keeps alive)."""
+    import gc
+    import weakref
+
+    from robust_zoo.attacks import pgd
+
+    net, (x, y) = _tiny_net(), _tensors(8)
+    refs: list[weakref.ref] = []
+    alive_at_forward: list[int] = []
+
+    def hook(module, args, out):   # refcounting frees autograd's buffers: no gc needed
+        alive_at_forward.append(sum(r() is not None for r in refs))
+        refs.append(weakref.ref(out))
+
+    handle = net[2].register_forward_hook(hook)        # the ReLU: saved for the backward
+    try:
+        for steps in (2, 20):
+            refs.clear()
+            alive_at_forward.clear()
+            x_adv = pgd(net, x, y, norm="l2", eps=0.5, steps=steps, keep_best=keep_best)
+            gc.collect()
+            assert len(refs) == steps + keep_best
+            assert max(alive_at_forward) == 0, alive_at_forward
+            assert sum(r() is not None for r in refs) == 0
+            assert x_adv.grad_fn is None and not x_adv.requires_grad
+    finally:
+        handle.remove()

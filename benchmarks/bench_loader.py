@@ -1,0 +1,153 @@
+"""Training-loader throughput: ``robust_zoo.jpeg`` (torchvision.io decode + uint8 tensor
+augmentation) vs torchvision ``ImageFolder`` + PIL with the recipe's transforms.
+
+    python benchmarks/bench_loader.py [--files 300] [--workers 0 2] [--size 224] [--batch 64]
+                                      [--epochs 2] [--device cpu|cuda]
+
+Generates ``--files`` JPEGs at an ImageNet-like size (500×375, quality 90, ~110 KB each: smooth
+colour fields plus grain, about the entropy of a photo) in a temporary folder of 10 classes,
+then times full passes of a shuffled DataLoader for each loader and worker count, interleaved
+(anchor, ours, anchor, ours ...) so drifting load hits both. Both apply the recipe's
+``robustness-imagenet`` augmentation (RandomResizedCrop(size), flip, ColorJitter(0.1, 0.1, 0.1),
+Lighting(0.05)) and yield float batches in [0, 1]. ``--device cuda`` adds the batched nvJPEG
+path (``JpegFolder(decode="device")`` + ``JpegBatchDecoder``), timed to the GPU batch.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+def make_jpegs(root: Path, n: int, size: tuple[int, int] = (375, 500), classes: int = 10,
+               quality: int = 90, seed: int = 0) -> int:
+    """``n`` JPEGs (height, width = ``size``) under root/<class>/; returns total bytes."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    total = 0
+    for i in range(n):
+        d = root / f"c{i % classes:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        low = F.interpolate(torch.rand(1, 3, max(2, h // 16), max(2, w // 16), generator=g),
+                            size=(h, w), mode="bicubic", align_corners=False)
+        x = (low + 0.08 * torch.randn(1, 3, h, w, generator=g)).clamp(0, 1)
+        arr = (x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
+        (d / f"{i:05d}.jpg").write_bytes(buf.getvalue())
+        total += len(buf.getvalue())
+    return total
+
+
+def pil_loader(root: Path, size: int, batch: int, workers: int, pin: bool = False):
+    from torchvision.datasets import ImageFolder
+
+    from robust_zoo.data import train_transforms
+
+    ds = ImageFolder(str(root), transform=train_transforms("robustness-imagenet", size))
+    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                                       pin_memory=pin, persistent_workers=workers > 0)
+
+
+def jpeg_loader(root: Path, size: int, batch: int, workers: int, pin: bool = False):
+    from robust_zoo.jpeg import JpegFolder, TrainAugment
+
+    ds = JpegFolder(root, transform=TrainAugment(size))
+    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                                       pin_memory=pin, persistent_workers=workers > 0)
+
+
+def device_decode_loader(root: Path, size: int, batch: int, workers: int, device: str):
+    """(loader of encoded bytes, per-batch GPU decoder + augmenter)."""
+    from robust_zoo.jpeg import JpegBatchDecoder, JpegFolder, TrainAugment, collate_encoded
+
+    ds = JpegFolder(root, decode="device")
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                                         collate_fn=collate_encoded,
+                                         persistent_workers=workers > 0)
+    return loader, JpegBatchDecoder(TrainAugment(size), device)
+
+
+def time_epoch(loader, post=None, device: str | None = None) -> tuple[float, int]:
+    """Seconds for one pass and the number of images (to the device when given)."""
+    n = 0
+    t = time.perf_counter()
+    for batch in loader:
+        x, _ = post(batch) if post else batch
+        if device:
+            x = x.to(device, non_blocking=True)
+        n += len(x)
+    if device and device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t, n
+
+
+def run(root: Path, *, size: int, batch: int, workers_list, epochs: int, device: str = "cpu",
+        log=print) -> list[dict]:
+    rows = []
+    for workers in workers_list:
+        cases = {"torchvision ImageFolder + PIL": pil_loader(root, size, batch, workers),
+                 "robust_zoo.jpeg (CPU decode)": jpeg_loader(root, size, batch, workers)}
+        posts: dict = {}
+        if device.startswith("cuda"):
+            loader, post = device_decode_loader(root, size, batch, workers, device)
+            cases["robust_zoo.jpeg (nvJPEG batch decode)"] = loader
+            posts["robust_zoo.jpeg (nvJPEG batch decode)"] = post
+        for name, loader in cases.items():          # warm-up: worker start, page cache
+            time_epoch(loader, posts.get(name))
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        count = {}
+        for _ in range(epochs):
+            for name, loader in cases.items():
+                s, count[name] = time_epoch(loader, posts.get(name),
+                                            device if device.startswith("cuda") else None)
+                times[name].append(s)
+        anchor = None
+        for name in cases:
+            ips = count[name] / statistics.median(times[name])
+            anchor = anchor or ips
+            rows.append({"workers": workers, "loader": name, "images_per_s": ips,
+                         "ratio": ips / anchor})
+            log(f"| {workers} | {name} | {ips:.0f} | {ips / anchor:.2f}× |")
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--files", type=int, default=300)
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=2, help="timed passes per case (median)")
+    p.add_argument("--device", default="cpu", help="cuda adds the nvJPEG batch-decode path")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
+        root = Path(tmp)
+        nbytes = make_jpegs(root, args.files)
+        print(f"# {args.files} JPEGs 500x375 q90 ({nbytes / args.files / 1e3:.0f} KB avg), "
+              f"crop {args.size}, batch {args.batch}, torch {torch.__version__}, "
+              f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+              f"load avg {os.getloadavg()[0]:.2f}")
+        print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}\n")
+        print("| workers | loader | images/s | vs PIL |\n| --- | --- | --- | --- |")
+        run(root, size=args.size, batch=args.batch, workers_list=args.workers,
+            epochs=args.epochs, device=args.device)
+        print(f"\nload avg at the end {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
