@@ -1,4 +1,4 @@
-"""Training-loader throughput: ``robust_zoo.jpeg`` (torchvision.io decode + uint8 tensor
+"""Training-loader throughput: ``robust_zoo.data.jpeg`` (torchvision.io decode + uint8 tensor
 augmentation) vs torchvision ``ImageFolder`` + PIL with the recipe's transforms.
 
     python benchmarks/bench_loader.py [--files 300] [--workers 0 2] [--size 224] [--batch 64]
@@ -61,7 +61,7 @@ def pil_loader(root: Path, size: int, batch: int, workers: int, pin: bool = Fals
 
 
 def jpeg_loader(root: Path, size: int, batch: int, workers: int, pin: bool = False):
-    from robust_zoo.jpeg import JpegFolder, TrainAugment
+    from robust_zoo.data.jpeg import JpegFolder, TrainAugment
 
     ds = JpegFolder(root, transform=TrainAugment(size))
     return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
@@ -70,7 +70,7 @@ def jpeg_loader(root: Path, size: int, batch: int, workers: int, pin: bool = Fal
 
 def device_decode_loader(root: Path, size: int, batch: int, workers: int, device: str):
     """(loader of encoded bytes, per-batch GPU decoder + augmenter)."""
-    from robust_zoo.jpeg import JpegBatchDecoder, JpegFolder, TrainAugment, collate_encoded
+    from robust_zoo.data.jpeg import JpegBatchDecoder, JpegFolder, TrainAugment, collate_encoded
 
     ds = JpegFolder(root, decode="device")
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
@@ -98,12 +98,12 @@ def run(root: Path, *, size: int, batch: int, workers_list, epochs: int, device:
     rows = []
     for workers in workers_list:
         cases = {"torchvision ImageFolder + PIL": pil_loader(root, size, batch, workers),
-                 "robust_zoo.jpeg (CPU decode)": jpeg_loader(root, size, batch, workers)}
+                 "robust_zoo.data.jpeg (CPU decode)": jpeg_loader(root, size, batch, workers)}
         posts: dict = {}
         if device.startswith("cuda"):
             loader, post = device_decode_loader(root, size, batch, workers, device)
-            cases["robust_zoo.jpeg (nvJPEG batch decode)"] = loader
-            posts["robust_zoo.jpeg (nvJPEG batch decode)"] = post
+            cases["robust_zoo.data.jpeg (nvJPEG batch decode)"] = loader
+            posts["robust_zoo.data.jpeg (nvJPEG batch decode)"] = post
         for name, loader in cases.items():          # warm-up: worker start, page cache
             time_epoch(loader, posts.get(name))
         times: dict[str, list[float]] = {k: [] for k in cases}

@@ -13,7 +13,7 @@ Sections (each ratio is against an anchor measured in the same run):
 * **eval**: img/s of PGD-10 evaluation (ResNet-50; attack + final prediction) vs torchattacks'
   ``PGD`` on the same card, same images, same ε/α, with the robust accuracy of each.
 * **loader**: img/s of the training loader on generated 500×375 JPEGs: torchvision
-  ImageFolder + PIL vs ``robust_zoo.jpeg`` (CPU decode; on CUDA also batched nvJPEG decode).
+  ImageFolder + PIL vs ``robust_zoo.data.jpeg`` (CPU decode; on CUDA also batched nvJPEG decode).
 * **features**: img/s of penultimate-feature extraction (fixed-feature transfer), fp32 vs bf16.
 * **memory**: peak memory of the PGD-10 attack per batch size (CUDA: max_memory_allocated;
   CPU: peak RSS growth) and PGD-2 vs PGD-20 at one batch size (equal when no graph is kept).

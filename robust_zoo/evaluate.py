@@ -18,15 +18,14 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from . import distributed
-from .attacks import default_step_size
-from .data import DataError
+from .recipe import default_step_size
+from .data import DataError, checked_image_folder, fixed_subset
 from .engine.evaluation import (AUTOATTACK_VERSIONS, AutoAttackUnavailable, EvalResult,
                                 evaluate_loader, make_autoattack)
 from .errors import RobustZooError, UsageError
@@ -40,52 +39,11 @@ DEFAULT_STEPS = 20
 
 # ----------------------------------------------------------------------------- data
 
-def image_folder(path: str | os.PathLike, transform) -> "torch.utils.data.Dataset":
-    """An ImageFolder over ``path`` with clear errors for the usual mistakes."""
-    from torchvision.datasets import ImageFolder
-
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise DataError(f"Data folder {p} does not exist (or is not a folder): pass --data DIR, an "
-                        "ImageFolder tree DIR/<class>/<image>, e.g. ImageNet val/ sorted into "
-                        "one folder per WordNet id")
-    if not any(d.is_dir() for d in p.iterdir()):
-        raise DataError(f"{p} has no class sub-folders: expected DIR/<class>/<image> (a flat "
-                        "ImageNet val/ must first be sorted into its 1000 WordNet-id folders)")
-    try:
-        return ImageFolder(str(p), transform=transform)
-    except FileNotFoundError as e:   # a class folder without any image file
-        raise DataError(f"{p}: every class folder needs at least one image. {e}") from None
-
-
-class _Subset(torch.utils.data.Dataset):
-    def __init__(self, ds, indices: list[int]):
-        self.ds, self.indices = ds, indices
-        self.classes = getattr(ds, "classes", None)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        return self.ds[self.indices[i]]
-
-
-def _limit(ds, limit: int | None, seed: int = 0):
-    """A fixed random subset (seed 0): ImageFolder is sorted by class, so the first N images
-    would cover only the first few classes."""
-    if limit is None or limit >= len(ds):
-        return ds
-    if limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
-    g = torch.Generator().manual_seed(seed)
-    return _Subset(ds, sorted(torch.randperm(len(ds), generator=g)[:limit].tolist()))
-
-
 def _as_dataset(data, transform):
     """A map-style dataset from a folder path, an ``(images, labels)`` pair or a dataset;
     None for loaders and other iterables of batches (used as they are)."""
     if isinstance(data, (str, os.PathLike)):
-        return image_folder(data, transform)
+        return checked_image_folder(data, transform)
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(
             isinstance(t, torch.Tensor) for t in data):
         if len(data[0]) != len(data[1]):
@@ -246,7 +204,7 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
     if ds is not None:
         if len(ds) == 0:
             raise DataError("evaluate: the dataset is empty")
-        ds = _limit(ds, limit)
+        ds = fixed_subset(ds, limit)
         sampler = None
         cap = None
         if world > 1:

@@ -1,4 +1,4 @@
-"""``robust_zoo.jpeg``: the tensor augmentation is the recipe's PIL augmentation (same random
+"""``robust_zoo.data.jpeg``: the tensor augmentation is the recipe's PIL augmentation (same random
 draws, outputs equal up to decode/resize rounding, same output statistics), and JpegFolder reads
 an ImageFolder tree as torchvision does."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from robust_zoo.data import DataError, train_transforms
-from robust_zoo.jpeg import (EvalTransform, JpegBatchDecoder, JpegFolder, TrainAugment,
+from robust_zoo.data.jpeg import (EvalTransform, JpegBatchDecoder, JpegFolder, TrainAugment,
                              collate_encoded, decode)
 
 

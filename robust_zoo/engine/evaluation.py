@@ -20,14 +20,16 @@ import torch
 from torch import nn
 
 from .. import distributed
-from ..attacks import correct_under_attack, default_step_size
+from ..attacks import correct_under_attack
+from ..recipe import Precision, choices, default_step_size
+from ..data.common import DataError
 from ..errors import RobustZooError, UsageError
 from ..naming import check_norm
 
 __all__ = ["EvalResult", "evaluate_loader", "make_autoattack", "AutoAttackUnavailable",
            "AUTOATTACK_VERSIONS", "PRECISIONS"]
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = choices(Precision)
 # "standard": RobustBench's ensemble; "fast": its two gradient attacks (no FAB-T, no Square)
 AUTOATTACK_VERSIONS: dict[str, tuple[str, ...]] = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
@@ -38,10 +40,6 @@ AutoAttackFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 class AutoAttackUnavailable(RobustZooError, ImportError):
     """AutoAttack was asked for but the ``pyautoattack`` package is not installed."""
-
-
-class EvalDataError(RobustZooError, ValueError):
-    """Batches that do not fit the model (labels out of range, class count, no examples)."""
 
 
 # ----------------------------------------------------------------------------- the result
@@ -159,7 +157,7 @@ def make_autoattack(model: nn.Module, *, norm: str, eps: float, version: str = "
 
     def build(num_classes: int):
         if num_classes < 4:
-            raise EvalDataError(f"AutoAttack's targeted DLR loss needs >= 4 classes; the model "
+            raise DataError(f"AutoAttack's targeted DLR loss needs >= 4 classes; the model "
                                 f"has {num_classes}")
         targets = min(9, num_classes - 1)
         kw = dict(norm="L2" if norm == "l2" else "Linf", eps=float(eps), device=str(device),
@@ -217,12 +215,12 @@ def _check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     with torch.no_grad():
         k = model(x[:1]).shape[1]
     if classes is not None and len(classes) != k:
-        raise EvalDataError(
+        raise DataError(
             f"The data has {len(classes)} classes but the model's head has {k} outputs: the "
             "folder needs one sub-folder per model class, in the model's class order (ImageNet: "
             "the 1000 WordNet ids n01440764 ... n15075141)")
     if int(y.max()) >= k or int(y.min()) < 0:
-        raise EvalDataError(f"Labels range over [{int(y.min())}, {int(y.max())}] but the model "
+        raise DataError(f"Labels range over [{int(y.min())}, {int(y.max())}] but the model "
                             f"has {k} outputs")
 
 

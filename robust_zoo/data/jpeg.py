@@ -29,7 +29,8 @@ from typing import Iterator, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .data import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, DataError, Lighting
+from .common import DataError
+from .transforms import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, Lighting
 
 __all__ = ["JpegFolder", "TrainAugment", "EvalTransform", "AugParams", "JpegBatchDecoder",
            "collate_encoded", "decode"]
@@ -181,7 +182,7 @@ class EvalTransform:
     float in [0, 1]: ``data.eval_transforms`` on tensors."""
 
     def __init__(self, size: int, resize: int | None = None):
-        from .data import eval_resize
+        from .transforms import eval_resize
 
         self.size, self.resize = int(size), int(resize or eval_resize(size))
 
