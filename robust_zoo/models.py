@@ -44,9 +44,12 @@ def unwrap_parallel(model: nn.Module) -> nn.Module:
 class Normalize(nn.Module):
     """``(clamp(x, 0, 1) - mean) / std`` per channel, with mean/std as (1, C, 1, 1) buffers.
 
-    The clamp is the ``robustness`` library's ``InputNormalize``: an input outside [0, 1] gives
-    the logits the upstream model gives it. For inputs in [0, 1] it changes nothing, gradients
-    included (clamp passes the gradient through on the closed interval)."""
+    The forward is the ``robustness`` library's ``InputNormalize``: an input outside [0, 1]
+    gives the logits the upstream model gives it. The clamp is straight-through for gradients:
+    ``torch.clamp`` would zero the input gradient of every pixel at exactly 0 or 1 (black and
+    white pixels, common in digits and in attacked images), which stalls sign-gradient attacks
+    on them; straight through, gradients are those of the model on [0, 1], as without a clamp.
+    """
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__()
@@ -54,7 +57,8 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.clamp(0.0, 1.0) - self.mean) / self.std
+        x = x + (x.clamp(0.0, 1.0) - x).detach()       # clamp forward, identity backward
+        return (x - self.mean) / self.std
 
     def extra_repr(self) -> str:
         fmt = lambda t: "(" + ", ".join(f"{v:.4g}"  # noqa: E731
