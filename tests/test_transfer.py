@@ -408,22 +408,44 @@ def test_kview_cache_holds_the_seeded_augmented_crops(folder, tmp_path):
     assert not torch.allclose(other, feats, atol=1e-3)                # the seed is in the key
 
 
-def test_kview_cache_matches_training_behind_the_network_with_augmentation(folder, tmp_path):
-    """Same data, recipe and epochs: the K-view cached head (protocol paper-kview-approx) and
-    the head trained behind the frozen network on fresh augmented views every epoch (protocol
-    paper) reach the same test accuracy within 2 of the 24 test images (benchmarks/README.md
-    measures the gap on a harder problem over seeds)."""
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory) -> Path:
+    """Three classes of horizontal stripes (period 2, 4, 8 px, random phase, pixel noise) at
+    32 px: RandomResizedCrop rescales the stripes, so augmented views are much harder to fit
+    than centre crops, and a head trained on one is easy to tell from one trained on the other."""
+    root = tmp_path_factory.mktemp("stripes")
+    rng = np.random.default_rng(0)
+    rows = np.arange(32)[:, None] + np.zeros((1, 32))
+    for split, n in (("train", 16), ("val", 8)):
+        for period in (2, 4, 8):
+            d = root / split / f"period{period}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                phase = rng.uniform(0, period)
+                a = 127 + 100 * np.sign(np.sin(2 * np.pi * (rows + phase) / period + 1e-3))
+                a = np.clip(a + rng.normal(0, 30, a.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(np.stack([a] * 3, -1)).save(d / f"{i}.png")
+    return root
+
+
+def test_kview_cache_trains_like_the_network_with_augmentation(stripes, tmp_path):
+    """Same data, recipe and epochs: the head on K = DEFAULT_VIEWS cached augmented views
+    (protocol paper-kview-approx) fits augmented views as the head behind the frozen network on
+    fresh views every epoch (protocol paper) does: its training loss (mean of the last 4 epochs)
+    is within 30% of the paper path's, while the centre-crop head's is under half of it
+    (measured: 1.00x and 0.41x). benchmarks/README.md compares test accuracy and time over
+    seeds on a trained backbone."""
     model = zoo_model("resnet18")
     kw = dict(epochs=8, image_size=32, lr=0.01, batch_size=16)
-    paper = _run(model, folder, tmp_path / "p", TransferConfig(protocol="paper", **kw),
-                 cache_dir=None)
-    kview = _run(model, folder, tmp_path / "k", TransferConfig(views=4, **kw), cache_dir=None)
-    assert (paper["path"], kview["path"]) == ("network", "cached")
-    assert (paper["protocol"], kview["protocol"], kview["views"]) == (
-        "paper", "paper-kview-approx", 4)
-    assert kview["accuracy"] > 60 and paper["accuracy"] > 60             # both learned
-    assert abs(kview["accuracy"] - paper["accuracy"]) <= 2 * 100 / 24 + 1e-9
-    assert kview["extract_s"] + kview["train_s"] < paper["train_s"] + paper["eval_s"]
+    runs = {p: _run(model, stripes, tmp_path / p, TransferConfig(protocol=p, **kw),
+                    cache_dir=None) for p in ("paper", "paper-kview-approx", "centre-crop-sgd")}
+    assert [runs[p]["path"] for p in runs] == ["network", "cached", "cached"]
+    assert runs["paper-kview-approx"]["views"] == DEFAULT_VIEWS
+    # mean training loss of the last 4 epochs
+    loss = {p: float(np.mean([h["train_loss"] for h in r["history"][-4:]]))
+            for p, r in runs.items()}
+    assert 0.7 < loss["paper-kview-approx"] / loss["paper"] < 1.3, loss
+    assert loss["centre-crop-sgd"] < 0.5 * min(loss["paper"], loss["paper-kview-approx"]), loss
 
 
 # ----------------------------------------------------------------------------- resume
