@@ -78,6 +78,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--views", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--lr", type=float, help="default: the paper table's (0.01 fixed-feature)")
     p.add_argument("--source-epochs", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="also write every number here")
@@ -98,7 +99,7 @@ def main() -> int:
         model = robust_zoo.load(name, manifest=manifest)
         common = dict(data_root=data, progress=False, log=lambda *x: None, workers=0,
                       model_name=name, cache_dir=None)
-        base = dict(epochs=a.epochs, step_lr=a.step_lr, image_size=a.image_size)
+        base = dict(epochs=a.epochs, step_lr=a.step_lr, image_size=a.image_size, lr=a.lr)
         cases = [("paper", dict(path="network"))]
         cases += [(f"kview {k}", dict(views=k)) for k in a.views]
         cases += [("lbfgs", dict(views=1, head_solver="lbfgs"))]
@@ -112,7 +113,8 @@ def main() -> int:
                 r = run_transfer(model, "imagefolder", out_dir=tmp / "runs" / f"{case}-{seed}",
                                  config=TransferConfig(seed=seed, **base, **kw), **common)
                 runs[case].append({"seed": seed, "accuracy": r["accuracy"],
-                                   "wall_s": time.perf_counter() - t0,
+                                   "wall_s": time.perf_counter() - t0, "lr": r["lr"],
+                                   "final_train_loss": r["history"][-1]["train_loss"],
                                    "protocol": r.get("protocol"),
                                    "train_transform": r.get("train_transform")})
                 print(f"seed {seed} {case:<9} {r['accuracy']:6.2f}% "
@@ -126,17 +128,19 @@ def main() -> int:
             t = statistics.fmean(x["wall_s"] for x in runs[case])
             # 2 standard errors of the difference of two means over the seeds
             noise = 2 * math.sqrt((sd ** 2 + ref_sd ** 2) / a.seeds)
+            loss = statistics.fmean(x["final_train_loss"] for x in runs[case])
             rows.append({"case": case, "mean": acc, "sd": sd, "delta": abs(acc - ref_acc),
+                         "final_train_loss": loss,
                          "noise_2se": noise, "wall_s": t, "speedup": ref_t / t,
                          "per_seed": [x["accuracy"] for x in runs[case]]})
         print(f"\n# mini_resnet (robust Linf 32/255, {a.source_epochs} epochs on digits 0-4, "
               f"16 px) -> digits 5-9 at {a.image_size} px; {r['n_train']} train / {n_test} test "
               f"(1 example = {100 / n_test:.2f} points); {a.epochs} epochs, step {a.step_lr}, "
-              f"batch 64, lr 0.01; {a.seeds} seeds; torch {torch.__version__}, "
+              f"batch 64, lr {r['lr']}; {a.seeds} seeds; torch {torch.__version__}, "
               f"{torch.get_num_threads()} thread(s), {platform.machine()}")
         print("| protocol | K | accuracy % (mean ± sd) | |Δ| vs paper | 2·SE of Δ | "
-              "time s | speed-up |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+              "last-epoch train loss | time s | speed-up |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for row in rows:
             case = row["case"]
             label, k = (("paper (network, fresh views)", "–") if case == "paper" else
@@ -144,7 +148,8 @@ def main() -> int:
                         ("cached centre crop" if case == "kview 1" else "cached K views",
                          case.split()[1] + (" (centre)" if case == "kview 1" else "")))
             print(f"| {label} | {k} | {row['mean']:.2f} ± {row['sd']:.2f} | "
-                  f"{row['delta']:.2f} | {row['noise_2se']:.2f} | {row['wall_s']:.1f} | "
+                  f"{row['delta']:.2f} | {row['noise_2se']:.2f} | "
+                  f"{row['final_train_loss']:.3f} | {row['wall_s']:.1f} | "
                   f"{row['speedup']:.1f}× |")
         print(f"\nsource training {source_s:.1f}s; total {time.perf_counter() - t_all:.0f}s")
         if a.json:

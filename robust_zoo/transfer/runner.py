@@ -21,7 +21,8 @@ from ..distributed import Dist, barrier, cleanup, setup
 from .engine import accuracy_metrics, predict, train_network
 from .feature_cache import (cached_features, default_cache_dir, head_predict, model_fingerprint,
                             train_head)
-from .hparams import PAPER_PROTOCOLS, TransferConfig, default_protocol, paper_lr, paper_result
+from .hparams import (DEFAULT_VIEWS, PAPER_PROTOCOLS, TransferConfig, default_protocol, paper_lr,
+                      paper_result)
 
 __all__ = ["load_model", "check_model_name", "run_transfer", "run_dir", "prepare_model"]
 
@@ -96,7 +97,7 @@ def _model_meta(model: nn.Module, name: str) -> dict[str, Any]:
 def _protocol_tag(cfg: TransferConfig) -> str:
     """"" for the mode's default protocol, else "-<protocol>" (K-view: "-kview<K>")."""
     r = cfg.resolved()
-    if r.protocol == "paper-kview-approx" and r.views != TransferConfig().resolved().views:
+    if r.protocol == "paper-kview-approx" and r.views != DEFAULT_VIEWS:
         return f"-kview{r.views}"
     return "" if r.protocol == default_protocol(r.mode) else f"-{r.protocol}"
 
@@ -195,7 +196,7 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
         metric = spec.metric
         result = {**meta, "dataset": spec.name, "mode": rcfg.mode, "protocol": rcfg.protocol,
                   "train_transform": repr(fit_tf), "views": rcfg.views,
-                  "path": "cached" if rcfg.uses_cache else "network",
+                  "path": rcfg.path,
                   "metric": metric, "accuracy": m[metric], "top1": m["top1"],
                   "mean_per_class": m["mean_per_class"], "num_classes": num_classes,
                   "n_train": len(train_ds), "n_test": m["n"], "lr": lr, "lr_source": lr_source,
