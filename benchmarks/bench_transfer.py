@@ -14,7 +14,7 @@ network has random weights, so nothing is downloaded; the timings are what matte
 * ``cached cold``  protocol ``centre-crop-sgd`` on cached features: extract train centre crops
                    + test once, train the head on them;
 * ``cached warm``  the same with the features already on disk (another lr / seed / sweep point);
-* ``kview cold`` / ``kview warm``  the fixed-feature default, ``paper-kview-approx``: K = 8
+* ``kview cold`` / ``kview warm``  the fixed-feature default, ``paper-kview-approx``: K = 16
                    augmented views per training image extracted once (``--views``).
 
 Ratios are against ``network+aug`` of the same invocation.
@@ -62,7 +62,7 @@ def main() -> None:
     p.add_argument("--per-train", type=int, default=30)
     p.add_argument("--per-test", type=int, default=10)
     p.add_argument("--source-size", type=int, default=144, help="side of the generated PNGs")
-    p.add_argument("--views", type=int, default=8, help="K of the kview runs")
+    p.add_argument("--views", type=int, default=16, help="K of the kview runs")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--json", help="also write the numbers here")

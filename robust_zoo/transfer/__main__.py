@@ -8,8 +8,8 @@
         --dataset cifar10 --mode full --data-root DIR --out runs/t --resume
     python -m robust_zoo.transfer plot runs/sweep/results.csv --out runs/sweep
 
-Protocols (--protocol; default: paper-kview-approx for fixed-feature, paper otherwise) and the
-older flags that select them: --slow → paper (fixed-feature head behind the frozen network),
+Protocols (--protocol; default: paper, the paper code's path, for every mode) and the older
+flags that select them: --slow → paper (fixed-feature head behind the frozen network),
 --views K>1 → paper-kview-approx with K views, --views 1 or --no-augment → centre-crop-sgd,
 --head-solver lbfgs → centre-crop-lbfgs. See docs/transfer.md.
 """
@@ -85,11 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "augmented views per image, one drawn per epoch (fixed-feature; its "
                         "approximation); centre-crop-sgd = the SGD recipe on centre crops; "
                         "centre-crop-lbfgs = L-BFGS linear probe on centre-crop features "
-                        "(Kornblith et al. 2019). Default: paper-kview-approx for fixed-feature, "
-                        "paper for other modes")
+                        "(Kornblith et al. 2019). Default: paper")
     f.add_argument("--slow", action="store_true",
                    help="fixed-feature: train the head behind the frozen network every epoch "
-                        "(protocol paper, the paper code's path) instead of on cached features")
+                        "(protocol paper, the default; kept for older command lines)")
     f.add_argument("--views", type=int,
                    help="cached path: 1 = centre-crop features (protocol centre-crop-sgd); K > 1 "
                         f"= K augmented views (paper-kview-approx; default {DEFAULT_VIEWS})")

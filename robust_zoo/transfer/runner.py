@@ -21,8 +21,7 @@ from ..distributed import Dist, barrier, cleanup, setup
 from .engine import accuracy_metrics, predict, train_network
 from .feature_cache import (cached_features, default_cache_dir, head_predict, model_fingerprint,
                             train_head)
-from .hparams import (DEFAULT_VIEWS, PAPER_PROTOCOLS, TransferConfig, default_protocol, paper_lr,
-                      paper_result)
+from .hparams import PAPER_PROTOCOLS, TransferConfig, default_protocol, paper_lr, paper_result
 
 __all__ = ["load_model", "check_model_name", "run_transfer", "run_dir", "prepare_model"]
 
@@ -97,7 +96,7 @@ def _model_meta(model: nn.Module, name: str) -> dict[str, Any]:
 def _protocol_tag(cfg: TransferConfig) -> str:
     """"" for the mode's default protocol, else "-<protocol>" (K-view: "-kview<K>")."""
     r = cfg.resolved()
-    if r.protocol == "paper-kview-approx" and r.views != DEFAULT_VIEWS:
+    if r.protocol == "paper-kview-approx":
         return f"-kview{r.views}"
     return "" if r.protocol == default_protocol(r.mode) else f"-{r.protocol}"
 
@@ -124,10 +123,10 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
     ``dataset`` and write ``result.json`` (plus weights) to ``out_dir``. Returns the result.
 
     ``config.protocol`` decides what training sees (``hparams.resolve_protocol``): by default
-    fixed-feature mode trains the head on K cached augmented views per image
-    ("paper-kview-approx"), other modes train behind the network on fresh augmented views
-    ("paper"; DDP under torchrun). ``result["paper_reference"]`` (the paper's number for the
-    same data set, arch and mode) is there only for the paper's protocol and its K-view
+    ("paper") every mode trains behind the network on fresh augmented views every epoch (DDP
+    under torchrun); the fixed-feature protocols "paper-kview-approx" and "centre-crop-*" train
+    the head on cached features. ``result["paper_reference"]`` (the paper's number for the same
+    data set, arch and mode) is there only for the paper's protocol and its K-view
     approximation.
     """
     cfg = (config or TransferConfig()).resolved()
