@@ -14,7 +14,7 @@ network has random weights, so nothing is downloaded; the timings are what matte
 * ``cached cold``  protocol ``centre-crop-sgd`` on cached features: extract train centre crops
                    + test once, train the head on them;
 * ``cached warm``  the same with the features already on disk (another lr / seed / sweep point);
-* ``kview cold`` / ``kview warm``  the fixed-feature default, ``paper-kview-approx``: K = 16
+* ``kview cold`` / ``kview warm``  protocol ``paper-kview-approx``: K = 16
                    augmented views per training image extracted once (``--views``).
 
 Ratios are against ``network+aug`` of the same invocation.
