@@ -5,12 +5,17 @@ network, every epoch), same data, same epochs, same recipe. Run by hand:
     .venv/bin/python benchmarks/bench_transfer.py --image-size 224 --epochs 20
 
 The data set is generated (coloured-noise classes, PNG files in an ImageFolder tree) and the
-network has random weights, so nothing is downloaded; the timings are what matters. Four runs:
+network has random weights, so nothing is downloaded; the timings are what matters. Runs:
 
-* ``network+aug``  the paper code's path: RandomResizedCrop+flip, full forward every epoch;
-* ``network``      the same without augmentation (the computation the cache reproduces);
-* ``cached cold``  extract features once (train centre crops + test), train the head on them;
-* ``cached warm``  the same with the features already on disk (another lr / seed / sweep point).
+* ``network+aug``  protocol ``paper``, the paper code's path: RandomResizedCrop+flip, full
+                   forward every epoch;
+* ``network``      protocol ``centre-crop-sgd`` behind the network (no augmentation: the
+                   computation the centre-crop cache reproduces);
+* ``cached cold``  protocol ``centre-crop-sgd`` on cached features: extract train centre crops
+                   + test once, train the head on them;
+* ``cached warm``  the same with the features already on disk (another lr / seed / sweep point);
+* ``kview cold`` / ``kview warm``  protocol ``paper-kview-approx``: K = 16
+                   augmented views per training image extracted once (``--views``).
 
 Ratios are against ``network+aug`` of the same invocation.
 """
@@ -57,6 +62,7 @@ def main() -> None:
     p.add_argument("--per-train", type=int, default=30)
     p.add_argument("--per-test", type=int, default=10)
     p.add_argument("--source-size", type=int, default=144, help="side of the generated PNGs")
+    p.add_argument("--views", type=int, default=16, help="K of the kview runs")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--json", help="also write the numbers here")
@@ -71,13 +77,17 @@ def main() -> None:
         common = dict(data_root=data, progress=False, log=lambda *x: None, workers=a.workers,
                       model_name=a.arch)
         base = dict(epochs=a.epochs, image_size=a.image_size, lr=0.01)
-        runs = [("network+aug", TransferConfig(path="network", **base), None),
-                ("network", TransferConfig(path="network", augment=False, **base), None),
-                ("cached cold", TransferConfig(**base), tmp / "cache"),
-                ("cached warm", TransferConfig(**base), tmp / "cache")]
+        cc = dict(protocol="centre-crop-sgd", **base)
+        kv = dict(protocol="paper-kview-approx", views=a.views, **base)
+        runs = [("network+aug", TransferConfig(protocol="paper", **base), None),
+                ("network", TransferConfig(path="network", **cc), None),
+                ("cached cold", TransferConfig(**cc), tmp / "cache"),
+                ("cached warm", TransferConfig(**cc), tmp / "cache"),
+                ("kview cold", TransferConfig(**kv), tmp / "cache"),
+                ("kview warm", TransferConfig(**kv), tmp / "cache")]
         # warm-up: first-call costs (oneDNN kernels, imports) must not land on one path only
         run_transfer(model, "imagefolder", out_dir=tmp / "warmup", cache_dir=None,
-                     config=TransferConfig(epochs=1, image_size=a.image_size), **common)
+                     config=TransferConfig(epochs=1, image_size=a.image_size, views=2), **common)
         results = {}
         for name, cfg, cache in runs:
             t0 = time.perf_counter()

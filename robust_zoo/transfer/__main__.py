@@ -7,15 +7,22 @@
     torchrun --nproc_per_node 8 -m robust_zoo.transfer --model resnet50_l2_eps3 \\
         --dataset cifar10 --mode full --data-root DIR --out runs/t --resume
     python -m robust_zoo.transfer plot runs/sweep/results.csv --out runs/sweep
+
+Protocols (--protocol; default: paper, the paper code's path, for every mode) and the older
+flags that select them: --slow → paper (fixed-feature head behind the frozen network),
+--views K>1 → paper-kview-approx with K views, --views 1 or --no-augment → centre-crop-sgd,
+--head-solver lbfgs → centre-crop-lbfgs. See docs/transfer.md.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
 from .core import MODES
 from .datasets import DATASETS
+from .hparams import DEFAULT_VIEWS, HEAD_SOLVERS, PROTOCOLS
 
 
 def _bool(s: str) -> bool:
@@ -65,17 +72,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shrink images to PX (shorter side) before the usual resizing, e.g. 32 "
                         "(the paper's granularity experiment)")
     r.add_argument("--no-augment", action="store_true",
-                   help="train behind the network on centre crops (no RandomResizedCrop/flip)")
+                   help="train on centre crops, no RandomResizedCrop/flip (protocol "
+                        "centre-crop-sgd)")
     r.add_argument("--hidden", type=int, nargs="*", default=[],
                    help="hidden layer widths in front of the new head")
     r.add_argument("--seed", type=int, default=0)
-    f = p.add_argument_group("fixed-feature fast path")
+    f = p.add_argument_group("protocol and fixed-feature fast path")
+    f.add_argument("--protocol", choices=PROTOCOLS,
+                   help="what training sees: paper = fresh RandomResizedCrop+flip views behind "
+                        "the (frozen) network every epoch, the paper code's path; "
+                        f"paper-kview-approx = K (--views, default {DEFAULT_VIEWS}) cached "
+                        "augmented views per image, one drawn per epoch (fixed-feature; its "
+                        "approximation); centre-crop-sgd = the SGD recipe on centre crops; "
+                        "centre-crop-lbfgs = L-BFGS linear probe on centre-crop features "
+                        "(Kornblith et al. 2019). Default: paper")
     f.add_argument("--slow", action="store_true",
                    help="fixed-feature: train the head behind the frozen network every epoch "
-                        "(the paper code's path) instead of on cached features")
-    f.add_argument("--views", type=int, default=1,
-                   help="cached path: 1 = centre-crop features; K > 1 = K augmented views")
-    f.add_argument("--head-solver", choices=("sgd", "lbfgs"), default="sgd")
+                        "(protocol paper, the default; kept for older command lines)")
+    f.add_argument("--views", type=int,
+                   help="cached path: 1 = centre-crop features (protocol centre-crop-sgd); K > 1 "
+                        f"= K augmented views (paper-kview-approx; default {DEFAULT_VIEWS})")
+    f.add_argument("--head-solver", choices=HEAD_SOLVERS,
+                   help="lbfgs: protocol centre-crop-lbfgs; sgd: the recipe (every other "
+                        "protocol)")
     f.add_argument("--cache-dir", help="feature cache (default: $ROBUST_ZOO_CACHE/features)")
     f.add_argument("--no-cache", action="store_true", help="extract features without caching")
     x = p.add_argument_group("execution")
@@ -118,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["plot"]:
         return _plot_main(argv[1:])
     args = build_parser().parse_args(argv)
+    from ..errors import RobustZooError
     from .core import parse_mode
     from .datasets import DatasetNotFoundError, UnknownDatasetError, get_spec
     from .hparams import TransferConfig
@@ -137,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                              path="network" if args.slow else "auto", views=args.views,
                              head_solver=args.head_solver, eval_every=args.eval_every,
                              precision=None if args.amp is None else ("bf16" if args.amp else "fp32"),
-                             channels_last=args.channels_last)
+                             channels_last=args.channels_last, protocol=args.protocol)
+        for mode in modes:          # a protocol that one of the modes cannot run: fail now
+            dataclasses.replace(cfg, mode=mode).resolved()
         if args.data_root is None:
             raise DatasetNotFoundError("--data-root DIR is required (the folder holding the "
                                        "data sets; add --download to fetch them into it)")
@@ -147,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
               download=args.download, cache_dir=cache, resume=args.resume, force=args.force,
               progress=not args.no_progress, workers=args.workers, device=args.device,
               save_model=args.save_model, plots=not args.no_plots)
-    except (DatasetNotFoundError, UnknownDatasetError, ValueError, KeyError) as e:
+    except (RobustZooError, DatasetNotFoundError, UnknownDatasetError, ValueError,
+            KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -5,7 +5,11 @@ eval mode), so its output for an image never changes: extract it once, store it 
 train the head on the stored matrix with the same recipe (same initial head, same SGD, same
 per-epoch order of examples). Without augmentation that is the same computation as training the
 head behind the frozen network, up to float rounding; with ``views=K`` the cache holds K
-augmented views of every training image and each epoch draws one per image.
+augmented views of every training image and each epoch draws one per image (the
+"paper-kview-approx" protocol: an approximation of fresh views every epoch, measured in
+benchmarks/README.md). View ``v`` of image ``i`` is drawn from the torch RNG seeded with
+``data.sample_seed(seed, v, i)``, so it depends on nothing else (not on workers, world size or
+batch size).
 
 Cache files are keyed by a hash of the backbone's weights (every tensor except the head's,
 normalization included), the samples (data set, root, split, labels), the transform and the
@@ -23,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import sample_seed
 from ..models import head_path, unwrap
 from ..io import atomic_path
 from .core import features
@@ -32,7 +37,7 @@ from ..engine.precision import autocast
 from .finetune import epoch_permutation, make_loader, progress_bar
 
 __all__ = ["default_cache_dir", "model_fingerprint", "cache_key", "extract_features",
-           "cached_features", "train_head"]
+           "cached_features", "train_head", "SeededView"]
 
 
 def default_cache_dir() -> Path:
@@ -61,8 +66,24 @@ def cache_key(model_fp: str, data_fp: str, transform: Callable | None, views: in
               dtype: torch.dtype) -> str:
     desc = json.dumps({"model": model_fp, "data": data_fp, "transform": repr(transform),
                        "views": views, "seed": seed if views > 1 else None,
-                       "dtype": str(dtype), "version": 1}, sort_keys=True)
+                       "dtype": str(dtype), "version": 2}, sort_keys=True)
     return hashlib.sha256(desc.encode()).hexdigest()
+
+
+class SeededView(torch.utils.data.Dataset):
+    """View ``view`` of ``ds``: item ``i`` is ``ds[i]`` with its random transform drawn from the
+    torch RNG seeded with ``sample_seed(seed, view, i)``; the global RNG is left as found."""
+
+    def __init__(self, ds, seed: int, view: int):
+        self.ds, self.seed, self.view = ds, int(seed), int(view)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, self.view, i))
+            return self.ds[i]
 
 
 @torch.no_grad()
@@ -111,8 +132,10 @@ def cached_features(model: nn.Module, ds, *, cache_dir: Path | None, views: int 
     """(features ``[views, N, D]``, labels ``[N]``, info) for ``ds`` with its own transform.
 
     ``cache_dir=None`` disables the cache. ``info`` has ``hit`` (read from disk), ``path`` and
-    ``extract_s``. View ``v > 0`` is drawn with the torch RNG seeded from (seed, v), so a
-    cached file and a fresh extraction agree.
+    ``extract_s``. With ``views > 1`` view ``v`` is ``SeededView(ds, seed, v)``: every random
+    crop is a function of (seed, v, image index), so a cached file, a fresh extraction and an
+    extraction under DDP agree. ``views=1`` is meant for a deterministic transform (the
+    centre crop).
     """
     dist = dist or Dist()
     labels = torch.tensor(ds.targets, dtype=torch.long)
@@ -136,8 +159,8 @@ def cached_features(model: nn.Module, ds, *, cache_dir: Path | None, views: int 
     t0 = time.perf_counter()
     out = []
     for v in range(views):
-        torch.manual_seed(seed * 7919 + v)
-        out.append(extract_features(model, ds, workers=workers, batch_size=batch_size, dist=dist,
+        view = SeededView(ds, seed, v) if views > 1 else ds
+        out.append(extract_features(model, view, workers=workers, batch_size=batch_size, dist=dist,
                                     progress=progress, desc=f"features {ds.split}"
                                     + (f" view {v + 1}/{views}" if views > 1 else "")))
     feats = torch.stack(out)

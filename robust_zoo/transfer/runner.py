@@ -23,7 +23,7 @@ from ..engine import checkpoint as engine_checkpoint
 from .finetune import accuracy_metrics, predict_dataset, train_network
 from .feature_cache import (cached_features, default_cache_dir, head_predict, model_fingerprint,
                             train_head)
-from .hparams import TransferConfig, paper_lr, paper_result
+from .hparams import PAPER_PROTOCOLS, TransferConfig, default_protocol, paper_lr, paper_result
 
 __all__ = ["load_model", "check_model_name", "run_transfer", "run_dir", "prepare_model"]
 
@@ -81,8 +81,18 @@ def _model_meta(model: nn.Module, name: str) -> dict[str, Any]:
             "norm": getattr(entry, "norm", None), "eps": getattr(entry, "eps", None)}
 
 
+def _protocol_tag(cfg: TransferConfig) -> str:
+    """"" for the mode's default protocol, else "-<protocol>" (K-view: "-kview<K>")."""
+    r = cfg.resolved()
+    if r.protocol == "paper-kview-approx":
+        return f"-kview{r.views}"
+    return "" if r.protocol == default_protocol(r.mode) else f"-{r.protocol}"
+
+
 def run_dir(out: Path, model: str, dataset: str, cfg: TransferConfig) -> Path:
-    tag = cfg.mode + (f"-g{cfg.granularity}" if cfg.granularity else "") + (
+    """``out/<model>/<data set>/<mode>[-<protocol>][-g<PX>][-faithful]``; the protocol appears
+    when it is not the mode's default."""
+    tag = cfg.mode + _protocol_tag(cfg) + (f"-g{cfg.granularity}" if cfg.granularity else "") + (
         "-faithful" if cfg.faithful else "")
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in model)
     return Path(out) / safe / dataset / tag
@@ -100,10 +110,14 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
     """Transfer ``model`` (a zoo name, or a loaded ``RobustModel``, which is not modified) to
     ``dataset`` and write ``result.json`` (plus weights) to ``out_dir``. Returns the result.
 
-    Fixed-feature mode trains the head on cached features unless ``config.path="network"`` or
-    ``config.faithful``; other modes train behind the network (DDP under torchrun).
+    ``config.protocol`` decides what training sees (``hparams.resolve_protocol``): by default
+    ("paper") every mode trains behind the network on fresh augmented views every epoch (DDP
+    under torchrun); the fixed-feature protocols "paper-kview-approx" and "centre-crop-*" train
+    the head on cached features. ``result["paper_reference"]`` (the paper's number for the same
+    data set, arch and mode) is there only for the paper's protocol and its K-view
+    approximation.
     """
-    cfg = config or TransferConfig()
+    cfg = (config or TransferConfig()).resolved()
     own_dist = dist is None
     dist = dist or setup(device)
     t_start = time.perf_counter()
@@ -117,7 +131,8 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
             train_ds, test_ds, spec = load_splits(dataset, data_root)
         else:
             train_ds, test_ds, spec = datasets
-        train_ds = train_ds.with_transform(train_tf if cfg.augment else test_tf)
+        fit_tf = train_tf if cfg.augment else test_tf     # what training sees
+        train_ds = train_ds.with_transform(fit_tf)
         test_ds = test_ds.with_transform(test_tf)
 
         if isinstance(model, str):
@@ -132,9 +147,10 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
             spec.name, net.arch, cfg.mode)
         rcfg = dataclasses.replace(cfg, lr=lr)
         if dist.is_main:
-            log(f"[{name} → {spec.name}] mode={rcfg.mode} lr={lr} ({lr_source}) "
-                f"epochs={rcfg.epochs} train={len(train_ds)} test={len(test_ds)} "
-                f"classes={num_classes} path={'cached' if rcfg.uses_cache else 'network'}")
+            views = f" views={rcfg.views}" if rcfg.protocol == "paper-kview-approx" else ""
+            log(f"[{name} → {spec.name}] mode={rcfg.mode} protocol={rcfg.protocol}{views} "
+                f"lr={lr} ({lr_source}) epochs={rcfg.epochs} train={len(train_ds)} "
+                f"test={len(test_ds)} classes={num_classes} path={rcfg.path}")
 
         timing: dict[str, float] = {}
         extra: dict[str, Any] = {}
@@ -142,11 +158,9 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
             cdir = (default_cache_dir() if cache_dir == DEFAULT_CACHE else
                     Path(cache_dir) if cache_dir else None)
             fp = model_fingerprint(net)
-            view_tf = test_tf if rcfg.views == 1 else train_tf
             common = dict(cache_dir=cdir, seed=rcfg.seed, tag=name, workers=workers, dist=dist,
                           progress=progress, log=log, model_fp=fp)
-            ftr, ytr, itr = cached_features(net, train_ds.with_transform(view_tf),
-                                            views=rcfg.views, **common)
+            ftr, ytr, itr = cached_features(net, train_ds, views=rcfg.views, **common)
             fte, yte, ite = cached_features(net, test_ds, views=1, **common)
             timing["extract_s"] = itr["extract_s"] + ite["extract_s"]
             extra["cache"] = {"train": itr, "test": ite}
@@ -167,17 +181,20 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
         timing["train_s"] = info["train_s"]
         m = accuracy_metrics(preds, labels)
         metric = spec.metric
-        result = {**meta, "dataset": spec.name, "mode": rcfg.mode,
-                  "path": "cached" if rcfg.uses_cache else "network",
+        result = {**meta, "dataset": spec.name, "mode": rcfg.mode, "protocol": rcfg.protocol,
+                  "train_transform": repr(fit_tf), "views": rcfg.views,
+                  "path": rcfg.path,
                   "metric": metric, "accuracy": m[metric], "top1": m["top1"],
                   "mean_per_class": m["mean_per_class"], "num_classes": num_classes,
                   "n_train": len(train_ds), "n_test": m["n"], "lr": lr, "lr_source": lr_source,
                   "epochs": rcfg.epochs, "granularity": rcfg.granularity,
                   "faithful": rcfg.faithful, "seed": rcfg.seed,
-                  "paper": paper_result(spec.name, net.arch, rcfg.mode),
                   "config": rcfg.to_dict(), "history": info["history"],
                   "time_s": time.perf_counter() - t_start, **timing, **extra,
                   "out_dir": str(out_dir)}
+        reference = paper_result(spec.name, net.arch, rcfg.mode)
+        if rcfg.protocol in PAPER_PROTOCOLS and reference is not None:
+            result["paper_reference"] = reference
         if dist.is_main:
             _write_outputs(out_dir, net, result, rcfg, save_model)
             if not keep_checkpoint:

@@ -2,9 +2,10 @@
 
 Every run writes ``OUT/<model>/<data set>/<mode>/result.json``; the sweep rewrites
 ``OUT/results.csv`` and ``OUT/results.json`` after each run, so an interrupted sweep keeps what
-it finished, and running it again skips runs whose result.json exists (``force=True`` redoes
-them). Data sets and models are checked before the first run starts, so a missing data set or a
-misspelt name fails in seconds rather than hours in.
+it finished, and running it again skips runs whose result.json exists with the same protocol
+(``force=True`` redoes them). Data sets, models and the protocol of every mode are checked
+before the first run starts, so a missing data set, a misspelt name or a protocol a mode cannot
+run fails in seconds rather than hours in.
 """
 from __future__ import annotations
 
@@ -24,13 +25,15 @@ from .runner import DEFAULT_CACHE, check_model_name, load_model, run_dir, run_tr
 __all__ = ["sweep", "summary_row", "write_results", "read_results", "COLUMNS"]
 
 COLUMNS = ["model", "arch", "norm", "eps", "dataset", "mode", "granularity", "faithful", "path",
-           "metric", "accuracy", "top1", "mean_per_class", "lr", "epochs", "n_train", "n_test",
-           "time_s", "paper_accuracy", "out_dir"]
+           "protocol", "views", "metric", "accuracy", "top1", "mean_per_class", "lr", "epochs",
+           "n_train", "n_test", "time_s", "paper_accuracy", "out_dir"]
 
 
 def summary_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One table row; ``paper_accuracy`` is the paper's number where the run's protocol is
+    comparable with it (``paper_reference``), else empty."""
     row = {k: result.get(k) for k in COLUMNS}
-    row["paper_accuracy"] = (result.get("paper") or {}).get("accuracy")
+    row["paper_accuracy"] = (result.get("paper_reference") or {}).get("accuracy")
     return row
 
 
@@ -57,12 +60,25 @@ def read_results(path: "str | Path") -> list[dict]:
             for k in ("eps", "accuracy", "top1", "mean_per_class", "lr", "time_s",
                       "paper_accuracy"):
                 r[k] = float(r[k]) if r.get(k) not in (None, "") else None
-            for k in ("granularity", "epochs", "n_train", "n_test"):
+            for k in ("granularity", "epochs", "n_train", "n_test", "views"):
                 r[k] = int(r[k]) if r.get(k) not in (None, "") else None
             r["faithful"] = r.get("faithful") == "True"
             r["norm"] = r.get("norm") or None
+            r["protocol"] = r.get("protocol") or None
             rows.append(r)
     return rows
+
+
+def _finished(res_file: Path, cfg: TransferConfig) -> dict | None:
+    """The result in ``res_file`` if it is a finished run of ``cfg``'s protocol (a result
+    without a protocol, written before protocols were recorded, is not)."""
+    if not res_file.exists():
+        return None
+    res = json.loads(res_file.read_text())
+    r = cfg.resolved()
+    if res.get("protocol") != r.protocol or res.get("views") != r.views:
+        return None
+    return res
 
 
 def sweep(models: Sequence[str], datasets: Sequence[str], *, data_root, out,
@@ -84,6 +100,7 @@ def sweep(models: Sequence[str], datasets: Sequence[str], *, data_root, out,
         splits = {d: load_splits(d, data_root) for d in datasets}  # fails early when missing
         for m in models:  # same early check for model names
             check_model_name(m, manifest=manifest, pretrained=pretrained)
+        mode_cfgs = [dataclasses.replace(cfg, mode=mode) for mode in modes]  # and protocols
         rows: list[dict] = []
         done = {}
         if (out / "results.json").exists() and not force:
@@ -92,12 +109,12 @@ def sweep(models: Sequence[str], datasets: Sequence[str], *, data_root, out,
             model = None
             for d in datasets:
                 spec = splits[d][2]
-                for mode in modes:
-                    rcfg = dataclasses.replace(cfg, mode=mode)
+                for rcfg in mode_cfgs:
                     rdir = run_dir(out, m, spec.name, rcfg)
                     res_file = rdir / "result.json"
-                    if res_file.exists() and not force:
-                        rows.append(summary_row(json.loads(res_file.read_text())))
+                    before = _finished(res_file, rcfg) if not force else None
+                    if before is not None:
+                        rows.append(summary_row(before))
                         if dist.is_main:
                             log(f"[{m} → {spec.name} {rcfg.mode}] done before: skipped")
                         continue
