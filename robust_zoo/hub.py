@@ -84,7 +84,8 @@ def cache_write_error(e: OSError, path: Path, doing: str) -> CacheWriteError:
     """The specific error for a cache that cannot be written."""
     why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
            errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-           errno.EPERM: "permission denied", errno.ENOTDIR: "a file is where a folder must be"
+           errno.EPERM: "permission denied", errno.ENOTDIR: "a file is where a folder must be",
+           errno.EEXIST: "a file is where a folder must be"
            }.get(e.errno, e.strerror or type(e).__name__)
     return CacheWriteError(f"Could not {doing} in the cache ({path}): {why}. Free space, fix "
                            "the permissions, or point ROBUST_ZOO_CACHE at a writable folder.")
@@ -390,6 +391,12 @@ def _fetch_hf(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> 
                 raise cache_write_error(e, Path(_hf_cache()), f"download {what}") from None
             raise SourceUnavailableError(f"{what} could not be downloaded ({type(e).__name__}: "
                                          f"{str(e).splitlines()[0][:300]})") from None
+        except RecursionError:
+            # huggingface_hub resumes a dropped body recursively and resets its retry count
+            # whenever some bytes arrived: a server that always drops mid-body exhausts the stack
+            raise SourceUnavailableError(f"{what} could not be downloaded: the server kept "
+                                         "closing the connection before the end of the file"
+                                         ) from None
         except Exception as e:  # noqa: BLE001 — HTTP errors of huggingface_hub / httpx
             if type(e).__module__.split(".")[0] not in ("huggingface_hub", "httpx", "httpx2",
                                                         "requests"):

@@ -173,10 +173,18 @@ class Entry:
             if not isinstance(d["files"], list) or not d["files"]:
                 raise validate.FieldError("files", "lists no files")
             files = tuple(_file_spec(f, i) for i, f in enumerate(d["files"]))
+            if not isinstance(d.get("recipe") or {}, dict):
+                raise validate.FieldError("recipe", f"{d['recipe']!r} is not an object")
+            metrics = d.get("metrics") or []
+            if not isinstance(metrics, list) or not all(isinstance(x, dict) for x in metrics):
+                raise validate.FieldError("metrics", f"{metrics!r} is not a list of objects")
+            for k in ("license", "citation", "description"):
+                if d.get(k) is not None and not isinstance(d[k], str):
+                    raise validate.FieldError(k, f"{d[k]!r} is not a string or null")
         except ValueError as e:
             raise ManifestError(f"{where}: {e}") from None
         return cls(name=d["name"], arch=get_arch(d["arch"]).name, norm=norm, eps=eps,
-                   files=files, metrics=tuple(d.get("metrics", ())),
+                   files=files, metrics=tuple(metrics),
                    preprocessing=dict(pre), license=d.get("license"),
                    citation=d.get("citation"), recipe=dict(d.get("recipe") or {}),
                    num_classes=num_classes, description=d.get("description"),
