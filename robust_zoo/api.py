@@ -107,6 +107,8 @@ def load_state_dict(entry: Entry, *, verify: str = "auto", progress: bool = True
         except (hub.SourceUnavailableError, hub.NotCachedError) as e:
             errors.append(e)
             continue
+        if spec.format != "safetensors":  # a converted copy: matched to the arch when written
+            return loaded.state_dict, loaded.metadata
         return _net_keys(loaded.state_dict, entry, spec.describe()), loaded.metadata
     if len(errors) == 1:
         raise errors[0]
