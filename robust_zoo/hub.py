@@ -32,7 +32,8 @@ from typing import Iterator
 from . import validate
 from .errors import RobustZooError
 from .validate import IntegrityError
-from .io import FAST_DIGEST, atomic_path, atomic_write_text, hash_file, sha256_file
+from .io import (FAST_DIGEST, atomic_path, atomic_write_text, hash_file,  # noqa: F401
+                 sha256_file)
 from .manifest import FileSpec
 
 VERIFY_MODES = ("auto", "always", "never")

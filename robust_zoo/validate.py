@@ -266,7 +266,8 @@ def safetensors_header(header: bytes, file_size: int, what: str) -> SafetensorsH
     for t in tensors:
         if t.begin != pos:
             raise CheckpointFormatError(f"{what}: tensor {t.name!r} starts at byte "
-                                        f"{t.begin - data_start} of the data, expected {pos - data_start} "
+                                        f"{t.begin - data_start} of the data, expected "
+                                        f"{pos - data_start} "
                                         "(holes or overlapping tensors)")
         pos = t.end
     if pos != file_size:

@@ -190,5 +190,6 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu"
     return sd, loaded.metadata
 
 
-__all__ = ["save_weights", "write_safetensors", "serialized_digest", "weights_metadata", "read_weights", "read_metadata", "load_weights",
+__all__ = ["save_weights", "write_safetensors", "serialized_digest", "weights_metadata",
+           "read_weights", "read_metadata", "load_weights",
            "Loaded", "FAST_DIGEST", "FORMAT_TAG"]
