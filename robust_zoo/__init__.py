@@ -11,8 +11,7 @@ Heavy modules (torchvision, huggingface_hub, timm) are imported on first use, so
 from __future__ import annotations
 
 from ._lazy import lazy_getattr as _lazy_getattr
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 _LAZY = {
     "load": "api", "list_models": "api", "get_entry": "api", "download": "api",

@@ -4,21 +4,18 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import hub
+from . import cache, hub, validate
 from .archs import build, get_arch
-from .io import atomic_write_text
-from .errors import UsageError
-from .convert import CheckpointFormatError, from_robustness, match_state_dict, read_checkpoint
-from .manifest import Entry, FileSpec, Manifest, UnknownModelError, load_manifest
+from .convert import match_state_dict
+from .errors import RobustZooError, UsageError
+from .manifest import Entry, FileSpec, Manifest, ManifestError, UnknownModelError, load_manifest
 from .models import RobustModel, replace_head
-from .weights import load_weights, save_weights
 
 __all__ = ["load", "get_entry", "list_models", "download", "load_state_dict", "arch_of"]
 
@@ -93,8 +90,8 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
                                    local_files_only=local_files_only)
         net = build(a.name, entry.num_classes, device="meta")
         net.load_state_dict(_with_versions(sd, net), strict=True, assign=True)
-        mean = tuple(json.loads(meta["mean"])) if "mean" in meta else mean
-        std = tuple(json.loads(meta["std"])) if "std" in meta else std
+        mean = validate.metadata_json_list(meta, "mean", entry.name) or mean
+        std = validate.metadata_json_list(meta, "std", entry.name) or std
     else:
         net = build(a.name, entry.num_classes)
     if num_classes is not None and num_classes != entry.num_classes:
@@ -119,18 +116,19 @@ def _with_versions(sd: dict[str, torch.Tensor], net: nn.Module) -> "OrderedDict"
 def load_state_dict(entry: Entry, *, verify: str = "auto", progress: bool = True,
                     local_files_only: bool = False
                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(torchvision state dict, metadata) for ``entry``: its files tried in order of preference."""
+    """(torchvision state dict, metadata) for ``entry``: its files tried in order of preference,
+    each verified and content-checked by ``robust_zoo.cache``."""
     errors = []
     for spec in entry.files:
         try:
-            if spec.format == "safetensors":
-                path = hub.fetch(spec, base_dir=entry.base_dir, verify=verify, progress=progress,
-                                 local_files_only=local_files_only)
-                sd, meta = load_weights(path)
-                return _net_keys(sd, entry, str(path)), meta
-            return _converted(entry, spec, verify, progress, local_files_only)
+            loaded = cache.load_spec(entry, spec, verify=verify, progress=progress,
+                                     local_files_only=local_files_only)
         except (hub.SourceUnavailableError, hub.NotCachedError) as e:
             errors.append(e)
+            continue
+        if spec.format != "safetensors":  # a converted copy: matched to the arch when written
+            return loaded.state_dict, loaded.metadata
+        return _net_keys(loaded.state_dict, entry, spec.describe()), loaded.metadata
     if len(errors) == 1:
         raise errors[0]
     raise hub.SourceUnavailableError(f"No file of {entry.name} could be fetched:\n  "
@@ -144,56 +142,6 @@ def _net_keys(sd: dict[str, torch.Tensor], entry: Entry, what: str) -> dict[str,
     return dict(match_state_dict(sd, entry.arch, entry.num_classes, what=f"file {what}"))
 
 
-def _converted(entry: Entry, spec: FileSpec, verify: str, progress: bool,
-               local_files_only: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Upstream pickle → safetensors, once; later loads read only the safetensors file."""
-    if spec.sha256:
-        hit = _cached_conversion(spec.sha256, verify)
-        if hit is not None:
-            return hit
-    path = hub.fetch(spec, base_dir=entry.base_dir, verify=verify, progress=progress,
-                     local_files_only=local_files_only)
-    source_sha = spec.sha256 or hub.file_sha256(path)
-    with hub.file_lock(f"convert-{source_sha}"):
-        hit = _cached_conversion(source_sha, verify)  # another process may have just done it
-        if hit is not None:
-            return hit
-        try:
-            conv = from_robustness(read_checkpoint(path), entry.arch, mean=entry.mean,
-                                   std=entry.std, source=spec.describe())
-        except CheckpointFormatError as e:
-            raise CheckpointFormatError(f"{entry.name}: {e}") from None
-        out = _conversion_path(source_sha)
-        save_weights(conv.state_dict, out, arch=entry.arch, num_classes=entry.num_classes,
-                     mean=conv.mean, std=conv.std, name=entry.name, source_sha256=source_sha,
-                     source_file=spec.describe(), source_epoch=str(conv.epoch))
-        digest = hub.file_sha256(out, "always")
-        atomic_write_text(out.with_suffix(".json"), json.dumps(
-            {"sha256": digest, "source_sha256": source_sha, "source": spec.describe(),
-             "arch": entry.arch, "name": entry.name}, indent=2))
-    return load_weights(out)
-
-
-def _conversion_path(source_sha: str) -> Path:
-    return hub.cache_dir() / "converted" / f"{source_sha}.safetensors"
-
-
-def _cached_conversion(source_sha: str, verify: str):
-    out = _conversion_path(source_sha)
-    side = out.with_suffix(".json")
-    if not (out.exists() and side.exists()):
-        return None
-    try:
-        expected = json.loads(side.read_text())["sha256"]
-        hub.check_sha256(out, expected, f"converted cache {out}", verify)
-    except (hub.IntegrityError, ValueError, KeyError) as e:
-        warnings.warn(f"Discarding a damaged converted checkpoint ({e}); converting again.")
-        out.unlink(missing_ok=True)
-        side.unlink(missing_ok=True)
-        return None
-    return load_weights(out)
-
-
 def download(names: list[str] | str, *, manifest: Any = None, progress: bool = True,
              verify: str = "auto") -> dict[str, Path]:
     """Fetch, verify (and convert) entries so later loads need no network; returns, per name,
@@ -202,21 +150,8 @@ def download(names: list[str] | str, *, manifest: Any = None, progress: bool = T
     for name in [names] if isinstance(names, str) else names:
         entry = get_entry(name, manifest=manifest)
         load_state_dict(entry, verify=verify, progress=progress)
-        out[name] = _local_file(entry)
+        out[name] = cache.local_file(entry)
     return out
-
-
-def _local_file(entry: Entry) -> Path:
-    """The verified local file behind ``entry`` (the converted copy for upstream pickles)."""
-    for spec in entry.files:
-        try:
-            path = hub.fetch(spec, base_dir=entry.base_dir, progress=False, local_files_only=True)
-        except (hub.NotCachedError, hub.SourceUnavailableError):
-            continue
-        if spec.format == "robustness-ckpt":
-            return _conversion_path(spec.sha256 or hub.file_sha256(path))
-        return path
-    raise hub.NotCachedError(f"{entry.name} has no file in the local cache")
 
 
 # ----------------------------------------------------------------------------- exported repos
@@ -229,12 +164,30 @@ def _is_export_dir(name: str) -> bool:
 
 
 def _export_entry(ref: str) -> Entry:
-    """An Entry for a folder or Hub repo written by ``robust-zoo export``."""
+    """An Entry for a folder or Hub repo written by ``robust-zoo export``; every field of its
+    config.json is checked (``validate.export_config``) before anything is built from it."""
     if ref.startswith("hf-hub:"):
         repo, _, rev = ref[len("hf-hub:"):].partition("@")
+        try:
+            validate.repo_id(repo or None, "hf-hub repo")
+            validate.revision(rev or None, "hf-hub revision")
+        except validate.FieldError as e:
+            raise UnknownModelError(f"{ref}: {e}. Use hf-hub:org/name or hf-hub:org/name@rev")\
+                from None
         cfg_spec = FileSpec(format="safetensors", repo_id=repo, filename="config.json",
                             revision=rev or "main")
-        cfg = json.loads(hub._hf_download(cfg_spec, progress=False).read_text())
+        try:
+            cfg_path = hub.hf_download(cfg_spec, progress=False)
+        except Exception as e:  # noqa: BLE001 — huggingface_hub's own errors, named below
+            if isinstance(e, RobustZooError) or type(e).__module__.split(".")[0] not in (
+                    "huggingface_hub", "httpx", "httpx2", "requests"):
+                raise
+            raise UnknownModelError(f"{ref}: no export config.json could be fetched from the "
+                                    f"Hub repo {repo!r} ({type(e).__name__}: "
+                                    f"{str(e).splitlines()[0][:200] if str(e) else ''}). Is "
+                                    "the repo id right, and was it written by `robust-zoo "
+                                    "export`?") from None
+        text = cfg_path.read_text(errors="replace")
         base, weights = None, dict(repo_id=repo, filename="model.safetensors",
                                    revision=rev or "main")
     else:
@@ -242,14 +195,19 @@ def _export_entry(ref: str) -> Entry:
         if not (base / "config.json").is_file():
             raise UnknownModelError(f"{ref}: no config.json in {base}; an export folder holds "
                                     "model.safetensors and config.json (`robust-zoo export`)")
-        cfg = json.loads((base / "config.json").read_text())
+        text = (base / "config.json").read_text(errors="replace")
         weights = dict(path="model.safetensors")
-    rz = cfg.get("robust_zoo")
-    if not rz:
-        raise UnknownModelError(f"{ref} has no 'robust_zoo' section in config.json: it was not "
-                                "written by `robust-zoo export`")
-    d = dict(rz)
-    d["files"] = [dict(format="safetensors", sha256=rz.get("sha256"), size=rz.get("size"),
+    try:
+        cfg = json.loads(text)
+    except ValueError as e:
+        raise ManifestError(f"{ref}: config.json is not valid JSON ({e})") from None
+    try:
+        d = validate.export_config(cfg, ref)
+    except validate.FieldError as e:
+        if e.field == "robust_zoo":
+            raise UnknownModelError(str(e).split(": ", 1)[1]) from None
+        raise ManifestError(f"{ref}: config.json {e}") from None
+    d["files"] = [dict(format="safetensors", sha256=d.get("sha256"), size=d.get("size"),
                        **weights)]
     d.pop("sha256", None)
     d.pop("size", None)

@@ -69,7 +69,14 @@ def cmd_info(args) -> int:
         for f in entry.files:
             print(f"file: {f.describe()}  format={f.format}  sha256={f.sha256 or 'unpinned'}  "
                   f"size={f.size or '?'}")
-        print(f"cached: {'yes' if _cached(entry) else 'no'}")
+        from .errors import RobustZooError
+
+        try:
+            cached = _cached(entry)
+        except RobustZooError as e:  # a cached file that cannot be read counts as not cached
+            cached = False
+            print(f"cache: {str(e).splitlines()[0]}")
+        print(f"cached: {'yes' if cached else 'no'}")
     return 0
 
 
@@ -91,9 +98,12 @@ def cmd_verify(args) -> int:
     from . import api, hub
     from .manifest import load_manifest
 
+    from .errors import RobustZooError
+
     m = load_manifest(args.manifest)
     bad = 0
     for entry in [m.get(n) for n in args.names] if args.names else m:
+        hub.cleanup_stale()
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -110,9 +120,13 @@ def cmd_verify(args) -> int:
         except hub.IntegrityError as e:
             status = f"MISMATCH (deleted)\n{e}"
             bad += 1
+        except RobustZooError as e:  # a bad file or entry: report it and go on to the next
+            status = f"FAILED ({type(e).__name__}: {e})"
+            bad += 1
         if args.names or status != "not cached":
             print(f"{entry.name}: {status}")
-    print("all cached files verified" if not bad else f"{bad} corrupted file(s) removed")
+    print("all cached files verified" if not bad else f"{bad} entr{'y' if bad == 1 else 'ies'} "
+          "failed verification (corrupted files were removed)")
     return 1 if bad else 0
 
 

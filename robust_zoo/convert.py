@@ -19,20 +19,31 @@ against the architecture.
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from .archs import build, get_arch
-from .archs import IMAGENET_MEAN, IMAGENET_STD
+from .archs import IMAGENET_MEAN, IMAGENET_STD, build, get_arch
+from .errors import RobustZooError
+from .validate import CheckpointFormatError
 
 TOP_LEVEL_KEYS = ("model", "state_dict")
 
+# torch's weights-only unpickler up to 2.9.1 can be driven by a crafted file into heap
+# corruption and code execution (GHSA-63cw-57p8-fm3p, CVE-2026-24747); fixed in 2.10.0.
+SAFE_UNPICKLER_TORCH = (2, 10)
 
-class CheckpointFormatError(ValueError):
-    """The file is not a checkpoint of the expected layout."""
+
+def _torch_version() -> tuple[int, int]:
+    nums = re.findall(r"\d+", torch.__version__)[:2]
+    return (int(nums[0]), int(nums[1])) if len(nums) == 2 else (0, 0)
+
+
+class UnsafeTorchError(RobustZooError, RuntimeError):
+    """This torch's weights-only unpickler is known to be exploitable; pickles are refused."""
 
 
 @dataclass
@@ -85,7 +96,14 @@ def match_state_dict(sd: Mapping[str, torch.Tensor], arch: str, num_classes: int
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load`` restricted to tensors and plain containers (no code execution)."""
+    """``torch.load`` restricted to tensors and plain containers (no code execution); refused
+    on a torch older than 2.10, whose weights-only unpickler is exploitable."""
+    if _torch_version() < SAFE_UNPICKLER_TORCH:
+        raise UnsafeTorchError(
+            f"Refusing to unpickle {path} with torch {torch.__version__}: its weights-only "
+            "unpickler (torch <= 2.9.1) can be driven by a crafted checkpoint into code "
+            "execution (GHSA-63cw-57p8-fm3p, CVE-2026-24747). Upgrade to torch >= 2.10; "
+            "safetensors files load on any torch.")
     with open(path, "rb") as f:
         head = f.read(512)
     if head.lstrip().lower().startswith((b"<!doctype", b"<html")):

@@ -1,43 +1,69 @@
 """Getting a manifest file onto disk, verified: Hub (``huggingface_hub``), plain URL, local path.
 
 Every file is checked against the sha256 the manifest pins before anything reads it. Hashing a
-1 GB file costs seconds, so a successful check leaves a marker (size, mtime, sha256) in our cache;
-later calls re-hash only if the file changed on disk (``verify="auto"``), always
-(``verify="always"``) or never (``verify="never"``). A cached file that fails the check is deleted
-and fetched once more; a freshly downloaded file that fails it is deleted and refused.
+1 GB file by sha256 costs seconds, so a successful check leaves a marker in our cache: the file's
+size, its sha256 and its fast digest (``io.FAST_DIGEST``) — the record of exactly which bytes
+were verified. ``verify="auto"`` trusts the marker's sha256 only together with a content check:
+the caller (``cache.read_verified``) recomputes the fast digest of the bytes it loads and
+compares it with the marker's, so any changed byte is caught on every load. ``"always"``
+re-hashes by sha256; ``"never"`` checks nothing. A marker that is malformed is treated as
+absent (the file is re-hashed and the marker rewritten). A cached file that fails the check is
+deleted and fetched once more; a freshly downloaded file that fails it is deleted and refused.
+
+Transient network failures (dropped connections, 5xx) are retried with backoff; what still
+fails is a ``SourceUnavailableError``. Leftovers of killed runs (``.incomplete`` blobs of our
+repositories in the Hugging Face cache, our ``.tmp`` and ``.part`` files) older than
+``STALE_SECONDS`` are removed by the next download.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .io import atomic_path, atomic_write_text, sha256_file
+from . import validate
+from .errors import RobustZooError
+from .validate import IntegrityError
+from .io import (FAST_DIGEST, atomic_path, atomic_write_text, hash_file,  # noqa: F401
+                 sha256_file)
 from .manifest import FileSpec
 
 VERIFY_MODES = ("auto", "always", "never")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_FAST_RE = re.compile(r"^[0-9a-f]{32}$")
+MARKER_VERSION = 2
+RETRIES = 3                 # attempts per source for transient network errors
+BACKOFF_SECONDS = 1.0       # first wait; doubles per attempt
+STALE_SECONDS = 3600        # leftovers older than this are removed
 
 
-class IntegrityError(RuntimeError):
-    """A file's bytes do not have the sha256 the manifest (or the Hub) promises."""
-
-
-class NotCachedError(FileNotFoundError):
+class NotCachedError(RobustZooError, FileNotFoundError):
     """Offline (or ``local_files_only``) and the file is not in the local cache."""
 
 
-class SourceUnavailableError(OSError):
+class SourceUnavailableError(RobustZooError, OSError):
     """The file could not be fetched from this source (missing, unreachable)."""
+
+
+class CacheWriteError(RobustZooError, OSError):
+    """The cache could not be written (disk full, read-only, permissions)."""
 
 
 class UnpinnedFileWarning(UserWarning):
     """A manifest file without a sha256: checked against the Hub's LFS hash only."""
+
+
+__all__ = ["fetch", "fetch_verified", "hf_download", "verify_file", "forget", "cache_dir",
+           "file_lock", "cleanup_stale", "IntegrityError", "NotCachedError",
+           "SourceUnavailableError", "CacheWriteError", "UnpinnedFileWarning", "Verified"]
 
 
 def cache_dir() -> Path:
@@ -55,15 +81,35 @@ def offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+def cache_write_error(e: OSError, path: Path, doing: str) -> CacheWriteError:
+    """The specific error for a cache that cannot be written."""
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+           errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+           errno.EPERM: "permission denied", errno.ENOTDIR: "a file is where a folder must be",
+           errno.EEXIST: "a file is where a folder must be"
+           }.get(e.errno, e.strerror or type(e).__name__)
+    return CacheWriteError(f"Could not {doing} in the cache ({path}): {why}. Free space, fix "
+                           "the permissions, or point ROBUST_ZOO_CACHE at a writable folder.")
+
+
 @contextmanager
 def file_lock(key: str) -> Iterator[None]:
-    """Inter-process lock, so two processes fetching or converting one file do it once."""
+    """Inter-process lock, so two processes fetching or converting one file do it once. In a
+    cache that cannot be written there is nothing to protect, so no lock is taken."""
     from filelock import FileLock
 
     d = cache_dir() / "locks"
-    d.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(d / f"{key}.lock")):
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(d / f"{key}.lock"))
+        lock.acquire()
+    except OSError:
         yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # ----------------------------------------------------------------------------- verification
@@ -73,46 +119,104 @@ def _marker_path(path: Path) -> Path:
     return cache_dir() / "verified" / f"{key}.json"
 
 
-def _stat_key(path: Path) -> dict:
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def read_marker(path: Path) -> dict | None:
+    """The marker of ``path`` if it is well-formed and matches the file's size, else None."""
+    try:
+        m = json.loads(_marker_path(path).read_text())
+        size = path.stat().st_size
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if (isinstance(m, dict) and m.get("v") == MARKER_VERSION
+            and m.get("path") == str(path.resolve()) and m.get("size") == size
+            and isinstance(m.get("sha256"), str) and _SHA256_RE.match(m["sha256"])
+            and isinstance(m.get(FAST_DIGEST), str) and _FAST_RE.match(m[FAST_DIGEST])):
+        return m
+    return None
+
+
+def write_marker(path: Path, sha256: str, fast: str, size: int) -> None:
+    """Record a verification; a cache that cannot be written only costs a re-hash next time."""
+    try:
+        atomic_write_text(_marker_path(path), json.dumps(
+            {"v": MARKER_VERSION, "path": str(path.resolve()), "size": size, "sha256": sha256,
+             FAST_DIGEST: fast}))
+    except OSError:
+        pass
+
+
+def forget(path: Path) -> None:
+    """Drop the marker of ``path`` (its verification no longer holds)."""
+    try:
+        _marker_path(path).unlink()
+    except OSError:
+        pass
+
+
+def verify_file(path: Path, expected: str | None, what: str, verify: str = "auto") -> str | None:
+    """Check ``path`` against ``expected`` (sha256); return the fast digest the bytes had when
+    verified, which the reader must find again (None: nothing to check against).
+
+    "auto" takes the sha256 from a well-formed marker of the same size; otherwise, and always
+    for "always", the file is hashed (sha256 and fast digest in one read)."""
+    if verify not in VERIFY_MODES:
+        raise validate.FieldError("verify", f"{verify!r}: use one of {VERIFY_MODES}")
+    if verify == "never" or expected is None:
+        return None
+    expected = expected.lower()
+    m = read_marker(path) if verify == "auto" else None
+    if m is not None and m["sha256"] == expected:
+        return m[FAST_DIGEST]
+    sha, fast, size = hash_file(path)
+    if sha != expected:
+        forget(path)
+        raise IntegrityError(f"sha256 mismatch for {what}\n  file:     {path}\n"
+                             f"  expected: {expected}\n  actual:   {sha}")
+    write_marker(path, sha, fast, size)
+    return fast
 
 
 def file_sha256(path: Path, verify: str = "auto") -> str | None:
-    """sha256 of ``path``, from its marker when the file is unchanged since it was hashed."""
+    """sha256 of ``path``, from its marker when one is valid (``verify="auto"``)."""
     if verify not in VERIFY_MODES:
-        raise ValueError(f"verify={verify!r}: use one of {VERIFY_MODES}")
+        raise validate.FieldError("verify", f"{verify!r}: use one of {VERIFY_MODES}")
     if verify == "never":
         return None
-    marker = _marker_path(path)
-    key = _stat_key(path)
-    if verify == "auto" and marker.exists():
-        try:
-            m = json.loads(marker.read_text())
-            if all(m.get(k) == v for k, v in key.items()):
-                return m["sha256"]
-        except (ValueError, KeyError):
-            pass
-    digest = sha256_file(path)
-    atomic_write_text(marker, json.dumps({**key, "sha256": digest}))
-    return digest
+    m = read_marker(path) if verify == "auto" else None
+    if m is not None:
+        return m["sha256"]
+    sha, fast, size = hash_file(path)
+    write_marker(path, sha, fast, size)
+    return sha
 
 
 def check_sha256(path: Path, expected: str | None, what: str, verify: str = "auto") -> None:
     """Raise IntegrityError unless ``path`` hashes to ``expected`` (None: nothing to check)."""
-    if expected is None:
-        return
-    actual = file_sha256(path, verify)
-    if actual is not None and actual != expected.lower():
-        raise IntegrityError(f"sha256 mismatch for {what}\n  file:     {path}\n"
-                             f"  expected: {expected}\n  actual:   {actual}")
+    verify_file(path, expected, what, verify)
 
 
 # ----------------------------------------------------------------------------- sources
 
+@dataclass(frozen=True)
+class Verified:
+    """A local file and the fast digest its bytes must have (None: unverified source)."""
+
+    path: Path
+    fast: str | None
+    sha256: str | None
+
+
 def fetch(spec: FileSpec, *, base_dir: Path | None = None, verify: str = "auto",
           progress: bool = True, local_files_only: bool = False) -> Path:
     """A local, verified copy of ``spec``'s file."""
+    return fetch_verified(spec, base_dir=base_dir, verify=verify, progress=progress,
+                          local_files_only=local_files_only).path
+
+
+def fetch_verified(spec: FileSpec, *, base_dir: Path | None = None, verify: str = "auto",
+                   progress: bool = True, local_files_only: bool = False) -> Verified:
+    """``fetch``, also returning the fast digest the caller must find in the bytes it reads."""
+    if verify not in VERIFY_MODES:
+        raise validate.FieldError("verify", f"{verify!r}: use one of {VERIFY_MODES}")
     if spec.source == "path":
         return _fetch_path(spec, base_dir, verify)
     if spec.source == "url":
@@ -120,23 +224,66 @@ def fetch(spec: FileSpec, *, base_dir: Path | None = None, verify: str = "auto",
     return _fetch_hf(spec, verify, progress, local_files_only or offline())
 
 
-def _fetch_path(spec: FileSpec, base_dir: Path | None, verify: str) -> Path:
+def _fetch_path(spec: FileSpec, base_dir: Path | None, verify: str) -> Verified:
     p = Path(spec.path).expanduser()
     if not p.is_absolute() and base_dir is not None:
         p = base_dir / p
     if not p.is_file():
         raise SourceUnavailableError(f"{p} does not exist (manifest path {spec.path!r})")
-    check_sha256(p, spec.sha256, str(p), verify)
-    return p
+    return Verified(p, verify_file(p, spec.sha256, str(p), verify), spec.sha256)
 
 
-def _hf_download(spec: FileSpec, progress: bool, **kw) -> Path:
+def _transient(e: BaseException) -> bool:
+    """A network failure worth retrying: dropped or refused connections, timeouts, 5xx."""
+    import requests
+
+    try:
+        import httpx2 as httpx
+    except ImportError:  # huggingface_hub before its httpx fork
+        import httpx  # type: ignore[no-redef]
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(e, (httpx.TransportError, requests.ConnectionError, requests.Timeout,
+                      requests.exceptions.ChunkedEncodingError)):
+        return True
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if isinstance(e, (HfHubHTTPError, requests.HTTPError)) and status is not None:
+        return status >= 500 or status in (408, 429)
+    return False
+
+
+def _retrying(fn, what: str):
+    """``fn()`` with up to RETRIES attempts for transient errors, waiting BACKOFF_SECONDS, then
+    twice that, ...; the last transient error becomes a SourceUnavailableError."""
+    for attempt in range(RETRIES):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 (classified just below)
+            if not _transient(e):
+                raise
+            if attempt == RETRIES - 1:
+                raise SourceUnavailableError(
+                    f"{what} could not be downloaded after {RETRIES} attempts ("
+                    f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''})"
+                ) from None
+            time.sleep(BACKOFF_SECONDS * 2 ** attempt)
+
+
+def hf_download(spec: FileSpec, progress: bool = True, **kw) -> Path:
+    """``huggingface_hub.hf_hub_download`` of ``spec`` (its repo id, file name and revision
+    checked first, so nothing can name a path outside the Hugging Face cache)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, \
         enable_progress_bars
 
-    from . import __version__
+    from ._version import __version__
 
+    try:
+        validate.repo_id(spec.repo_id)
+        validate.relative_filename(spec.filename)
+        validate.revision(spec.revision)
+    except validate.FieldError as e:
+        raise SourceUnavailableError(f"{spec.describe()}: {e}") from None
     was_disabled = are_progress_bars_disabled()
     if not progress:
         disable_progress_bars()
@@ -148,9 +295,13 @@ def _hf_download(spec: FileSpec, progress: bool, **kw) -> Path:
             enable_progress_bars()
 
 
+_hf_download = hf_download  # the name older code used
+
+
 def _forget_hf_file(path: Path) -> None:
-    """Drop a cached Hub file: its blob and the snapshot link that points at it."""
+    """Drop a cached Hub file: its blob, the snapshot link that points at it, its marker."""
     blob = path.resolve()
+    forget(path)
     for p in (path, blob):
         try:
             p.unlink()
@@ -158,20 +309,63 @@ def _forget_hf_file(path: Path) -> None:
             pass
 
 
-def _fetch_hf(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> Path:
+def forget_file(spec: FileSpec, path: Path) -> None:
+    """Remove a local copy that failed its check, so the next fetch downloads it again
+    (a ``path`` source is the user's own file: only its marker is dropped)."""
+    if spec.source == "hf":
+        _forget_hf_file(path)
+    elif spec.source == "url":
+        forget(path)
+        path.unlink(missing_ok=True)
+    else:
+        forget(path)
+
+
+def _hf_repo_dir(repo_id: str) -> Path:
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+
+
+def cleanup_stale(spec: FileSpec | None = None, keep: Path | None = None) -> list[Path]:
+    """Remove leftovers of killed runs older than STALE_SECONDS: ``.incomplete`` blobs of
+    ``spec``'s Hub repository, our ``.tmp`` files and ``.part`` downloads (except ``keep``)."""
+    now = time.time()
+    found: list[Path] = []
+    dirs = []
+    if spec is not None and spec.source == "hf":
+        dirs.append((_hf_repo_dir(spec.repo_id) / "blobs", ("*.incomplete",)))
+    root = cache_dir()
+    dirs += [(root / "converted", ("*.tmp",)), (root / "verified", ("*.tmp",)),
+             (root / "downloads", ("**/*.tmp", "**/*.part")), (root, (".*.tmp",))]
+    for d, patterns in dirs:
+        if not d.is_dir():
+            continue
+        for pat in patterns:
+            for p in d.glob(pat):
+                try:
+                    if p != keep and p.is_file() and now - p.stat().st_mtime > STALE_SECONDS:
+                        p.unlink()
+                        found.append(p)
+                except OSError:
+                    pass
+    return found
+
+
+def _fetch_hf(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> Verified:
     from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     what = spec.describe()
     with file_lock(hashlib.sha1(what.encode()).hexdigest()):
         try:
-            path = _hf_download(spec, progress, local_files_only=True)
+            path = hf_download(spec, progress, local_files_only=True)
         except (LocalEntryNotFoundError, EntryNotFoundError, FileNotFoundError):
             path = None
         if path is not None:
             try:
-                _check_hf(path, spec, what, verify)
-                return path
+                return Verified(path, _check_hf(path, spec, what, verify), spec.sha256)
             except IntegrityError as e:
                 if local_only:
                     _forget_hf_file(path)
@@ -185,37 +379,54 @@ def _fetch_hf(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> 
                 f"({'HF_HUB_OFFLINE=1' if offline() else 'local_files_only=True'}). Fetch it on a "
                 "machine with network (`robust-zoo download NAME`) and copy the Hugging Face cache "
                 f"({_hf_cache()}) and {cache_dir()}, or unset HF_HUB_OFFLINE.")
+        cleanup_stale(spec)
         try:
-            path = _hf_download(spec, progress, force_download=False)
+            path = _retrying(lambda: hf_download(spec, progress, force_download=False), what)
         except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
             raise SourceUnavailableError(f"{what}: {type(e).__name__}: "
                                          f"{str(e).splitlines()[0]}") from None
-        except (LocalEntryNotFoundError, OSError) as e:
+        except SourceUnavailableError:
+            raise
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise cache_write_error(e, Path(_hf_cache()), f"download {what}") from None
             raise SourceUnavailableError(f"{what} could not be downloaded ({type(e).__name__}: "
                                          f"{str(e).splitlines()[0][:300]})") from None
+        except RecursionError:
+            # huggingface_hub resumes a dropped body recursively and resets its retry count
+            # whenever some bytes arrived: a server that always drops mid-body exhausts the stack
+            raise SourceUnavailableError(f"{what} could not be downloaded: the server kept "
+                                         "closing the connection before the end of the file"
+                                         ) from None
+        except Exception as e:  # noqa: BLE001 — HTTP errors of huggingface_hub / httpx
+            if type(e).__module__.split(".")[0] not in ("huggingface_hub", "httpx", "httpx2",
+                                                        "requests"):
+                raise
+            raise SourceUnavailableError(f"{what} could not be downloaded ({type(e).__name__}: "
+                                         f"{str(e).splitlines()[0][:300] if str(e) else ''})"
+                                         ) from None
         try:
-            _check_hf(path, spec, what, "always")
+            fast = _check_hf(path, spec, what, "always")
         except IntegrityError as e:
             _forget_hf_file(path)
             raise IntegrityError(f"{e}\nThe download was deleted and not loaded: the file on the "
                                  "server is not the one the manifest pins.") from None
-        return path
+        return Verified(path, fast, spec.sha256)
 
 
-def _check_hf(path: Path, spec: FileSpec, what: str, verify: str) -> None:
+def _check_hf(path: Path, spec: FileSpec, what: str, verify: str) -> str | None:
     if spec.sha256:
-        check_sha256(path, spec.sha256, what, verify)
-        return
+        return verify_file(path, spec.sha256, what, verify)
     # Unpinned: the blob is named after its etag, which for LFS files is the content sha256.
     etag = path.resolve().name
     if _SHA256_RE.match(etag):
         warnings.warn(f"{what} has no sha256 in the manifest; checked against the Hub's LFS hash "
                       f"{etag[:12]}… only. Pin it (`robust-zoo pin`) to guard against changes "
-                      "on the Hub.", UnpinnedFileWarning, stacklevel=4)
-        check_sha256(path, etag, what, verify)
-    else:
-        warnings.warn(f"{what} has no sha256 in the manifest and the Hub gave no LFS hash: "
-                      "it is not verified.", UnpinnedFileWarning, stacklevel=4)
+                      "on the Hub.", UnpinnedFileWarning, stacklevel=5)
+        return verify_file(path, etag, what, verify)
+    warnings.warn(f"{what} has no sha256 in the manifest and the Hub gave no LFS hash: "
+                  "it is not verified.", UnpinnedFileWarning, stacklevel=5)
+    return None
 
 
 def _hf_cache() -> str:
@@ -224,35 +435,58 @@ def _hf_cache() -> str:
     return constants.HF_HUB_CACHE
 
 
-def _fetch_url(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> Path:
+def _fetch_url(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> Verified:
     key = spec.sha256 or hashlib.sha256(spec.url.encode()).hexdigest()
     dest = cache_dir() / "downloads" / key / spec.basename
     with file_lock(key):
         if dest.exists():
             try:
-                check_sha256(dest, spec.sha256, spec.url, verify)
-                return dest
+                return Verified(dest, verify_file(dest, spec.sha256, spec.url, verify),
+                                spec.sha256)
             except IntegrityError as e:
                 warnings.warn(f"Cached copy of {spec.url} is corrupted; downloading it again.\n{e}")
                 dest.unlink()
         if local_only:
             raise NotCachedError(f"{spec.url} is not in the local cache ({dest}) and downloads "
                                  "are off (HF_HUB_OFFLINE / local_files_only).")
-        _download_url(spec.url, dest, spec.size, progress)
+        part = dest.with_name(dest.name + ".part")
+        cleanup_stale(keep=part)
         try:
-            check_sha256(dest, spec.sha256, spec.url, "always")
+            _retrying(lambda: _download_url(spec.url, dest, spec.size, progress), spec.url)
+        except SourceUnavailableError as e:
+            kept = part.exists() and part.stat().st_size > 0
+            raise SourceUnavailableError(
+                f"{e}" + (f"; the partial file ({part.stat().st_size} bytes) is kept and resumed "
+                          "next time" if kept and "kept" not in str(e) else "")) from None
+        except OSError as e:
+            import requests
+
+            if isinstance(e, RobustZooError):
+                raise
+            if isinstance(e, requests.RequestException):
+                raise SourceUnavailableError(f"{spec.url} could not be downloaded ("
+                                             f"{type(e).__name__}: {str(e)[:300]})") from None
+            raise cache_write_error(e, dest.parent, f"download {spec.url}") from None
+        try:
+            fast = verify_file(dest, spec.sha256, spec.url, "always")
         except IntegrityError:
             dest.unlink()
             raise
         if spec.sha256 is None:
             warnings.warn(f"{spec.url} has no sha256 in the manifest: it is not verified.",
-                          UnpinnedFileWarning, stacklevel=3)
-        return dest
+                          UnpinnedFileWarning, stacklevel=4)
+        return Verified(dest, fast, spec.sha256)
+
+
+def _looks_like_html(head: bytes) -> bool:
+    return head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html", b"<head",
+                                                  b"<body"))
 
 
 def _download_url(url: str, dest: Path, size: int | None, progress: bool) -> None:
     """Stream ``url`` to ``dest``: resumes a ``.part`` left by an interrupted run (HTTP Range),
-    and renames into place only when complete."""
+    and renames into place only when complete. An HTML page (an error or login page served with
+    200) is never kept."""
     import requests
     from tqdm.auto import tqdm
 
@@ -260,29 +494,37 @@ def _download_url(url: str, dest: Path, size: int | None, progress: bool) -> Non
     dest.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
-    try:
-        with requests.get(url, stream=True, headers=headers, timeout=(10, 60)) as r:
-            if r.status_code == 416:  # the .part is already complete
-                pass
-            else:
-                if r.status_code == 404:
-                    raise SourceUnavailableError(f"{url}: 404 Not Found")
-                r.raise_for_status()
-                if have and r.status_code != 206:  # server ignored the Range: start over
-                    have = 0
-                total = int(r.headers.get("Content-Length", 0)) + have or size
-                with open(part, "ab" if have else "wb") as f, tqdm(
-                        total=total, initial=have, unit="B", unit_scale=True,
-                        desc=dest.name, disable=not progress) as bar:
-                    for chunk in r.iter_content(1 << 20):
-                        f.write(chunk)
-                        bar.update(len(chunk))
-    except requests.RequestException as e:
-        kept = part.exists() and part.stat().st_size > 0
-        raise SourceUnavailableError(
-            f"{url} could not be downloaded: {e}"
-            + (f"; the partial file ({part.stat().st_size} bytes) is kept and resumed next time"
-               if kept else "")) from None
+    with requests.get(url, stream=True, headers=headers, timeout=(10, 60)) as r:
+        if r.status_code == 416:  # the .part is already complete
+            pass
+        else:
+            if r.status_code == 404:
+                raise SourceUnavailableError(f"{url}: 404 Not Found")
+            r.raise_for_status()
+            if have and r.status_code != 206:  # server ignored the Range: start over
+                have = 0
+            ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if ctype in ("text/html", "application/xhtml+xml"):
+                part.unlink(missing_ok=True)
+                raise SourceUnavailableError(f"{url} answered with an HTML page ({ctype}), not "
+                                             "the file: a login, error or consent page? Nothing "
+                                             "was kept.")
+            total = int(r.headers.get("Content-Length", 0)) + have or size
+            first = not have
+            with open(part, "ab" if have else "wb") as f, tqdm(
+                    total=total, initial=have, unit="B", unit_scale=True,
+                    desc=dest.name, disable=not progress) as bar:
+                for chunk in r.iter_content(1 << 20):
+                    if first and chunk:
+                        first = False
+                        if _looks_like_html(chunk[:64]):
+                            f.close()
+                            part.unlink(missing_ok=True)
+                            raise SourceUnavailableError(
+                                f"{url} served an HTML page, not the file (a login, error or "
+                                "consent page?). Nothing was kept.")
+                    f.write(chunk)
+                    bar.update(len(chunk))
     if size is not None and part.stat().st_size != size:
         got = part.stat().st_size
         if got > size:

@@ -18,7 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from . import validate
 from .archs import get_arch, list_archs
+from .errors import RobustZooError
 from .naming import check_norm, eps_close, eps_display, model_name
 
 SCHEMA_VERSION = 1
@@ -27,11 +29,11 @@ SCHEMA_PATH = Path(__file__).parent / "schema" / "manifest.schema.json"
 FORMATS = ("safetensors", "robustness-ckpt")
 
 
-class ManifestError(ValueError):
+class ManifestError(RobustZooError, ValueError):
     """The manifest itself is malformed."""
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(RobustZooError, KeyError):
     """No entry matches the requested name or (arch, norm, ε)."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
@@ -148,30 +150,44 @@ class Entry:
     def from_dict(cls, d: dict[str, Any], base_dir: Path | None = None) -> "Entry":
         known = {"name", "arch", "norm", "eps", "files", "metrics", "preprocessing", "license",
                  "citation", "recipe", "num_classes", "description"}
+        if not isinstance(d, dict):
+            raise ManifestError(f"manifest entry {d!r} is not an object")
         where = f"manifest entry {d.get('name', '?')!r}"
         for k in ("name", "arch", "norm", "eps", "files"):
             if k not in d:
                 raise ManifestError(f"{where} has no {k!r} field")
         try:
+            validate.non_empty_str(d["name"], "name")
+            validate.non_empty_str(d["arch"], "arch")
             get_arch(d["arch"])
-            norm = check_norm(d["norm"])
+            norm = check_norm(validate.non_empty_str(d["norm"], "norm"))
+            eps = validate.eps(d["eps"])
+            num_classes = validate.positive_int(d.get("num_classes", 1000), "num_classes")
+            pre = d.get("preprocessing") or {}
+            if not isinstance(pre, dict):
+                raise validate.FieldError("preprocessing", f"{pre!r} is not an object")
+            if "mean" in pre:
+                validate.channel_stats(pre["mean"], "preprocessing.mean")
+            if "std" in pre:
+                validate.channel_stats(pre["std"], "preprocessing.std", positive=True)
+            if not isinstance(d["files"], list) or not d["files"]:
+                raise validate.FieldError("files", "lists no files")
+            files = tuple(_file_spec(f, i) for i, f in enumerate(d["files"]))
+            if not isinstance(d.get("recipe") or {}, dict):
+                raise validate.FieldError("recipe", f"{d['recipe']!r} is not an object")
+            metrics = d.get("metrics") or []
+            if not isinstance(metrics, list) or not all(isinstance(x, dict) for x in metrics):
+                raise validate.FieldError("metrics", f"{metrics!r} is not a list of objects")
+            for k in ("license", "citation", "description"):
+                if d.get(k) is not None and not isinstance(d[k], str):
+                    raise validate.FieldError(k, f"{d[k]!r} is not a string or null")
         except ValueError as e:
             raise ManifestError(f"{where}: {e}") from None
-        if not d["files"]:
-            raise ManifestError(f"{where} lists no files")
-        files = []
-        for f in d["files"]:
-            if f.get("format") not in FORMATS:
-                raise ManifestError(
-                    f"{where}: file format {f.get('format')!r} is not one of {FORMATS}")
-            if sum(k in f for k in ("repo_id", "url", "path")) != 1:
-                raise ManifestError(f"{where}: each file needs exactly one of repo_id, url, path")
-            files.append(FileSpec(**{k: f.get(k) for k in FileSpec.__dataclass_fields__}))
-        return cls(name=d["name"], arch=get_arch(d["arch"]).name, norm=norm, eps=float(d["eps"]),
-                   files=tuple(files), metrics=tuple(d.get("metrics", ())),
-                   preprocessing=dict(d.get("preprocessing", {})), license=d.get("license"),
+        return cls(name=d["name"], arch=get_arch(d["arch"]).name, norm=norm, eps=eps,
+                   files=files, metrics=tuple(metrics),
+                   preprocessing=dict(pre), license=d.get("license"),
                    citation=d.get("citation"), recipe=dict(d.get("recipe") or {}),
-                   num_classes=int(d.get("num_classes", 1000)), description=d.get("description"),
+                   num_classes=num_classes, description=d.get("description"),
                    extra={k: v for k, v in d.items() if k not in known}, base_dir=base_dir)
 
     @classmethod
@@ -198,6 +214,30 @@ class Entry:
              "license": license, "citation": citation, "recipe": dict(recipe or {}),
              **({"description": description} if description else {}), **extra}
         return cls.from_dict(d, base)
+
+
+def _file_spec(f: Any, i: int) -> FileSpec:
+    """One ``files`` item, every field checked (``validate``); errors name ``files[i].field``."""
+    if not isinstance(f, dict):
+        raise validate.FieldError(f"files[{i}]", f"{f!r} is not an object")
+    if f.get("format") not in FORMATS:
+        raise validate.FieldError(f"files[{i}].format",
+                                  f"{f.get('format')!r} is not one of {FORMATS}")
+    if sum(k in f for k in ("repo_id", "url", "path")) != 1:
+        raise validate.FieldError(f"files[{i}]", "needs exactly one of repo_id, url, path")
+    g = {k: f.get(k) for k in FileSpec.__dataclass_fields__}
+    g["sha256"] = validate.sha256_hex(g["sha256"], f"files[{i}].sha256")
+    g["size"] = validate.optional_size(g["size"], f"files[{i}].size")
+    if "repo_id" in f:
+        validate.repo_id(g["repo_id"], f"files[{i}].repo_id")
+        validate.relative_filename(g["filename"], f"files[{i}].filename")
+        validate.revision(g["revision"], f"files[{i}].revision")
+    elif "url" in f:
+        if not isinstance(g["url"], str) or not g["url"].startswith(("https://", "http://")):
+            raise validate.FieldError(f"files[{i}].url", f"{g['url']!r} is not an http(s) URL")
+    elif not isinstance(g["path"], str) or not g["path"]:
+        raise validate.FieldError(f"files[{i}].path", f"{g['path']!r} is not a path")
+    return FileSpec(**g)
 
 
 class Manifest:
@@ -273,6 +313,8 @@ def parse_manifest(data: dict[str, Any], path: Path | None = None) -> Manifest:
         raise ManifestError(f"{path or 'manifest'}: schema_version {data.get('schema_version')!r} "
                             f"is not supported (this robust_zoo reads {SCHEMA_VERSION})")
     base = path.parent if path else None
+    if not isinstance(data["models"], list):
+        raise ManifestError(f"{path or 'manifest'}: 'models' is not a list")
     return Manifest((Entry.from_dict(m, base) for m in data["models"]), path)
 
 

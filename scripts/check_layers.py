@@ -19,7 +19,7 @@ PKG = ROOT / "robust_zoo"
 
 # Lowest first. A module belongs to the first prefix that matches its dotted name.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("errors", "naming", "io", "_lazy", "distributed", "validate", "recipe", "archs",
+    ("base", ("_version", "errors", "naming", "io", "_lazy", "distributed", "validate", "recipe", "archs",
               "smallnets", "manifest")),
     ("weights", ("hub", "convert", "weights", "cache", "pin")),
     ("models", ("models", "attacks", "data", "api")),

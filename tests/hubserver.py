@@ -7,7 +7,10 @@ files), so the real client code runs: cache layout, etags, revisions, offline mo
 under ``/raw/<name>`` serve the same bytes with HTTP Range support, for the ``url`` source.
 
 Tests can make it lie (``tamper``: serve other bytes under the advertised sha256), fail
-(``fail_after``: cut a GET after N bytes) and count requests (``requests``).
+(``fail_after``: cut a GET after N bytes), misbehave in the ways real servers and mirrors do
+(``fault``: drop the connection mid-body, advertise a wrong Content-Length, answer 500, serve an
+HTML page with 200; ``any_revision``: answer every revision string as the current commit) and
+count requests (``requests``).
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ class HubServer:
         self.tamper: dict[str, bytes] = {}      # "org/repo/file" -> bytes served instead
         self.fail_after: dict[str, int] = {}    # path -> bytes to send before cutting a GET
         self.requests: list[tuple[str, str]] = []
+        self.faults: list[dict] = []
+        self.any_revision = False
         self._lock = threading.Lock()
         server = self
 
@@ -77,11 +82,60 @@ class HubServer:
         self.raw[name] = data
         return f"{self.url}/raw/{name}"
 
+    def fault(self, contains: str, kind: str, times: int | None = None, **kw) -> None:
+        """Misbehave on GETs whose path contains ``contains``, the first ``times`` of them
+        (None: all). ``kind``: "drop" (send ``at`` bytes of the body, default half, then close
+        the connection), "length" (advertise ``delta`` more bytes than sent, then close),
+        "status" (answer ``code``, default 500), "html" (an HTML page with 200, Content-Type ``ctype``, default text/html)."""
+        assert kind in ("drop", "length", "status", "html"), kind
+        self.faults.append(dict(kw, contains=contains, kind=kind, left=times))
+
+    def _take_fault(self, path: str) -> dict | None:
+        with self._lock:
+            for f in self.faults:
+                if f["contains"] in path and (f["left"] is None or f["left"] > 0):
+                    if f["left"] is not None:
+                        f["left"] -= 1
+                    return f
+        return None
+
+    def clear(self) -> None:
+        self.repos.clear()
+        self.raw.clear()
+        self.tamper.clear()
+        self.fail_after.clear()
+        self.requests.clear()
+        self.faults.clear()
+        self.any_revision = False
+
     def count(self, method: str | None = None, contains: str = "") -> int:
         return sum(1 for m, p in self.requests if (method is None or m == method) and contains in p)
 
     # ------------------------------------------------------------------ request handling
     def _send(self, h, status, headers, body=b"", head=False, cut=None):
+        fault = None if head or status >= 400 else self._take_fault(unquote(h.path.split("?")[0]))
+        if fault is not None:
+            kind = fault["kind"]
+            if kind == "status":
+                code = fault.get("code", 500)
+                return self._send_plain(h, code, {}, f"{code} error".encode())
+            if kind == "html":
+                page = (b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>"
+                        b"Please sign in to continue.</body></html>")
+                ctype = fault.get("ctype", "text/html; charset=utf-8")
+                return self._send_plain(h, 200, {"Content-Type": ctype}, page)
+            if kind == "drop":
+                cut = fault.get("at", len(body) // 2)
+            if kind == "length":
+                h.send_response(status)
+                for k, v in headers.items():
+                    h.send_header(k, str(v))
+                h.send_header("Content-Length", str(len(body) + fault.get("delta", 1000)))
+                h.end_headers()
+                h.wfile.write(body)
+                h.wfile.flush()
+                h.close_connection = True
+                return
         h.send_response(status)
         for k, v in headers.items():
             h.send_header(k, str(v))
@@ -94,6 +148,14 @@ class HubServer:
                 h.close_connection = True
                 return
             h.wfile.write(body)
+
+    def _send_plain(self, h, status, headers, body):
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, str(v))
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
 
     def _error(self, h, code, commit=None, head=False):
         headers = {"X-Error-Code": code, "X-Error-Message": code}
@@ -115,7 +177,7 @@ class HubServer:
         repo = self.repos.get(repo_id)
         if repo is None:
             return self._error(h, "RepoNotFound", head=head)
-        if rev not in ("main", repo.commit):
+        if rev not in ("main", repo.commit) and not self.any_revision:
             return self._error(h, "RevisionNotFound", head=head)
         if filename not in repo.files:
             return self._error(h, "EntryNotFound", repo.commit, head)

@@ -1,0 +1,298 @@
+"""The one validation layer for input from outside the package: manifest fields, an export's
+``config.json`` and a safetensors header. Each check returns a typed value or raises the
+package's own error naming the field, what is valid and what was found; nothing here reads the
+network, and nothing downstream needs to re-check what passed here.
+
+Bottom layer: imports only ``errors``, ``naming`` and ``io``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from .errors import RobustZooError
+from .naming import parse_eps
+
+
+class FieldError(RobustZooError, ValueError):
+    """One field of an external document has a value that is not valid; ``field`` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"field {field!r}: {message}")
+        self.field = field
+
+
+class CheckpointFormatError(RobustZooError, ValueError):
+    """The file is not a checkpoint of the expected layout."""
+
+
+class IntegrityError(RobustZooError, RuntimeError):
+    """A file's bytes do not have the sha256 the manifest (or the Hub) promises, or they
+    changed since they were verified."""
+
+
+# ----------------------------------------------------------------------------- manifest fields
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+# A branch or tag name as git allows it, minus anything a file system could read as a path
+# step: no "..", no leading "/" or ".", no "\", no empty component.
+_REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
+
+
+def sha256_hex(value: Any, field: str = "sha256") -> str | None:
+    """None, or 64 lower-case hex digits (upper case is accepted and lowered)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _SHA256_RE.match(value.lower()):
+        raise FieldError(field, f"{value!r} is not a sha256 (64 hex digits) or null")
+    return value.lower()
+
+
+def revision(value: Any, field: str = "revision") -> str | None:
+    """None (the default branch), a 40-hex commit, or a branch/tag name that cannot be read as a
+    path (huggingface_hub writes ``refs/<revision>`` inside its cache)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 255:
+        raise FieldError(field, f"{value!r} is not a commit hash or a branch/tag name")
+    if _COMMIT_RE.match(value):
+        return value
+    if (not _REF_RE.match(value) or ".." in value or value.endswith((".lock", "."))
+            or "//" in value):
+        raise FieldError(field, f"{value!r} is neither a 40-hex commit nor a plain branch/tag "
+                         "name (letters, digits, '_', '-', '.', '/'; no '..'); pin a commit "
+                         "with `robust-zoo pin`")
+    return value
+
+
+def repo_id(value: Any, field: str = "repo_id") -> str:
+    """An ``org/name`` Hub repo id, by huggingface_hub's own validator."""
+    if value is None:
+        raise FieldError(field, "is null; give the Hub repository as 'org/name', or use a 'url' "
+                         "or 'path' source instead")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError as e:
+        raise FieldError(field, f"{value!r} is not a Hub repo id ({e})") from None
+    return value
+
+
+def relative_filename(value: Any, field: str = "filename") -> str:
+    """A file inside a repository: a relative POSIX path with no '..', '.' or empty step."""
+    if not isinstance(value, str) or not value:
+        raise FieldError(field, f"{value!r} is not a file name")
+    parts = value.split("/")
+    if (value.startswith("/") or "\\" in value or "\x00" in value
+            or any(p in ("", ".", "..") for p in parts) or re.match(r"^[A-Za-z]:", value)):
+        raise FieldError(field, f"{value!r} is not a safe relative file name inside the "
+                         "repository (no absolute path, no '..', no '\\')")
+    return value
+
+
+def positive_int(value: Any, field: str, maximum: int = 10**9) -> int:
+    """An int (or an integral float such as 1000.0) in [1, maximum]; bools are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FieldError(field, f"{value!r} is not a positive integer")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise FieldError(field, f"{value!r} is not a positive integer")
+    if not 1 <= value <= maximum:
+        raise FieldError(field, f"{value!r} is not an integer in [1, {maximum}]")
+    return int(value)
+
+
+def optional_size(value: Any, field: str = "size") -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise FieldError(field, f"{value!r} is not a byte count (an integer >= 0) or null")
+    return value
+
+
+def eps(value: Any, field: str = "eps") -> float:
+    """ε: a finite number >= 0 (a string such as "4/255" is parsed exactly)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise FieldError(field, f"{value!r} is not a number")
+    try:
+        return parse_eps(value, what=field)
+    except ValueError as e:
+        raise FieldError(field, str(e)) from None
+
+
+def channel_stats(value: Any, field: str, positive: bool = False) -> tuple[float, ...]:
+    """Per-channel mean or std: three finite numbers (std > 0)."""
+    if (not isinstance(value, (list, tuple)) or len(value) != 3
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                       and math.isfinite(x) for x in value)):
+        raise FieldError(field, f"{value!r} is not a list of 3 finite numbers (one per RGB "
+                         "channel)")
+    if positive and not all(x > 0 for x in value):
+        raise FieldError(field, f"{value!r} has a value <= 0 (a std divides)")
+    return tuple(float(x) for x in value)
+
+
+def non_empty_str(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise FieldError(field, f"{value!r} is not a non-empty string")
+    return value
+
+
+def export_config(cfg: Any, ref: str) -> dict[str, Any]:
+    """The ``robust_zoo`` section of an export's ``config.json``, checked field by field, as a
+    manifest entry dict (``files`` not yet filled in)."""
+    if not isinstance(cfg, dict):
+        raise FieldError("config.json", f"{ref}: config.json holds a {type(cfg).__name__}, not "
+                         "an object")
+    rz = cfg.get("robust_zoo")
+    if not isinstance(rz, dict) or not rz:
+        raise FieldError("robust_zoo", f"{ref} has no 'robust_zoo' section in config.json: it "
+                         "was not written by `robust-zoo export`")
+    d = dict(rz)
+    for k in ("name", "arch", "norm"):
+        non_empty_str(d.get(k), f"robust_zoo.{k}")
+    eps(d.get("eps"), "robust_zoo.eps")
+    positive_int(d.get("num_classes", 1000), "robust_zoo.num_classes")
+    pre = d.get("preprocessing") or {}
+    if not isinstance(pre, dict):
+        raise FieldError("robust_zoo.preprocessing", f"{pre!r} is not an object")
+    if "mean" in pre:
+        channel_stats(pre["mean"], "robust_zoo.preprocessing.mean")
+    if "std" in pre:
+        channel_stats(pre["std"], "robust_zoo.preprocessing.std", positive=True)
+    sha256_hex(d.get("sha256"), "robust_zoo.sha256")
+    optional_size(d.get("size"), "robust_zoo.size")
+    return d
+
+
+# ----------------------------------------------------------------------------- safetensors
+
+# Generous for any classifier (WRN-50-4: 320 tensors, a 40 kB header) yet small enough that
+# a hostile header is refused before it is parsed: a header of a million entries is ~60 MB.
+MAX_HEADER_BYTES = 16 << 20
+MAX_TENSORS = 100_000
+
+DTYPES = {"F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2),
+          "BF16": ("bfloat16", 2), "I64": ("int64", 8), "I32": ("int32", 4),
+          "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1), "BOOL": ("bool", 1),
+          "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1)}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str            # torch dtype attribute name, e.g. "float32"
+    shape: tuple[int, ...]
+    begin: int            # offset in the file (header included)
+    end: int
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    data_start: int       # offset of the byte buffer in the file
+    tensors: tuple[TensorInfo, ...]   # in file order
+    metadata: dict[str, str]
+
+
+def header_length(prefix: bytes, file_size: int, what: str) -> int:
+    """Length N of the JSON header, from the file's first 8 bytes, bounded before any parse."""
+    if len(prefix) < 8 or file_size < 8:
+        raise CheckpointFormatError(f"{what} is {file_size} bytes: too short for a safetensors "
+                                    "file (8-byte header length + JSON header + data)")
+    (n,) = struct.unpack("<Q", prefix[:8])
+    if n > MAX_HEADER_BYTES:
+        raise CheckpointFormatError(f"{what}: safetensors header of {n} bytes is over the "
+                                    f"{MAX_HEADER_BYTES} byte limit (refused unread)")
+    if n < 2 or 8 + n > file_size:
+        raise CheckpointFormatError(f"{what}: safetensors header length {n} does not fit a "
+                                    f"file of {file_size} bytes (truncated or not safetensors)")
+    return n
+
+
+def safetensors_header(header: bytes, file_size: int, what: str) -> SafetensorsHeader:
+    """Parse and check the JSON header: dtypes known, shapes of non-negative ints, offsets that
+    cover the byte buffer exactly with no overlap, every size equal to shape × dtype size."""
+    n = len(header)
+    count = header.count(b'"data_offsets"')
+    if count > MAX_TENSORS:
+        raise CheckpointFormatError(f"{what}: {count} tensors in the header, over the limit of "
+                                    f"{MAX_TENSORS}")
+    if not header.startswith(b"{"):
+        raise CheckpointFormatError(f"{what}: the safetensors header is not a JSON object")
+    try:
+        obj = json.loads(header.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CheckpointFormatError(f"{what}: the safetensors header is not valid JSON ({e})") \
+            from None
+    if not isinstance(obj, dict):
+        raise CheckpointFormatError(f"{what}: the safetensors header is not a JSON object")
+    meta = obj.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in meta.items()):
+        raise CheckpointFormatError(f"{what}: __metadata__ must map strings to strings")
+    data_start = 8 + n
+    tensors = []
+    for name, t in obj.items():
+        if not isinstance(t, dict):
+            raise CheckpointFormatError(f"{what}: header entry {name!r} is not an object")
+        dt, shape, offs = t.get("dtype"), t.get("shape"), t.get("data_offsets")
+        if dt not in DTYPES:
+            raise CheckpointFormatError(f"{what}: tensor {name!r} has dtype {dt!r}; supported: "
+                                        f"{', '.join(DTYPES)}")
+        if (not isinstance(shape, list) or len(shape) > 16
+                or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**40
+                           for s in shape)):
+            raise CheckpointFormatError(f"{what}: tensor {name!r} has shape {shape!r}, not a "
+                                        "list of non-negative integers")
+        if (not isinstance(offs, list) or len(offs) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
+                or not 0 <= offs[0] <= offs[1]):
+            raise CheckpointFormatError(f"{what}: tensor {name!r} has data_offsets {offs!r}")
+        numel = math.prod(shape)
+        torch_name, size = DTYPES[dt]
+        if numel * size != offs[1] - offs[0]:
+            raise CheckpointFormatError(
+                f"{what}: tensor {name!r} ({dt} {shape}) needs {numel * size} bytes but its "
+                f"data_offsets span {offs[1] - offs[0]}")
+        tensors.append(TensorInfo(name, torch_name, tuple(shape), data_start + offs[0],
+                                  data_start + offs[1]))
+    tensors.sort(key=lambda t: (t.begin, t.end))
+    pos = data_start
+    for t in tensors:
+        if t.begin != pos:
+            raise CheckpointFormatError(f"{what}: tensor {t.name!r} starts at byte "
+                                        f"{t.begin - data_start} of the data, expected "
+                                        f"{pos - data_start} "
+                                        "(holes or overlapping tensors)")
+        pos = t.end
+    if pos != file_size:
+        raise CheckpointFormatError(f"{what}: the tensors cover {pos - data_start} bytes of data "
+                                    f"but the file holds {file_size - data_start} (truncated or "
+                                    "trailing bytes)")
+    return SafetensorsHeader(data_start, tuple(tensors), dict(meta))
+
+
+def check_state_dict_names(names: Sequence[str], what: str) -> None:
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    if bad:
+        raise CheckpointFormatError(f"{what}: tensor names must be non-empty strings: {bad[:3]}")
+
+
+def metadata_json_list(meta: Mapping[str, str], key: str, what: str) -> tuple[float, ...] | None:
+    """``mean``/``std`` stored as JSON lists in a weights file's metadata, checked."""
+    if key not in meta:
+        return None
+    try:
+        value = json.loads(meta[key])
+    except ValueError:
+        raise CheckpointFormatError(f"{what}: metadata {key!r} = {meta[key]!r} is not JSON") \
+            from None
+    try:
+        return channel_stats(value, f"metadata.{key}", positive=key == "std")
+    except FieldError as e:
+        raise CheckpointFormatError(f"{what}: {e}") from None
