@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import unwrap_parallel
+from .models import eval_mode as _eval_mode, unwrap_parallel
 from .naming import check_norm
 from .recipe import default_step_size
 
@@ -169,20 +169,10 @@ class FeatureUnit(Objective):
         return f[:, int(self.unit)]
 
 
-@contextlib.contextmanager
-def _attack_mode(model: nn.Module, eval_mode: bool) -> Iterator[None]:
-    """Put ``model`` in eval mode (BN running stats, no dropout) and restore every submodule's
-    own flag afterwards, exception or not; mixed modes (e.g. frozen BN) come back as found."""
-    if not eval_mode:
-        yield
-        return
-    saved = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in saved:
-            m.training = training
+def _attack_mode(model: nn.Module, eval_mode: bool):
+    """Eval mode for the attack (``models.eval_mode``: every submodule's flag restored after),
+    or the model as found."""
+    return _eval_mode(model) if eval_mode else contextlib.nullcontext()
 
 
 def _fp16_autocast(device_type: str) -> bool:

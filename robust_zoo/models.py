@@ -8,15 +8,30 @@ convention and exposes the network as ``.model``; its state-dict keys (``normali
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from .archs import IMAGENET_MEAN, IMAGENET_STD, Arch, get_arch, list_archs, resolve_path
 
-__all__ = ["RobustModel", "Normalize", "unwrap", "unwrap_parallel", "get_head", "replace_head",
+__all__ = ["RobustModel", "Normalize", "eval_mode", "unwrap", "unwrap_parallel", "get_head", "replace_head",
            "head_path", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode (BN running statistics, no dropout, no statistics updates), every
+    submodule's own flag restored afterwards, exception or not: mixed modes (a frozen, pinned
+    backbone under a training head) come back as found."""
+    saved = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -8,6 +8,7 @@ from typing import Any
 
 from .io import atomic_write_text
 from .manifest import PACKAGE_MANIFEST
+from .validate import IntegrityError
 
 
 def pin_manifest(manifest: str | Path | None = None, out: str | Path | None = None, *,
@@ -41,7 +42,7 @@ def pin_manifest(manifest: str | Path | None = None, out: str | Path | None = No
                                         f"at {commit}")
             sha = info.lfs.sha256 if getattr(info, "lfs", None) else None
             if f.get("sha256") and sha and f["sha256"] != sha:
-                raise ValueError(f"{m['name']}: the manifest pins {f['sha256']} but the Hub has "
+                raise IntegrityError(f"{m['name']}: the manifest pins {f['sha256']} but the Hub has "
                                  f"{sha} for {f['filename']} at {commit}; refusing to re-pin")
             new = {"sha256": f.get("sha256") or sha, "size": info.size, "revision": commit}
             if any(f.get(k) != v for k, v in new.items()):

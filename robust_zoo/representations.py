@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .engine.precision import autocast
 from .models import get_head
 from .attacks import (CrossEntropy, FeatureUnit, L2Step, RepresentationDistance, _attack_mode,
                       _progress, input_gradient, run_pgd)
@@ -357,8 +358,9 @@ def _tick(bar, n: int) -> None:
 
 
 def _autocast(device: torch.device, amp: bool | None):
+    """bf16 autocast when ``amp`` (default: on CUDA), else fp32 (``engine.precision``)."""
     enabled = (device.type == "cuda") if amp is None else bool(amp)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    return autocast(device, "bf16" if enabled else "fp32")
 
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:

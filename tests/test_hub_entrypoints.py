@@ -100,7 +100,7 @@ def test_cli_download_verify_convert(hub_server, subprocess_env, tmp_path):
                                                         net.state_dict()["layers.0.weight"])
     r = run_cli("convert", str(ckpt), "--arch", "resnet18", "--out", str(tmp_path / "y"),
                 env=subprocess_env)
-    assert r.returncode == 1 and "does not hold a resnet18" in r.stderr
+    assert r.returncode == 2 and "does not hold a resnet18" in r.stderr
     assert not (tmp_path / "y").exists()
 
 

@@ -11,10 +11,9 @@ restart; AutoAttack is run on its own (not stacked on PGD), as RobustBench repor
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import torch
 from torch import nn
@@ -24,7 +23,9 @@ from ..attacks import correct_under_attack
 from ..recipe import Precision, choices, default_step_size
 from ..data.common import DataError
 from ..errors import RobustZooError, UsageError
+from ..models import eval_mode
 from ..naming import check_norm
+from .precision import autocast
 
 __all__ = ["EvalResult", "evaluate_loader", "make_autoattack", "AutoAttackUnavailable",
            "AUTOATTACK_VERSIONS", "PRECISIONS"]
@@ -192,24 +193,6 @@ def make_autoattack(model: nn.Module, *, norm: str, eps: float, version: str = "
 
 # ----------------------------------------------------------------------------- the loop
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the evaluation, each submodule's own flag restored afterwards."""
-    saved = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in saved:
-            m.training = training
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
-
-
 def _check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  classes: Sequence | None) -> None:
     with torch.no_grad():
@@ -271,7 +254,7 @@ def evaluate_loader(model: nn.Module, loader: Iterable, *, norm: str, eps: float
     n = n_clean = n_pgd = n_aa = 0
     bar = _progress(loader, desc) if progress else loader
     try:
-        with _eval_mode(model), _autocast(device, precision):
+        with eval_mode(model), autocast(device, precision):
             for x, y in bar:
                 if limit is not None:
                     keep = max(0, min(len(y), limit - n))

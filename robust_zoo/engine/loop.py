@@ -19,7 +19,7 @@ from torch import nn
 
 from ..attacks import pgd
 from ..errors import RobustZooError
-from ..models import unwrap_parallel
+from ..models import eval_mode, unwrap_parallel
 from .precision import autocast
 
 __all__ = ["Trainer", "TrainStats", "TrainingDivergedError", "predict"]
@@ -128,15 +128,8 @@ class Trainer:
     @torch.no_grad()
     def clean_correct(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """#correct on clean inputs, in eval mode (running BN statistics are not touched)."""
-        model = self.attack_model
-        was = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
-            with autocast(x.device, self.precision):
-                return (model(x).argmax(1) == y).sum()
-        finally:
-            for m, training in was:
-                m.training = training
+        with eval_mode(self.attack_model), autocast(x.device, self.precision):
+            return (self.attack_model(x).argmax(1) == y).sum()
 
     # ------------------------------------------------------------------ one epoch
     def train_one_epoch(self, loader: Iterable, *, start_step: int = 0,
@@ -200,10 +193,8 @@ def predict(model: nn.Module, loader: Iterable, *, device: torch.device,
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """(predicted labels, true labels) of ``model`` in eval mode over ``loader`` (the mode of
     every submodule is restored afterwards)."""
-    saved = [(m, m.training) for m in model.modules()]
-    model.eval()
     preds, labels = [], []
-    try:
+    with eval_mode(model):
         for x, y in (progress(loader) if progress else loader):
             x = x.to(device, non_blocking=True)
             if channels_last and x.ndim == 4:
@@ -212,9 +203,6 @@ def predict(model: nn.Module, loader: Iterable, *, device: torch.device,
                 out = model(x)
             preds.append(out.argmax(1).cpu())
             labels.append(torch.as_tensor(y))
-    finally:
-        for m, training in saved:
-            m.training = training
     p = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
     t = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
     return p, t

@@ -21,10 +21,11 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str | None):
-    """The autocast context of ``precision`` on ``device`` (a no-op for fp32)."""
+    """The autocast context of ``precision`` on ``device``: bf16 autocast, or fp32 with any
+    enclosing autocast switched off."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return torch.autocast(device.type, enabled=False)
 
 
 def channels_last_default(device: torch.device, requested: bool | None = None) -> bool:
