@@ -13,15 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-
-def _eps_arg(s: str) -> float:
-    """ε as a float or a fraction such as 4/255 (finite, >= 0)."""
-    from .naming import parse_eps
-
-    try:
-        return parse_eps(s)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+from .naming import arg_type, parse_eps
 
 
 def _manifest_arg(p: argparse.ArgumentParser) -> None:
@@ -200,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="list zoo models")
     s.add_argument("--arch")
     s.add_argument("--norm", choices=["l2", "linf"])
-    s.add_argument("--eps", type=_eps_arg, help="e.g. 3 or 4/255")
+    s.add_argument("--eps", type=arg_type(parse_eps), help="e.g. 3 or 4/255")
     s.add_argument("--json", action="store_true")
     _manifest_arg(s)
     s.set_defaults(func=cmd_list)

@@ -29,7 +29,8 @@ from .data import DataError, checked_image_folder, fixed_subset
 from .engine.evaluation import (AUTOATTACK_VERSIONS, AutoAttackUnavailable, EvalResult,
                                 evaluate_loader, make_autoattack)
 from .errors import RobustZooError, UsageError
-from .naming import check_norm, eps_close, eps_display, parse_eps, parse_number
+from .naming import (arg_type, check_norm, eps_close, eps_display, parse_eps, parse_int,
+                     parse_number)
 
 __all__ = ["evaluate", "main", "compare_claims"]
 
@@ -302,24 +303,12 @@ def format_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _arg(parse):
-    """An argparse type from a robust_zoo parser: its UsageError becomes argparse's message."""
-    def conv(text: str):
-        try:
-            return parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    conv.__name__ = getattr(parse, "__name__", "value")
-    return conv
-
-
 def _int(what: str, minimum: int):
-    def parse(text: str) -> int:
-        v = parse_number(text, what=what, minimum=minimum)
-        if v != int(v):
-            raise UsageError(f"{what} must be a whole number >= {minimum}, got {text!r}")
-        return int(v)
-    return _arg(parse)
+    return arg_type(parse_int, what=what, minimum=minimum)
+
+
+def _arg(parse):
+    return arg_type(parse)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,6 +46,34 @@ def parse_number(text: "str | float | int", *, what: str = "value", minimum: flo
     return v
 
 
+def parse_int(text: "str | int", *, what: str = "value", minimum: int | None = None) -> int:
+    """A whole number written as one (``"3"``), at least ``minimum``; ``UsageError`` otherwise."""
+    try:
+        v = int(str(text).strip())
+    except ValueError:
+        parse_number(text, what=what)            # "x": not a number at all, said so
+        raise UsageError(f"{what} must be a whole number, got {text!r}") from None
+    if minimum is not None and v < minimum:
+        raise UsageError(f"{what} must be >= {minimum}, got {text!r}")
+    return v
+
+
+def arg_type(parse, **kwargs):
+    """An argparse ``type=`` from a parser of this module (``parse_number``, ``parse_eps``,
+    ``parse_int``, with ``kwargs`` bound): its ``UsageError`` becomes argparse's usage message
+    and exit 2."""
+    import argparse
+
+    def convert(text: str):
+        try:
+            return parse(text, **kwargs)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
 def parse_eps(text: "str | float | int", what: str = "eps") -> float:
     """ε in [0, 1] pixel units: a finite number >= 0; fractions allowed (``4/255``)."""
     return parse_number(text, what=what, minimum=0.0)

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from .naming import arg_type, parse_int
+
 ARCH = "mini_resnet"
 INPUT_SIZE = 16
 NORM = "linf"
@@ -32,15 +34,7 @@ CURVE_EPS = (0.0, 8 / 255, 16 / 255, 32 / 255, 48 / 255)
 
 
 def _int_at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
-        return v
-    return parse
+    return arg_type(parse_int, minimum=low)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,27 +51,10 @@ CHOICES = {f: field_choices(Recipe, f) for f in Recipe.field_names() if field_ch
 ALIASES = {"keep_best": ("--use-best",)}
 
 
-def parse_number(text: str) -> float:
-    """``"0.25"``, ``"3"``, ``"1e-4"`` or a fraction ``"4/255"`` → float (finite)."""
-    try:
-        return naming.parse_number(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def eps_type(text: str) -> float:
-    """ε (or a step size) in [0, 1] pixel units: finite, >= 0, fractions allowed."""
-    try:
-        return naming.parse_eps(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def parse_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+# argparse types (the parsers themselves are robust_zoo.naming's)
+parse_number = naming.arg_type(naming.parse_number)
+eps_type = naming.arg_type(naming.parse_eps)
+parse_int = naming.arg_type(naming.parse_int)
 
 
 def recipe_fields() -> list[dataclasses.Field]:
