@@ -5,11 +5,12 @@
 
 Sections (each ratio is against an anchor measured in the same run):
 
-* **train**: img/s of a PGD-3 training step (``robust_zoo.attacks.pgd``, Linf 4/255, keep-best,
-  BN in eval during the attack, then forward/backward/SGD) for ResNet-18/50, per precision
-  (fp32, bf16 autocast) × memory layout (contiguous, channels_last), eager, and compiled
-  (``torch.compile`` of the model: the attack's forward/backward and the step both run
-  compiled) for bf16 + channels_last. Anchor: fp32 contiguous eager of the same arch.
+* **train**: img/s of a PGD-3 training step (``engine.Trainer.train_step``, the step every run
+  takes: PGD Linf 4/255, keep-best, BN in eval during the attack, then forward/backward/SGD)
+  for ResNet-18/50, per precision (fp32, bf16 autocast) × memory layout (contiguous,
+  channels_last), eager, and compiled (``engine.precision.compile_model``, what ``--compile``
+  does: the attack's input-only forward/backward and the update both run compiled) for bf16 +
+  channels_last. Anchor: fp32 contiguous eager of the same arch.
 * **eval**: img/s of PGD-10 evaluation (ResNet-50; attack + final prediction) vs torchattacks'
   ``PGD`` on the same card, same images, same ε/α, with the robust accuracy of each.
 * **loader**: img/s of the training loader on generated 500×375 JPEGs: torchvision
@@ -41,7 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from robust_zoo.archs import build  # noqa: E402
 from robust_zoo.attacks import default_step_size, pgd  # noqa: E402
+from robust_zoo.engine.loop import Trainer  # noqa: E402
+from robust_zoo.engine.precision import autocast, compile_model  # noqa: E402
 from robust_zoo.models import RobustModel  # noqa: E402
+from robust_zoo.recipe import AttackSettings  # noqa: E402
 
 EPS = 4 / 255          # training attack (the paper's Linf 4/255)
 # evaluation attack: random weights flip every prediction at 4/255, which would hide any
@@ -88,22 +92,15 @@ def model_for(arch: str, device, layout: str, num_classes: int = 1000):
     return m
 
 
-def autocast(device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
-
-
-def pgd3_train_step(model, opt, x, y, precision: str) -> torch.Tensor:
-    """Attack (PGD-3, keep-best, BN in eval), then forward, backward, SGD step."""
-    with autocast(x.device, precision):
-        x_adv = pgd(model, x, y, norm="linf", eps=EPS, steps=3,
-                    step_size=default_step_size(EPS, 3), keep_best=True)
-        loss = F.cross_entropy(model(x_adv).float(), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.detach()
+def pgd3_trainer(model, device, precision: str, layout: str, compiled: bool):
+    """The training step every run takes (``engine.Trainer``): PGD-3 Linf 4/255 (keep-best, BN
+    in eval, input-only gradients), then forward, backward, SGD step; ``compiled`` through
+    ``engine.precision.compile_model`` (what ``--compile`` does)."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    attack = AttackSettings(norm="linf", eps=EPS, attack_steps=3, keep_best=True)
+    net = compile_model(model, device) if compiled else model
+    return Trainer(model, opt, device=device, attack=attack, precision=precision,
+                   channels_last=layout == "channels_last", train_model=net)
 
 
 def batch(device, n: int, size: int, layout: str = "contiguous", classes: int = 1000):
@@ -134,24 +131,23 @@ def section_train(s: Suite, args) -> None:
                 s.row("train", f"{arch} {precision} {layout}", "img/s", "skipped (time budget)")
                 continue
             model = model_for(arch, s.device, layout).train()
-            opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-            net = torch.compile(model) if compiled else model
             x, y = batch(s.device, bs, size, layout)
             t_c = time.perf_counter()
             try:
-                pgd3_train_step(net, opt, x, y, precision)        # first call: compile
+                trainer = pgd3_trainer(model, s.device, precision, layout, compiled)
+                trainer.train_step(x, y)                           # first call: compile
             except Exception as e:  # noqa: BLE001 - report, keep measuring the rest
                 s.row("train", f"{arch} {precision} {layout}{' compile' if compiled else ''}",
                       "img/s", f"failed: {type(e).__name__}: {str(e)[:80]}")
                 continue
             first = time.perf_counter() - t_c
-            sec = s.timed(lambda: pgd3_train_step(net, opt, x, y, precision), warm, reps)
+            sec = s.timed(lambda: trainer.train_step(x, y), warm, reps)
             ips = bs / sec
             anchor = anchor or ips
             s.row("train", f"{arch} PGD-3 {precision} {layout}"
                   + (f" compile (first step {first:.0f} s)" if compiled else ""),
                   f"img/s (batch {bs}, {size} px)", f"{ips:.1f}", f"{ips / anchor:.2f}×")
-            model = opt = net = None   # free before the next config
+            model = trainer = None     # free before the next config
             gc.collect()
 
 
@@ -190,7 +186,7 @@ def section_eval(s: Suite, args) -> None:
             s.row("eval", f"{arch} PGD-10 robust_zoo {precision}", "img/s", "skipped (budget)")
             continue
         m = model.to(memory_format=torch.channels_last) if layout == "channels_last" else model
-        net = torch.compile(m) if compiled else m
+        net = compile_model(m, s.device) if compiled else m
         xl = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
 
         def run_ours():
@@ -323,7 +319,6 @@ def section_toggles(s: Suite, args) -> None:
         return
     arch, bs, size = "resnet50", args.train_batch, 224
     model = model_for(arch, s.device, "channels_last").train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = batch(s.device, bs, size, "channels_last")
     saved = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
              torch.backends.cudnn.allow_tf32)
@@ -335,9 +330,10 @@ def section_toggles(s: Suite, args) -> None:
                     setattr(torch.backends.cuda.matmul, "allow_tf32", on),
                     setattr(torch.backends.cudnn, "allow_tf32", on)), "fp32")):
             res = {}
+            trainer = pgd3_trainer(model, s.device, prec, "channels_last", compiled=False)
             for on in (False, True):
                 setter(on)
-                res[on] = bs / s.timed(lambda: pgd3_train_step(model, opt, x, y, prec), 3, 6)
+                res[on] = bs / s.timed(lambda: trainer.train_step(x, y), 3, 6)
             s.row("toggles", f"{name} {arch} PGD-3 {prec} channels_last", "img/s off → on",
                   f"{res[False]:.0f} → {res[True]:.0f}", f"{res[True] / res[False]:.2f}×")
     finally:

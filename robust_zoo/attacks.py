@@ -8,8 +8,11 @@ of ``robustness`` (whose ``attack_steps.py`` the step objects below follow) and 
 * Linf: x ← x + α·sign(g), then δ is clipped to the ε-box, then x clamped to [0, 1].
 
 Clamping to [0, 1] only shrinks each |δᵢ| (x itself is in [0, 1]), so the bound survives it.
-Gradients are taken w.r.t. the input alone (``torch.autograd.grad``): no parameter ``.grad`` is
-written, and autograd skips the weight-gradient work. ``docs/attacks.md`` has the full semantics.
+Gradients are taken w.r.t. the input alone (``torch.autograd.grad``) with the parameters'
+``requires_grad`` switched off for the attack (and restored): no parameter ``.grad`` is written
+and no weight gradient is computed, eager or ``torch.compile``d (a compiled forward has one fused
+backward, which would otherwise compute every parameter's gradient and drop it). ``docs/attacks.md``
+has the full semantics.
 
 One engine, two small objects: a *step* (the threat model: how to step, project, start at
 random) and an *objective* (what to ascend: per-example scores computed from the model's
@@ -27,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import eval_mode as _eval_mode, unwrap_parallel
+from .models import eval_mode as _eval_mode, frozen_parameters, unwrap_parallel
 from .naming import check_norm
 from .recipe import default_step_size
 
@@ -170,9 +173,13 @@ class FeatureUnit(Objective):
 
 
 def _attack_mode(model: nn.Module, eval_mode: bool):
-    """Eval mode for the attack (``models.eval_mode``: every submodule's flag restored after),
-    or the model as found."""
-    return _eval_mode(model) if eval_mode else contextlib.nullcontext()
+    """The attack's view of ``model``: parameters frozen (input gradients only), and eval mode
+    when ``eval_mode`` (``models.eval_mode``); every flag restored afterwards."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(frozen_parameters(model))
+    if eval_mode:
+        stack.enter_context(_eval_mode(model))
+    return stack
 
 
 def _fp16_autocast(device_type: str) -> bool:
@@ -233,8 +240,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: f
 
     Returns:
         ``x_adv``, detached, with ``x``'s dtype, shape and memory format; ‖x_adv − x‖ ≤ eps
-        and x_adv in [0, 1]. Parameters' ``.grad`` and ``requires_grad`` are never touched.
-        Runs under ``torch.autocast``; steps and projections are computed in fp32.
+        and x_adv in [0, 1]. Parameters' ``.grad`` is never touched; their ``requires_grad``
+        is off during the attack and restored afterwards. Runs under ``torch.autocast``; steps and projections are computed in fp32.
     """
     norm = check_norm(norm)
     _check_args(x, y, eps, steps, step_size)
@@ -267,7 +274,8 @@ def run_pgd(model: "nn.Module | Callable[[torch.Tensor], torch.Tensor]", x: torc
             advance by one per step (a caller running several chunks). what: the name in errors.
 
     Returns the result detached, with ``x``'s dtype, shape and memory format. Parameters'
-    ``.grad`` and ``requires_grad`` are never touched; steps and projections run in fp32.
+    ``.grad`` is never touched and their ``requires_grad`` is off during the attack (restored
+    after), so only the input gradient is computed; steps and projections run in fp32.
     """
     net = unwrap_parallel(model) if isinstance(model, nn.Module) else model
     scale = _FP16_GRAD_SCALE if (_fp16_autocast(x.device.type) or x.dtype == torch.float16) else 1.0

@@ -24,13 +24,14 @@ import torch
 from torch import nn
 
 from . import distributed
-from .recipe import default_step_size
 from .data import DataError, checked_image_folder, fixed_subset
 from .engine.evaluation import (AUTOATTACK_VERSIONS, AutoAttackUnavailable, EvalResult,
                                 evaluate_loader, make_autoattack)
+from .engine.precision import compile_model
 from .errors import RobustZooError, UsageError
 from .naming import (arg_type, check_norm, eps_close, eps_display, parse_eps, parse_int,
                      parse_number)
+from .recipe import Precision, choices, default_step_size
 
 __all__ = ["evaluate", "main", "compare_claims"]
 
@@ -147,6 +148,7 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
              autoattack: bool | str = False, limit: int | None = None, batch_size: int = 64,
              workers: int | None = None, device: str | torch.device | None = None,
              manifest: Any = None, transform=None, tolerance: float = 1.0,
+             precision: str = "fp32", compile: bool = False,
              progress: bool = True) -> dict[str, Any]:
     """Clean top-1, PGD robust top-1 (and AutoAttack top-1) in percent, plus claim checks.
 
@@ -157,9 +159,14 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
     own. ``autoattack``: "standard" (or True), "fast" (APGD-CE + APGD-T), "auto" (standard when
     pyautoattack is installed, skipped otherwise) or False. The result carries RobustBench's
     ``clean_acc`` / ``autoattack_acc`` (percent) next to ``metrics``.
+    ``precision="bf16"`` runs the model under bf16 autocast (the attack's steps stay fp32; the
+    result records it: manifest accuracies are fp32 numbers). ``compile``: clean and PGD passes
+    through ``torch.compile`` (the attack keeps input-only gradients); AutoAttack runs eager.
     Under torchrun (WORLD_SIZE > 1) each rank evaluates its shard and counts are summed.
     """
     requested = _autoattack_version(autoattack)
+    if precision not in choices(Precision):
+        raise UsageError(f"precision {precision!r}: use one of {', '.join(choices(Precision))}")
     for name, v, lo in (("steps", steps, 0), ("restarts", restarts, 1),
                         ("batch_size", batch_size, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -226,6 +233,7 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
         loader, classes, total = data, None, None
 
     aa_run, aa_info = _autoattack_fn(model, norm, eps, device, requested)
+    run_model = compile_model(model, device) if compile else model
     desc = (f"evaluate ({total} images" + (f", {world} ranks)" if world > 1 else ")")
             if total else "evaluate")
     t0 = time.perf_counter()
@@ -233,9 +241,9 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
         counts = EvalResult(0, 0, 0 if attacking else None, 0 if aa_run else None)
     else:
         counts = evaluate_loader(
-            model, loader, norm=norm, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
+            run_model, loader, norm=norm, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
             random_start=random_start, keep_best=keep_best, autoattack=aa_run, device=device,
-            limit=cap, precision="fp32", progress=progress and rank == 0, desc=desc,
+            limit=cap, precision=precision, progress=progress and rank == 0, desc=desc,
             classes=classes)
     res = counts.all_reduce(d)
     if res.n == 0:
@@ -255,7 +263,8 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
         "clean_acc": metrics["clean_top1"], "autoattack_acc": metrics["autoattack_top1"],
         "claims": compare_claims(entry, metrics, norm=norm, eps=eps, n=res.n,
                                  tolerance=tolerance),
-        "limit": limit, "world_size": world, "device": str(device),
+        "limit": limit, "world_size": world, "device": str(device), "precision": precision,
+        "compiled": bool(compile),
         "seconds": round(time.perf_counter() - t0, 3), "torch": torch.__version__,
     }
 
@@ -278,6 +287,11 @@ def format_report(result: dict[str, Any]) -> str:
     if att:
         lines.append(f"PGD: {att['steps']} steps, step size {att['step_size']:.4g}, "
                      f"{att['restarts']} restart(s), keep_best={att['keep_best']}")
+    if result.get("precision", "fp32") != "fp32" or result.get("compiled"):
+        lines.append(f"run: {result.get('precision', 'fp32')}"
+                     + (" autocast (the claims are fp32 numbers)"
+                        if result.get("precision", "fp32") != "fp32" else "")
+                     + (", torch.compile" if result.get("compiled") else ""))
     aa = result["autoattack"]
     if "skipped" in aa:
         lines.append(f"AutoAttack: skipped ({aa['skipped']})")
@@ -351,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   minimum=0.0)), default=1.0,
                    help="allowed |measured - claimed| in points (widened to a binomial 95%% "
                         "interval when n is small)")
+    p.add_argument("--precision", choices=choices(Precision), default="fp32",
+                   help="bf16: autocast (faster on GPUs; manifest claims are fp32 numbers, and "
+                        "the result records the precision). Default %(default)s")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model for the clean and PGD passes")
     p.add_argument("--json", dest="json_out", help="write the result here")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
@@ -372,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
             keep_best=args.keep_best, autoattack=args.autoattack, limit=args.limit,
             batch_size=args.batch_size,
             workers=args.workers, device=args.device, manifest=args.manifest,
-            tolerance=args.tolerance, progress=args.progress)
+            tolerance=args.tolerance, precision=args.precision, compile=args.compile,
+            progress=args.progress)
     except (RobustZooError, ValueError, KeyError, OSError, _integrity_error()) as e:
         # OSError: missing files; KeyError: unknown model names
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -16,7 +16,7 @@ from torch import nn
 
 from .archs import IMAGENET_MEAN, IMAGENET_STD, Arch, get_arch, list_archs, resolve_path
 
-__all__ = ["RobustModel", "Normalize", "eval_mode", "unwrap", "unwrap_parallel", "get_head", "replace_head",
+__all__ = ["RobustModel", "Normalize", "eval_mode", "frozen_parameters", "unwrap", "unwrap_parallel", "get_head", "replace_head",
            "head_path", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 
@@ -32,6 +32,22 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, training in saved:
             m.training = training
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """``requires_grad`` off on every parameter of ``model``, each one's flag restored
+    afterwards, exception or not. Under it a backward computes input gradients only: eager
+    autograd already skips weight gradients nobody asked for, but a ``torch.compile``d forward
+    carries one fused backward that computes the gradient of every input that requires one."""
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -1,7 +1,8 @@
 """The one training engine: every run of the package, adversarial training, full fine-tuning,
 the fixed-feature head behind a frozen network and per-epoch validation, goes through it.
 
-* ``precision``: the autocast helper and the device defaults (bf16 and channels_last on CUDA).
+* ``precision``: the autocast helper, the device defaults (bf16 and channels_last on CUDA),
+  determinism and ``compile_model`` (``--compile``).
 * ``optim``: the optimizer and learning-rate schedule builder (``build_optimizer``,
   ``build_scheduler``) from a recipe's shared settings.
 * ``checkpoint``: the one checkpoint format (format tag, recipe, RNG states, content checksum),
@@ -18,7 +19,7 @@ from .._lazy import lazy_getattr as _lazy_getattr
 
 _LAZY = {
     "autocast": "precision", "resolve_precision": "precision", "channels_last_default":
-    "precision",
+    "precision", "compile_model": "precision",
     "build_optimizer": "optim", "build_scheduler": "optim",
     "Trainer": "loop", "TrainStats": "loop", "predict": "loop", "TrainingDivergedError": "loop",
     "evaluate_loader": "evaluation", "EvalResult": "evaluation",

@@ -1,4 +1,5 @@
-"""Numeric precision and memory layout of a run: one helper for every loop of the package."""
+"""How a run executes: numeric precision, memory layout, determinism and ``torch.compile``; one
+helper each for every loop of the package."""
 from __future__ import annotations
 
 import contextlib
@@ -6,6 +7,7 @@ import os
 
 import torch
 
+from ..errors import UsageError
 from ..recipe import Precision, RecipeError, choices
 
 
@@ -53,3 +55,26 @@ def determinism(enabled: bool, device: torch.device):
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[3])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[1:3]
+
+
+def compile_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``torch.compile(model)`` (Inductor, default mode), once a one-line probe has shown that
+    Inductor can build kernels on ``device`` (a C++ compiler on CPU, Triton on CUDA): a missing
+    tool chain stops the run before it starts, with what to do, instead of at its first step.
+
+    The compiled module shares ``model``'s parameters and buffers (save ``model``, not it).
+    Each distinct (train/eval mode, grad mode, parameters frozen or not) use compiles its own
+    graph once: the attack (eval mode, frozen parameters: an input-only backward), the training
+    forward/backward, no-grad evaluation."""
+    device = torch.device(device)
+    try:
+        probe = torch.compile(lambda t: t * 2 + 1)
+        probe(torch.ones(4, device=device))
+    except Exception as e:        # Inductor wraps tool-chain failures in its own classes
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(
+            f"--compile: torch.compile cannot build kernels on {device} ({first[:300]}); "
+            + ("install a C++ compiler (gcc or clang on PATH, or set CXX)" if device.type == "cpu"
+               else "install Triton for this CUDA version") + ", or run without --compile"
+        ) from e
+    return torch.compile(model)

@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps between metrics.jsonl records / progress updates")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels only: a resumed run then ends bit-identical")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model: the attack (input-only backward) and the "
+                        "update run compiled; for GPUs (see benchmarks/README.md)")
     p.add_argument("--sync-bn", action="store_true",
                    help="SyncBatchNorm across GPUs (default: per-GPU BN statistics, as "
                         "robustness' DataParallel)")

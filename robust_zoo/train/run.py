@@ -25,7 +25,7 @@ from ..engine import checkpoint as ckpt
 from ..engine.evaluation import EvalResult, evaluate_loader
 from ..engine.loop import Trainer, TrainStats
 from ..engine.optim import build_optimizer, build_scheduler
-from ..engine.precision import determinism
+from ..engine.precision import compile_model, determinism
 from ..models import RobustModel
 from ..naming import eps_display, model_name
 from ..recipe import Recipe, RecipeError, default_step_size
@@ -165,7 +165,7 @@ class _Run:
     def _trainer(self, model: nn.Module) -> Trainer:
         r, d, o = self.recipe, self.d, self.opt
         optimizer = build_optimizer(model.parameters(), r)
-        attack_model = torch.compile(model) if o.compile else model
+        attack_model = compile_model(model, d.device) if o.compile else model
         train_model = attack_model
         if d.enabled:
             ids = [d.device.index] if d.device.type == "cuda" else None

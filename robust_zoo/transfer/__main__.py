@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--amp", type=_bool, metavar="true|false", help="bf16 autocast (default: CUDA)")
     x.add_argument("--channels-last", type=_bool, metavar="true|false",
                    help="default: on for CUDA")
+    x.add_argument("--compile", action="store_true",
+                   help="torch.compile the network while it trains (full fine-tuning and the "
+                        "fixed-feature paper path; results agree with eager within float "
+                        "rounding)")
     x.add_argument("--save-model", type=_bool, metavar="true|false",
                    help="write model.safetensors (default: for modes that train the backbone)")
     x.add_argument("--no-plots", action="store_true")
@@ -157,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                              path="network" if args.slow else "auto", views=args.views,
                              head_solver=args.head_solver, eval_every=args.eval_every,
                              precision=None if args.amp is None else ("bf16" if args.amp else "fp32"),
-                             channels_last=args.channels_last, protocol=args.protocol)
+                             channels_last=args.channels_last, compile=args.compile,
+                             protocol=args.protocol)
         for mode in modes:          # a protocol that one of the modes cannot run: fail now
             dataclasses.replace(cfg, mode=mode).resolved()
         if args.data_root is None:

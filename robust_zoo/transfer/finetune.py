@@ -29,7 +29,7 @@ from ..distributed import Dist, barrier
 from ..engine import checkpoint as ckpt
 from ..engine.loop import Trainer, predict
 from ..engine.optim import build_optimizer, build_scheduler
-from ..engine.precision import channels_last_default, resolve_precision
+from ..engine.precision import channels_last_default, compile_model, resolve_precision
 
 __all__ = ["accuracy_metrics", "predict_dataset", "train_network", "epoch_permutation",
            "make_loader", "progress_bar"]
@@ -130,15 +130,15 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
         if len(state["rng"]) == dist.world_size:
             ckpt.set_rng_state(state["rng"][dist.rank])
         changed = {k: (v, cfg.to_dict().get(k)) for k, v in state.get("recipe", {}).items()
-                   if k not in ("epochs", "eval_every") and cfg.to_dict().get(k) != v}
+                   if k not in ("epochs", "eval_every", "compile") and cfg.to_dict().get(k) != v}
         if changed and dist.is_main:
             warnings.warn(f"Resuming {used} with a different recipe: {changed}")
         if dist.is_main:
             log(f"resumed from {used} after epoch {start}/{cfg.epochs}")
-    net = model
+    net = compile_model(model, dev) if cfg.compile else model
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+            net, device_ids=[dev.index] if dev.type == "cuda" else None)
     trainer = Trainer(model, opt, device=dev, precision=precision, channels_last=cl,
                       train_model=net)
     per_rank = cfg.batch_size // dist.world_size

@@ -199,6 +199,7 @@ class TransferConfig(OptimizerSettings, ScheduleSettings, PrecisionSettings):
     lbfgs_iters: int = 500
     eval_every: int = 0                   # network path: evaluate every N epochs (0: at the end)
     channels_last: bool | None = None     # None: on for CUDA
+    compile: bool = False                 # torch.compile the network while it trains
     protocol: str | None = None           # PROTOCOLS; None: default_protocol(mode), or what
                                           # path / views / head_solver / augment imply
 
