@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))     # this checkout's robust_zoo
+
 
 def make_jpegs(root: Path, n: int, size: tuple[int, int] = (375, 500), classes: int = 10,
                quality: int = 90, seed: int = 0) -> int:
@@ -60,23 +62,30 @@ def pil_loader(root: Path, size: int, batch: int, workers: int, pin: bool = Fals
                                        pin_memory=pin, persistent_workers=workers > 0)
 
 
-def jpeg_loader(root: Path, size: int, batch: int, workers: int, pin: bool = False):
-    from robust_zoo.data.jpeg import JpegFolder, TrainAugment
+def jpeg_loader(root: Path, size: int, batch: int, workers: int, pin: bool = False,
+                batched: bool = True):
+    """``batched``: the training path (``--decoder tensor``): uint8 crops in the workers, the
+    colour work vectorised per batch in the collate_fn; else ``TrainAugment`` per image."""
+    from robust_zoo.data.jpeg import FinishBatch, JpegFolder, TrainAugment, TrainCrops
 
-    ds = JpegFolder(root, transform=TrainAugment(size))
+    aug = TrainAugment(size)
+    ds = JpegFolder(root, transform=TrainCrops(aug) if batched else aug)
     return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                       pin_memory=pin, persistent_workers=workers > 0)
+                                       pin_memory=pin, persistent_workers=workers > 0,
+                                       collate_fn=FinishBatch(aug) if batched else None)
 
 
 def device_decode_loader(root: Path, size: int, batch: int, workers: int, device: str):
-    """(loader of encoded bytes, per-batch GPU decoder + augmenter)."""
-    from robust_zoo.data.jpeg import JpegBatchDecoder, JpegFolder, TrainAugment, collate_encoded
+    """(loader of encoded bytes + their augmentation draws, per-batch GPU decoder + augmenter)."""
+    from robust_zoo.data.jpeg import (EncodedSample, JpegBatchDecoder, JpegFolder, TrainAugment,
+                                      collate_encoded)
 
-    ds = JpegFolder(root, decode="device")
+    aug = TrainAugment(size)
+    ds = JpegFolder(root, transform=EncodedSample(aug), decode="device")
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
                                          collate_fn=collate_encoded,
                                          persistent_workers=workers > 0)
-    return loader, JpegBatchDecoder(TrainAugment(size), device)
+    return loader, JpegBatchDecoder(aug, device)
 
 
 def time_epoch(loader, post=None, device: str | None = None) -> tuple[float, int]:
@@ -98,12 +107,15 @@ def run(root: Path, *, size: int, batch: int, workers_list, epochs: int, device:
     rows = []
     for workers in workers_list:
         cases = {"torchvision ImageFolder + PIL": pil_loader(root, size, batch, workers),
-                 "robust_zoo.data.jpeg (CPU decode)": jpeg_loader(root, size, batch, workers)}
+                 "robust_zoo.data.jpeg, per-image TrainAugment":
+                     jpeg_loader(root, size, batch, workers, batched=False),
+                 "robust_zoo.data.jpeg, uint8 crops + batched colour (--decoder tensor)":
+                     jpeg_loader(root, size, batch, workers)}
         posts: dict = {}
         if device.startswith("cuda"):
             loader, post = device_decode_loader(root, size, batch, workers, device)
-            cases["robust_zoo.data.jpeg (nvJPEG batch decode)"] = loader
-            posts["robust_zoo.data.jpeg (nvJPEG batch decode)"] = post
+            cases["robust_zoo.data.jpeg, nvJPEG batch decode (--decoder nvjpeg)"] = loader
+            posts["robust_zoo.data.jpeg, nvJPEG batch decode (--decoder nvjpeg)"] = post
         for name, loader in cases.items():          # warm-up: worker start, page cache
             time_epoch(loader, posts.get(name))
         times: dict[str, list[float]] = {k: [] for k in cases}
