@@ -76,12 +76,14 @@ class AugParams:
     alpha: tuple[float, float, float] | None
 
 
-def _rrc_params(height: int, width: int, scale: Sequence[float], ratio: Sequence[float]
-                ) -> tuple[int, int, int, int]:
+def _rrc_params(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
+                log_ratio: Sequence[float] | None = None) -> tuple[int, int, int, int]:
     """torchvision's ``RandomResizedCrop.get_params`` for an image of this size, drawing the same
-    random numbers in the same order (it needs only the size, not the pixels)."""
+    random numbers in the same order (it needs only the size, not the pixels). ``log_ratio``:
+    ``torch.log(torch.tensor(ratio))``, computed once by the caller."""
     area = height * width
-    log_ratio = torch.log(torch.tensor(ratio))
+    if log_ratio is None:
+        log_ratio = torch.log(torch.tensor(ratio)).tolist()
     for _ in range(10):
         target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
         aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
@@ -121,11 +123,12 @@ class TrainAugment:
         self.lighting = Lighting(lighting, IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC)
         self._eigval = self.lighting.eigval.tolist()
         self._eigvec = self.lighting.eigvec.tolist()
+        self._log_ratio = torch.log(torch.tensor(self.ratio)).tolist()
 
     def sample(self, height: int, width: int) -> AugParams:
         """Parameters for one image, from torch's global RNG in ``data.train_transforms``'s
         order: crop box, flip, ColorJitter (order, then factors), lighting alpha."""
-        box = _rrc_params(height, width, self.scale, self.ratio)
+        box = _rrc_params(height, width, self.scale, self.ratio, self._log_ratio)
         flip = bool(torch.rand(1) < 0.5)
         j = self.jitter
         if j > 0:
