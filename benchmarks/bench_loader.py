@@ -88,9 +88,11 @@ def device_decode_loader(root: Path, size: int, batch: int, workers: int, device
     return loader, JpegBatchDecoder(aug, device)
 
 
-def time_epoch(loader, post=None, device: str | None = None) -> tuple[float, int]:
-    """Seconds for one pass and the number of images (to the device when given)."""
+def time_epoch(loader, post=None, device: str | None = None) -> tuple[float, int, float]:
+    """Seconds for one pass, the number of images (to the device when given) and the CPU
+    seconds of this process (all of the loader's work when it has no workers)."""
     n = 0
+    c = time.process_time()
     t = time.perf_counter()
     for batch in loader:
         x, _ = post(batch) if post else batch
@@ -99,7 +101,7 @@ def time_epoch(loader, post=None, device: str | None = None) -> tuple[float, int
         n += len(x)
     if device and device.startswith("cuda"):
         torch.cuda.synchronize()
-    return time.perf_counter() - t, n
+    return time.perf_counter() - t, n, time.process_time() - c
 
 
 def run(root: Path, *, size: int, batch: int, workers_list, epochs: int, device: str = "cpu",
@@ -119,20 +121,80 @@ def run(root: Path, *, size: int, batch: int, workers_list, epochs: int, device:
         for name, loader in cases.items():          # warm-up: worker start, page cache
             time_epoch(loader, posts.get(name))
         times: dict[str, list[float]] = {k: [] for k in cases}
+        cpu: dict[str, list[float]] = {k: [] for k in cases}
         count = {}
         for _ in range(epochs):
             for name, loader in cases.items():
-                s, count[name] = time_epoch(loader, posts.get(name),
-                                            device if device.startswith("cuda") else None)
+                s, count[name], c = time_epoch(loader, posts.get(name),
+                                               device if device.startswith("cuda") else None)
                 times[name].append(s)
-        anchor = None
+                cpu[name].append(c)
+        anchor = cpu_anchor = None
         for name in cases:
             ips = count[name] / statistics.median(times[name])
             anchor = anchor or ips
-            rows.append({"workers": workers, "loader": name, "images_per_s": ips,
-                         "ratio": ips / anchor})
-            log(f"| {workers} | {name} | {ips:.0f} | {ips / anchor:.2f}× |")
+            row = {"workers": workers, "loader": name, "images_per_s": ips, "ratio": ips / anchor}
+            cpu_txt = ""
+            if workers == 0:     # all the work is this process's: its CPU time per image
+                ms = statistics.median(cpu[name]) / count[name] * 1e3
+                cpu_anchor = cpu_anchor or ms
+                row.update(cpu_ms_per_image=ms, cpu_ratio=cpu_anchor / ms)
+                cpu_txt = f" {ms:.2f} ms ({cpu_anchor / ms:.2f}×) |"
+            rows.append(row)
+            log(f"| {workers} | {name} | {ips:.0f} | {ips / anchor:.2f}× |" + (cpu_txt or " |"))
     return rows
+
+
+def breakdown(root: Path, size: int, batch: int, n: int = 128, log=print) -> dict[str, float]:
+    """Process CPU ms per image of each stage of both paths, one thread, ``n`` images in
+    batches of ``batch`` (the batch tensors freshly allocated, as a loader makes them)."""
+    from torchvision.datasets.folder import make_dataset
+
+    from robust_zoo.data import load_rgb, train_transforms
+    from robust_zoo.data.jpeg import TrainAugment, _quiet, decode
+
+    files = [f for f, _ in make_dataset(str(root), {d.name: i for i, d in enumerate(
+        sorted(p for p in root.iterdir() if p.is_dir()))}, (".jpg",))][:n]
+    n = len(files)
+    out: dict[str, float] = {}
+
+    def clock(name, fn):
+        c = time.process_time()
+        res = fn()
+        out[name] = (time.process_time() - c) / n * 1e3
+        return res
+
+    from torchvision.io import read_file
+
+    torch.manual_seed(0)
+    pil_imgs = clock("PIL: open + decode + convert RGB", lambda: [load_rgb(f) for f in files])
+    tf = train_transforms("robustness-imagenet", size)
+    pil_x = clock("PIL: RandomResizedCrop, flip, ColorJitter, ToTensor, Lighting",
+                  lambda: [tf(im) for im in pil_imgs])
+    clock("PIL: default_collate (torch.stack into a fresh batch)",
+          lambda: [torch.stack(pil_x[i:i + batch]) for i in range(0, n, batch)])
+    with _quiet():
+        imgs = clock("tensor: read_file + decode_jpeg", lambda: [decode(read_file(f))
+                                                                 for f in files])
+    aug = TrainAugment(size)
+    params = clock("tensor: TrainAugment.sample (the draws)",
+                   lambda: [aug.sample(*im.shape[-2:]) for im in imgs])
+    crops = clock("tensor: uint8 resized crop + flip", lambda: [aug.crop(im, p)
+                                                                for im, p in zip(imgs, params)])
+    rows = clock("tensor: parameter rows", lambda: [torch.tensor([aug.row(p) for p in
+                                                                  params[i:i + batch]])
+                                                    for i in range(0, n, batch)])
+    clock("tensor: batched float + ColorJitter + Lighting (fresh batch tensor)",
+          lambda: [aug.finish(crops[i:i + batch], rows[i // batch]) for i in range(0, n, batch)])
+    outb = torch.empty((min(batch, n), 3, size, size))
+    aug.finish(crops[:batch], rows[0], out=outb)
+    clock("tensor: the same into a reused batch tensor (page faults excluded)",
+          lambda: [aug.finish(crops[i:i + batch], rows[i // batch], out=outb[:len(rows[i // batch])])
+                   for i in range(0, n, batch)])
+    log("\n| stage (1 thread, process CPU time) | ms / image |\n| --- | --- |")
+    for k, v in out.items():
+        log(f"| {k} | {v:.2f} |")
+    return out
 
 
 def main(argv=None) -> int:
@@ -144,6 +206,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=2, help="timed passes per case (median)")
     p.add_argument("--device", default="cpu", help="cuda adds the nvJPEG batch-decode path")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also the CPU time per image of each stage of both paths")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
@@ -154,9 +218,12 @@ def main(argv=None) -> int:
               f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
               f"load avg {os.getloadavg()[0]:.2f}")
         print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}\n")
-        print("| workers | loader | images/s | vs PIL |\n| --- | --- | --- | --- |")
+        print("| workers | loader | images/s | vs PIL | CPU per image (vs PIL) |\n"
+              "| --- | --- | --- | --- | --- |")
         run(root, size=args.size, batch=args.batch, workers_list=args.workers,
             epochs=args.epochs, device=args.device)
+        if args.breakdown:
+            breakdown(root, args.size, args.batch)
         print(f"\nload avg at the end {os.getloadavg()[0]:.2f}")
     return 0
 

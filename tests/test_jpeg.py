@@ -16,9 +16,9 @@ from PIL import Image
 
 from robust_zoo.data import (DataError, ResumableSampler, SeededDataset, build_datasets,
                              train_transforms)
-from robust_zoo.data.jpeg import (PARAM_COLUMNS, EncodedSample, EvalTransform, FinishBatch,
-                                  JpegBatchDecoder, JpegFolder, TrainAugment, TrainCrops,
-                                  collate_encoded, decode, image_size)
+from robust_zoo.data.jpeg import (PARAM_COLUMNS, CropBatch, DeviceFinish, EncodedSample,
+                                  EvalTransform, FinishBatch, JpegBatchDecoder, JpegFolder,
+                                  TrainAugment, TrainCrops, collate_encoded, decode, image_size)
 
 
 def _jpeg(seed: int, h: int = 150, w: int = 200, quality: int = 90) -> bytes:
@@ -166,6 +166,9 @@ def test_batched_finish_is_the_per_image_augmentation(jitter, lighting):
     assert x.shape == ref.shape == (7, 3, 40, 40) and x.dtype == torch.float32
     assert y.tolist() == list(range(7))
     assert (x - ref).abs().max() < 1e-5
+    # the same finish after the copy to the training device (the CUDA path; here the CPU)
+    xd, yd = DeviceFinish(aug, "cpu")(CropBatch()(items))
+    assert (xd - ref).abs().max() < 1e-5 and yd.tolist() == list(range(7))
     assert len(aug.row(aug.sample(90, 120))) == PARAM_COLUMNS
     for chunk in (1, 3, 64):
         crops = torch.stack([c for (c, _), _ in items])

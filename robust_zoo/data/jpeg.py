@@ -34,7 +34,7 @@ from .images import MAX_PIXELS
 from .transforms import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, Lighting
 
 __all__ = ["JpegFolder", "TrainAugment", "EvalTransform", "AugParams", "PARAM_COLUMNS",
-           "TrainCrops", "FinishBatch", "EncodedSample", "JpegBatchDecoder", "DeviceBatches",
+           "TrainCrops", "FinishBatch", "CropBatch", "DeviceFinish", "EncodedSample", "JpegBatchDecoder", "DeviceBatches",
            "collate_encoded", "decode", "image_size"]
 
 
@@ -409,6 +409,34 @@ class FinishBatch:
         labels = torch.tensor([t for _, t in batch], dtype=torch.long)
         out = _batch_buffer((len(batch), *crops[0].shape), torch.float32)
         return self.augment.finish(crops, params, out=out), labels
+
+
+class CropBatch:
+    """``collate_fn`` that leaves the colour work to the training device: ``TrainCrops``
+    items → (uint8 crops (B, 3, size, size), their ``row``s (B, ``PARAM_COLUMNS``), labels),
+    a quarter of the float batch's bytes to hand over, pin and copy. ``DeviceFinish`` ends it."""
+
+    def __call__(self, batch):
+        crops = [c for (c, _), _ in batch]
+        out = _batch_buffer((len(batch), *crops[0].shape), torch.uint8)
+        torch.stack(crops, out=out)
+        params = torch.tensor([r for (_, r), _ in batch], dtype=torch.float32)
+        return out, params, torch.tensor([t for _, t in batch], dtype=torch.long)
+
+
+class DeviceFinish:
+    """A ``CropBatch`` batch → (float images, labels) on ``device``: the copy, then
+    ``TrainAugment.finish`` there (on CUDA a few kernels per batch)."""
+
+    def __init__(self, augment: TrainAugment, device: str | torch.device = "cuda"):
+        self.augment, self.device = augment, torch.device(device)
+
+    def __call__(self, batch):
+        crops, params, labels = batch
+        crops = crops.to(self.device, non_blocking=True)
+        chunk = len(crops) if self.device.type == "cuda" else 4
+        return (self.augment.finish(crops, params, chunk=chunk),
+                labels.to(self.device, non_blocking=True))
 
 
 class EncodedSample:

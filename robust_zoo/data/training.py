@@ -12,7 +12,7 @@ relabelled 0..4). ``recipe.augmentation`` picks the training transforms (see ``A
 ``decoder`` picks how ImageFolder training images are decoded and augmented (``DECODERS``):
 ``"pil"`` (torchvision ImageFolder + PIL, the reference path), ``"tensor"`` (``data.jpeg``:
 libjpeg-turbo decode and uint8 crops in the loader's workers, the colour augmentation batched
-in the collate_fn) or ``"nvjpeg"`` (CUDA only: the workers read the files and draw the
+in the collate_fn, or on a CUDA device after the copy of the uint8 batch) or ``"nvjpeg"`` (CUDA only: the workers read the files and draw the
 augmentation, the GPU decodes and augments each batch). All three draw the same random
 parameters per sample; validation images always go through PIL.
 """
@@ -144,7 +144,10 @@ def _train_images(root: Path, input_size: int, decoder: str, device: torch.devic
 
     aug = jpeg.TrainAugment(input_size)
     if decoder == "tensor":
-        return jpeg.JpegFolder(root, transform=jpeg.TrainCrops(aug)), jpeg.FinishBatch(aug), None
+        images = jpeg.JpegFolder(root, transform=jpeg.TrainCrops(aug))
+        if device.type == "cuda":      # uint8 crops cross to the GPU, the colour work runs there
+            return images, jpeg.CropBatch(), jpeg.DeviceFinish(aug, device)
+        return images, jpeg.FinishBatch(aug), None
     return (jpeg.JpegFolder(root, transform=jpeg.EncodedSample(aug), decode="device"),
             jpeg.collate_encoded, jpeg.JpegBatchDecoder(aug, device))
 

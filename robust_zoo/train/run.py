@@ -212,7 +212,7 @@ class _Run:
             SeededDataset(spec.train), batch_size=b, sampler=sampler, num_workers=workers,
             pin_memory=d.device.type == "cuda", drop_last=True, collate_fn=spec.collate,
             generator=torch.Generator().manual_seed(int(r.seed)))
-        if spec.on_device is not None:      # --decoder nvjpeg: the GPU decodes each batch
+        if spec.on_device is not None:      # e.g. --decoder nvjpeg: the GPU decodes batches
             from ..data.jpeg import DeviceBatches
 
             loader = DeviceBatches(loader, spec.on_device)
