@@ -214,6 +214,20 @@ def test_training_batches_match_the_pil_path_under_the_run_seed(tmp_path):
     assert torch.equal(pil.val[0][0], ours.val[0][0])
 
 
+def test_batches_made_in_worker_processes_are_the_in_process_ones(tmp_path):
+    """FinishBatch and CropBatch write into shared memory inside a worker: the batches that
+    reach the main process are the ones made without workers."""
+    data = _jpeg_tree(tmp_path, per_class=(4, 1))
+    aug = TrainAugment(20)
+    ds = SeededDataset(JpegFolder(data / "train", transform=TrainCrops(aug)))
+    keys = [(i, 100 + i) for i in range(8)]
+    for collate in (FinishBatch(aug), CropBatch()):
+        got = [list(torch.utils.data.DataLoader(ds, batch_size=4, sampler=keys, num_workers=w,
+                                                collate_fn=collate)) for w in (0, 1)]
+        for a, b in zip(*got):
+            assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
 @pytest.mark.parametrize("args,message", [
     (["--decoder", "nvjpeg", "--device", "cpu"], "decodes on the GPU"),
     (["--decoder", "tensor", "--augmentation", "flip-crop"], "robustness-imagenet augmentation"),
