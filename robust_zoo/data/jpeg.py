@@ -15,6 +15,14 @@ bilinear kernel), and only the ``size × size`` result is converted to float. Tw
 RandomResizedCrop, horizontal flip, ColorJitter(0.1, 0.1, 0.1), Lighting(0.05)) and draws its
 random parameters from torch's global RNG in the same order as that PIL pipeline, so under one
 seed both paths pick the same crop boxes, flips, jitter factors and lighting noise.
+
+Training (``python -m robust_zoo.train --decoder tensor``) splits it in two: per image in the
+workers, the draws and the uint8 crop (``TrainCrops``); per batch, the float conversion,
+ColorJitter and Lighting as a few vectorised passes (``TrainAugment.finish``), either in the
+``collate_fn`` (``FinishBatch``: float batches) or after the copy to a CUDA device
+(``CropBatch`` + ``DeviceFinish``). ``--decoder nvjpeg`` draws in the workers from the file's
+header (``EncodedSample``) and decodes and augments on the GPU (``JpegBatchDecoder``). Under
+``data.SeededDataset`` every path draws each sample's parameters from that sample's seed.
 """
 from __future__ import annotations
 
@@ -34,8 +42,8 @@ from .images import MAX_PIXELS
 from .transforms import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, Lighting
 
 __all__ = ["JpegFolder", "TrainAugment", "EvalTransform", "AugParams", "PARAM_COLUMNS",
-           "TrainCrops", "FinishBatch", "CropBatch", "DeviceFinish", "EncodedSample", "JpegBatchDecoder", "DeviceBatches",
-           "collate_encoded", "decode", "image_size"]
+           "TrainCrops", "FinishBatch", "CropBatch", "DeviceFinish", "EncodedSample",
+           "JpegBatchDecoder", "DeviceBatches", "collate_encoded", "decode", "image_size"]
 
 
 @contextlib.contextmanager
@@ -193,8 +201,8 @@ class TrainAugment:
         ops = [op for op in p.order if op < 3] + [-1] * 3
         return [*ops[:3], p.brightness, p.contrast, p.saturation, *(p.alpha or (0.0,) * 3)]
 
-    def finish(self, crops: torch.Tensor | Sequence[torch.Tensor], params: torch.Tensor, out: torch.Tensor | None = None,
-               chunk: int = 4) -> torch.Tensor:
+    def finish(self, crops: torch.Tensor | Sequence[torch.Tensor], params: torch.Tensor,
+               out: torch.Tensor | None = None, chunk: int = 4) -> torch.Tensor:
         """The colour half of ``apply`` on a batch: B uint8 crops (a (B, 3, S, S) tensor or
         a list of (3, S, S)) and their (B, ``PARAM_COLUMNS``) ``row``s → (B, 3, S, S) float
         in [0, 1] (written into ``out`` when given). Works through ``chunk`` images at a time,
@@ -203,12 +211,13 @@ class TrainAugment:
         dev = crops[0].device
         if out is None:
             out = torch.empty((B, C, H, W), dtype=torch.float32, device=dev)
-        params = params.to(dtype=torch.float32)
+        params = params.to(device="cpu", dtype=torch.float32)     # B × 9 numbers: on the host
         ops = params[:, 0:3].long().tolist()                           # op at each position
         factors = params[:, 3:6]
         # Lighting: eigvec @ (alpha * eigval) per image, (B, 3)
-        shift = ((params[:, 6:9] * self.lighting.eigval) @ self.lighting.eigvec.T).to(dev)
+        shift = (params[:, 6:9] * self.lighting.eigval) @ self.lighting.eigvec.T
         light = bool(shift.any())
+        shift = shift.to(dev)
         # Every jitter op is x ← clamp(f·x + g): brightness g = 0; contrast g = (1 − f)·mean
         # grey level; saturation g = (1 − f)·grey image. f, and the weights of the mean grey
         # and of the grey image in g, for each image and position, as (B, 3) tensors:
@@ -220,8 +229,9 @@ class TrainAugment:
         f[:, 0] /= 255.0
         w_mean[:, 0] /= 255.0
         w_grey[:, 0] /= 255.0
+        # f ≤ 1 mixes values in [0, 1] (convex combinations): no clamp needed after that op
+        clamp = (f * torch.tensor([255.0, 1.0, 1.0]) > 1).tolist()
         f, w_mean, w_grey = (t.to(dev).view(B, 3, 1, 1) for t in (f, w_mean, w_grey))
-        clamp = (f.view(B, 3) * torch.tensor([255.0, 1.0, 1.0], device=dev) > 1).tolist()
         luma = _LUMA_T.to(dev).view(1, 1, 3)
         for a in range(0, B, chunk):
             b = min(a + chunk, B)
@@ -249,10 +259,11 @@ class TrainAugment:
                     x.mul_(fk).add_(g)
                 else:                                                # brightness only
                     x.mul_(fk)
-                if any(c[k] for c in clamp[a:b]):     # f ≤ 1 mixes values in [0, 1]: no clamp
+                if any(c[k] for c in clamp[a:b]):
                     x.clamp_(0.0, 1.0)
             if light:
-                x.add_(shift[a:b].view(-1, C, 1)).clamp_(0.0, 1.0)
+                x.add_(shift[a:b].view(-1, C, 1))
+            x.clamp_(0.0, 1.0)       # also the rounding of the unclamped mixes: [0, 1] exactly
         return out
 
 
