@@ -202,13 +202,15 @@ class TrainAugment:
         return [*ops[:3], p.brightness, p.contrast, p.saturation, *(p.alpha or (0.0,) * 3)]
 
     def finish(self, crops: torch.Tensor | Sequence[torch.Tensor], params: torch.Tensor,
-               out: torch.Tensor | None = None, chunk: int = 4) -> torch.Tensor:
+               out: torch.Tensor | None = None, chunk: int | None = None) -> torch.Tensor:
         """The colour half of ``apply`` on a batch: B uint8 crops (a (B, 3, S, S) tensor or
         a list of (3, S, S)) and their (B, ``PARAM_COLUMNS``) ``row``s → (B, 3, S, S) float
         in [0, 1] (written into ``out`` when given). Works through ``chunk`` images at a time,
-        small enough that the float images stay in cache between the passes."""
+        by default as many as fit in about 2.5 MB of float (4 at 224 × 224), so that they stay
+        in cache between the passes."""
         B, (C, H, W) = len(crops), crops[0].shape
         dev = crops[0].device
+        chunk = chunk or max(1, 2_500_000 // (4 * C * H * W))
         if out is None:
             out = torch.empty((B, C, H, W), dtype=torch.float32, device=dev)
         params = params.to(device="cpu", dtype=torch.float32)     # B × 9 numbers: on the host
@@ -445,7 +447,7 @@ class DeviceFinish:
     def __call__(self, batch):
         crops, params, labels = batch
         crops = crops.to(self.device, non_blocking=True)
-        chunk = len(crops) if self.device.type == "cuda" else 4
+        chunk = len(crops) if self.device.type == "cuda" else None
         return (self.augment.finish(crops, params, chunk=chunk),
                 labels.to(self.device, non_blocking=True))
 
@@ -496,7 +498,7 @@ class JpegBatchDecoder:
             params = [aug.sample(img.shape[-2], img.shape[-1]) for img in images]
         crops = [aug.crop(img, p) for img, p in zip(images, params)]
         rows = torch.tensor([aug.row(p) for p in params], dtype=torch.float32)
-        chunk = len(crops) if self.device.type == "cuda" else 4
+        chunk = len(crops) if self.device.type == "cuda" else None
         return aug.finish(crops, rows, chunk=chunk), labels.to(self.device, non_blocking=True)
 
 
