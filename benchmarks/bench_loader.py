@@ -2,15 +2,26 @@
 augmentation) vs torchvision ``ImageFolder`` + PIL with the recipe's transforms.
 
     python benchmarks/bench_loader.py [--files 300] [--workers 0 2] [--size 224] [--batch 64]
-                                      [--epochs 2] [--device cpu|cuda]
+                                      [--epochs 2] [--device cpu|cuda] [--breakdown]
 
 Generates ``--files`` JPEGs at an ImageNet-like size (500×375, quality 90, ~110 KB each: smooth
 colour fields plus grain, about the entropy of a photo) in a temporary folder of 10 classes,
 then times full passes of a shuffled DataLoader for each loader and worker count, interleaved
-(anchor, ours, anchor, ours ...) so drifting load hits both. Both apply the recipe's
+(anchor, ours, anchor, ours ...) so drifting load hits both. Every case applies the recipe's
 ``robustness-imagenet`` augmentation (RandomResizedCrop(size), flip, ColorJitter(0.1, 0.1, 0.1),
-Lighting(0.05)) and yield float batches in [0, 1]. ``--device cuda`` adds the batched nvJPEG
-path (``JpegFolder(decode="device")`` + ``JpegBatchDecoder``), timed to the GPU batch.
+Lighting(0.05)) and yields float batches in [0, 1]:
+
+* torchvision ImageFolder + PIL (the anchor; ``--decoder pil``);
+* ``JpegFolder`` + ``TrainAugment`` per image;
+* ``JpegFolder`` + ``TrainCrops`` + ``FinishBatch``: uint8 crops per image, colour work per
+  batch in the collate_fn (``--decoder tensor`` on CPU);
+* uint8 crops + ``CropBatch``, the colour work on the device (``--decoder tensor`` on CUDA; on
+  a CPU run the loader alone: the host's share of that path, uint8 batches);
+* with ``--device cuda``, the batched nvJPEG path (``EncodedSample`` + ``JpegBatchDecoder``,
+  ``--decoder nvjpeg``), timed to the GPU batch.
+
+With 0 workers the table also gives this process's CPU time per image (all of the loader's work,
+less sensitive to other jobs than images/s). ``--breakdown`` adds the CPU time of each stage.
 """
 from __future__ import annotations
 
@@ -75,6 +86,20 @@ def jpeg_loader(root: Path, size: int, batch: int, workers: int, pin: bool = Fal
                                        collate_fn=FinishBatch(aug) if batched else None)
 
 
+def crop_loader(root: Path, size: int, batch: int, workers: int, device: str):
+    """(loader of uint8 crops + colour parameters, the colour work on ``device``): what
+    ``--decoder tensor`` runs on CUDA. On a CPU run ``post`` is None and the loader alone is
+    timed: the host's share of that path, per core."""
+    from robust_zoo.data.jpeg import CropBatch, DeviceFinish, JpegFolder, TrainAugment, TrainCrops
+
+    aug = TrainAugment(size)
+    loader = torch.utils.data.DataLoader(
+        JpegFolder(root, transform=TrainCrops(aug)), batch_size=batch, shuffle=True,
+        num_workers=workers, collate_fn=CropBatch(), pin_memory=device.startswith("cuda"),
+        persistent_workers=workers > 0)
+    return loader, DeviceFinish(aug, device) if device.startswith("cuda") else None
+
+
 def device_decode_loader(root: Path, size: int, batch: int, workers: int, device: str):
     """(loader of encoded bytes + their augmentation draws, per-batch GPU decoder + augmenter)."""
     from robust_zoo.data.jpeg import (EncodedSample, JpegBatchDecoder, JpegFolder, TrainAugment,
@@ -95,7 +120,7 @@ def time_epoch(loader, post=None, device: str | None = None) -> tuple[float, int
     c = time.process_time()
     t = time.perf_counter()
     for batch in loader:
-        x, _ = post(batch) if post else batch
+        x = (post(batch) if post else batch)[0]
         if device:
             x = x.to(device, non_blocking=True)
         n += len(x)
@@ -114,6 +139,11 @@ def run(root: Path, *, size: int, batch: int, workers_list, epochs: int, device:
                  "robust_zoo.data.jpeg, uint8 crops + batched colour (--decoder tensor)":
                      jpeg_loader(root, size, batch, workers)}
         posts: dict = {}
+        loader, post = crop_loader(root, size, batch, workers, device)
+        name = ("robust_zoo.data.jpeg, uint8 crops, colour on the GPU (--decoder tensor on CUDA)"
+                if post else "robust_zoo.data.jpeg, uint8 crops only (the host's share of "
+                "--decoder tensor on CUDA)")
+        cases[name], posts[name] = loader, post
         if device.startswith("cuda"):
             loader, post = device_decode_loader(root, size, batch, workers, device)
             cases["robust_zoo.data.jpeg, nvJPEG batch decode (--decoder nvjpeg)"] = loader
