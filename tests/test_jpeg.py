@@ -283,3 +283,12 @@ def test_jpeg_folder_errors(tmp_path):
         JpegFolder(tmp_path)
     with pytest.raises(DataError, match="decode="):
         JpegFolder(tmp_path, decode="gpu")
+    # a damaged file is refused by name, as the PIL path refuses it
+    data = _jpeg(0)
+    (tmp_path / "a" / "cut.jpg").write_bytes(data[:len(data) // 2])
+    (tmp_path / "a" / "text.jpg").write_text("not a JPEG")
+    ds = JpegFolder(tmp_path, transform=TrainCrops(TrainAugment(16)))
+    with pytest.raises(DataError, match=r"cut\.jpg cannot be decoded .*truncated"):
+        ds[0]
+    with pytest.raises(DataError, match=r"text\.jpg is not an image file"):
+        ds[1]

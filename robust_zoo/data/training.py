@@ -12,9 +12,10 @@ relabelled 0..4). ``recipe.augmentation`` picks the training transforms (see ``A
 ``decoder`` picks how ImageFolder training images are decoded and augmented (``DECODERS``):
 ``"pil"`` (torchvision ImageFolder + PIL, the reference path), ``"tensor"`` (``data.jpeg``:
 libjpeg-turbo decode and uint8 crops in the loader's workers, the colour augmentation batched
-in the collate_fn, or on a CUDA device after the copy of the uint8 batch) or ``"nvjpeg"`` (CUDA only: the workers read the files and draw the
-augmentation, the GPU decodes and augments each batch). All three draw the same random
-parameters per sample; validation images always go through PIL.
+in the collate_fn, or on a CUDA device after the copy of the uint8 batch) or ``"nvjpeg"``
+(CUDA only: the workers read the files and draw the augmentation, the GPU decodes and augments
+each batch). All three draw the same random parameters per sample; validation images always
+go through PIL.
 """
 from __future__ import annotations
 
