@@ -235,6 +235,12 @@ class TrainAugment:
         clamp = (f * torch.tensor([255.0, 1.0, 1.0]) > 1).tolist()
         f, w_mean, w_grey = (t.to(dev).view(B, 3, 1, 1) for t in (f, w_mean, w_grey))
         luma = _LUMA_T.to(dev).view(1, 1, 3)
+
+        def grey(v):      # (n, 3, P) → (n, 1, P) luma; a matmul on the CPU (fastest there),
+            if v.device.type == "cpu":           # elementwise elsewhere (exact under TF32)
+                return luma @ v
+            return (v * luma.view(1, 3, 1)).sum(1, keepdim=True)
+
         for a in range(0, B, chunk):
             b = min(a + chunk, B)
             x = out[a:b].view(b - a, C, H * W)
@@ -252,12 +258,12 @@ class TrainAugment:
                     continue
                 fk = f[a:b, k]
                 if 2 in here:                                        # saturation: grey image
-                    g = (luma @ x).mul_(w_grey[a:b, k])
+                    g = grey(x).mul_(w_grey[a:b, k])
                     if 1 in here:
-                        g.add_((luma @ x.mean(2, keepdim=True)).mul_(w_mean[a:b, k]))
+                        g.add_(grey(x.mean(2, keepdim=True)).mul_(w_mean[a:b, k]))
                     x.mul_(fk).add_(g)
                 elif 1 in here:                                      # contrast: mean grey
-                    g = (luma @ x.mean(2, keepdim=True)).mul_(w_mean[a:b, k])
+                    g = grey(x.mean(2, keepdim=True)).mul_(w_mean[a:b, k])
                     x.mul_(fk).add_(g)
                 else:                                                # brightness only
                     x.mul_(fk)

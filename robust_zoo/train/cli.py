@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "else min(8, CPUs))")
     p.add_argument("--decoder", choices=DECODERS, default="pil",
                    help="ImageFolder training images: pil (torchvision ImageFolder + PIL, "
-                        "default), tensor (torchvision.io decode, batched tensor augmentation: "
-                        "the same draws, ~2x the images/s), nvjpeg (GPU decode, CUDA only)")
+                        "default), tensor (torchvision.io decode, uint8 crops, batched colour "
+                        "augmentation; the same random draws), nvjpeg (GPU decode, CUDA only)")
     p.add_argument("--ckpt-every-steps", type=parse_int, default=0, metavar="N",
                    help="also checkpoint every N optimizer steps (always at epoch ends)")
     p.add_argument("--log-every", type=parse_int, default=50, metavar="N",
