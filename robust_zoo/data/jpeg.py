@@ -190,9 +190,7 @@ class TrainAugment:
 
         top, left, h, w = p.box
         x = TF.resized_crop(img, top, left, h, w, [self.size, self.size], antialias=True)
-        # the resize keeps the decoder's (H, W, 3) memory order: flip and make (3, H, W)
-        # contiguous in one copy, while the 150 KB crop is in cache
-        return (x.flip(-1) if p.flip else x).contiguous()
+        return (x.flip(-1) if p.flip else x).contiguous()     # (3, H, W) for finish's copy
 
     def row(self, p: AugParams) -> list[float]:
         """The colour half of ``p`` as ``PARAM_COLUMNS`` numbers (one row of ``finish``'s
