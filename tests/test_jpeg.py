@@ -148,6 +148,14 @@ def test_image_size_reads_jpeg_and_png_headers():
         buf = io.BytesIO()
         _pil(_jpeg(0, h, w)).save(buf, format="PNG")
         assert image_size(_u8(buf.getvalue())) == (h, w)
+    for kw in ({"progressive": True}, {"exif": b"Exif\x00\x00" + bytes(3000)}):   # SOF2; APP1
+        buf = io.BytesIO()
+        _pil(_jpeg(1, 50, 70)).save(buf, format="JPEG", **kw)
+        assert image_size(_u8(buf.getvalue())) == (50, 70)
+    buf = io.BytesIO()
+    _pil(_jpeg(1, 50, 70)).convert("L").save(buf, format="JPEG")       # greyscale: 3 channels
+    assert image_size(_u8(buf.getvalue())) == (50, 70)
+    assert decode(_u8(buf.getvalue())).shape == (3, 50, 70)
     assert image_size(_u8(b"GIF89a" + bytes(40))) is None
     assert image_size(_u8(_jpeg(0)[:20])) is None                 # header cut short
 
