@@ -304,3 +304,11 @@ def test_jpeg_folder_errors(tmp_path):
         ds[0]
     with pytest.raises(DataError, match=r"text\.jpg is not an image file"):
         ds[1]
+    # a header declaring more than MAX_PIXELS is refused before decoding, in both modes
+    bomb = bytearray(_jpeg(0, 40, 40))
+    sof = bomb.index(b"\xff\xc0")
+    bomb[sof + 5:sof + 9] = (60000).to_bytes(2, "big") * 2
+    (tmp_path / "a" / "bomb.jpg").write_bytes(bytes(bomb))
+    for mode in ("cpu", "device"):
+        with pytest.raises(DataError, match=r"bomb\.jpg: the image declares 60000×60000"):
+            JpegFolder(tmp_path, decode=mode)[0]

@@ -316,14 +316,18 @@ def image_size(data: torch.Tensor) -> tuple[int, int] | None:
     return None
 
 
-def _decode_file(path: str, data: torch.Tensor) -> torch.Tensor:
-    """``decode`` whose failures name the file; formats torchvision.io cannot read (BMP, TIFF,
-    PPM) go through PIL, as ImageFolder reads them."""
+def _check_size(path: str, data: torch.Tensor) -> None:
     size = image_size(data)
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         raise DataError(f"{path}: the image declares {size[1]}×{size[0]} = "
                         f"{size[0] * size[1]:,} pixels, more than the {MAX_PIXELS:,} allowed (a "
                         "decompression bomb or a damaged header); remove the file")
+
+
+def _decode_file(path: str, data: torch.Tensor) -> torch.Tensor:
+    """``decode`` whose failures name the file; formats torchvision.io cannot read (BMP, TIFF,
+    PPM) go through PIL, as ImageFolder reads them."""
+    _check_size(path, data)
     try:
         return decode(data)
     except RuntimeError:
@@ -376,7 +380,11 @@ class JpegFolder(Dataset):
         path, label = self.samples[i]
         with _quiet():
             data = read_file(path)
-        x = data if self.decode == "device" else _decode_file(path, data)
+        if self.decode == "device":
+            _check_size(path, data)
+            x = data
+        else:
+            x = _decode_file(path, data)
         return (self.transform(x) if self.transform is not None else x), label
 
 
