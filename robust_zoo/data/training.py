@@ -8,6 +8,14 @@ Every data set yields ``(image, label)`` with the image a float tensor in [0, 1]
 downloaded only when asked), ``"digits"`` (the 1,797 8×8 digits shipped inside scikit-learn,
 upsampled to ``input_size`` and replicated to 3 channels; ``"digits:0-4"`` keeps classes 0–4,
 relabelled 0..4). ``recipe.augmentation`` picks the training transforms (see ``AUGMENTATIONS``).
+
+``decoder`` picks how ImageFolder training images are decoded and augmented (``DECODERS``):
+``"pil"`` (torchvision ImageFolder + PIL, the reference path), ``"tensor"`` (``data.jpeg``:
+libjpeg-turbo decode and uint8 crops in the loader's workers, the colour augmentation batched
+in the collate_fn, or on a CUDA device after the copy of the uint8 batch) or ``"nvjpeg"``
+(CUDA only: the workers read the files and draw the augmentation, the GPU decodes and augments
+each batch). All three draw the same random parameters per sample; validation images always
+go through PIL.
 """
 from __future__ import annotations
 
@@ -24,7 +32,7 @@ from .common import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DIG
 from .images import checked_image_folder
 from .transforms import AUGMENTATIONS, eval_resize, eval_transforms, train_transforms
 
-__all__ = ["DataSpec", "TRAINING_DATASETS", "DATASET_STATS", "DATASET_DEFAULTS",
+__all__ = ["DataSpec", "DECODERS", "TRAINING_DATASETS", "DATASET_STATS", "DATASET_DEFAULTS",
            "dataset_kind", "build_datasets", "parse_digit_classes", "TensorImages",
            "digits_tensors"]
 
@@ -37,6 +45,7 @@ DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "digits": (DIGITS_MEAN, DIGITS_STD),
 }
 TRAINING_DATASETS = tuple(DATASET_STATS)
+DECODERS = ("pil", "tensor", "nvjpeg")
 # Recipe values a data set implies when the user does not give them.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar10": {"input_size": 32, "augmentation": "robustness-cifar", "num_classes": 10},
@@ -59,6 +68,11 @@ class DataSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     preprocessing: dict = field(default_factory=dict)    # the manifest entry's eval preprocessing
+    # the training loader's collate_fn (None: the default), and a function the main process
+    # applies to each collated training batch, returning (images, labels) on the device
+    # (None: the batch is already images and labels)
+    collate: Callable | None = None
+    on_device: Callable | None = None
 
 
 def dataset_kind(dataset: str) -> str:
@@ -71,19 +85,23 @@ def dataset_kind(dataset: str) -> str:
 
 
 def build_datasets(dataset: str, data: str | os.PathLike | None, *, input_size: int,
-                   augmentation: str, download: bool = False) -> DataSpec:
-    """Train and validation sets for ``dataset`` (a ``recipe.dataset`` value) found at ``data``."""
+                   augmentation: str, download: bool = False, decoder: str = "pil",
+                   device: str | torch.device = "cpu") -> DataSpec:
+    """Train and validation sets for ``dataset`` (a ``recipe.dataset`` value) found at ``data``;
+    ``decoder`` (one of ``DECODERS``) for ImageFolder training images, ``device`` the one the
+    run trains on (``"nvjpeg"`` needs CUDA)."""
     kind = dataset_kind(dataset)
     if augmentation not in AUGMENTATIONS:
         raise DataError(f"Unknown augmentation {augmentation!r}; choose one of "
                         f"{', '.join(AUGMENTATIONS)}")
+    _check_decoder(decoder, kind, augmentation, torch.device(device))
     mean, std = DATASET_STATS[kind]
     if kind == "digits":
         spec = _digits(dataset, input_size, augmentation)
     elif kind in ("cifar10", "cifar100"):
         spec = _cifar(kind, data, input_size, augmentation, download)
     else:
-        spec = _image_folder(kind, data, input_size, augmentation)
+        spec = _image_folder(kind, data, input_size, augmentation, decoder, torch.device(device))
     spec.mean, spec.std = mean, std
     spec.preprocessing.update({"mean": list(mean), "std": list(std), "input_range": [0, 1],
                                "normalize_in_model": True, "interpolation": "bilinear"})
@@ -101,7 +119,42 @@ def _require_dir(data, what: str) -> Path:
     return path
 
 
-def _image_folder(kind: str, data, input_size: int, augmentation: str) -> DataSpec:
+def _check_decoder(decoder: str, kind: str, augmentation: str, device: torch.device) -> None:
+    if decoder not in DECODERS:
+        raise DataError(f"Unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)} "
+                        "(pil: torchvision ImageFolder + PIL; tensor: torchvision.io decode, "
+                        "batched tensor augmentation; nvjpeg: GPU decode, CUDA only)")
+    if decoder == "pil":
+        return
+    if kind not in ("imagenet", "imagefolder"):
+        raise DataError(f"--decoder {decoder} reads ImageFolder trees of JPEGs (imagenet, "
+                        f"imagefolder); {kind} is not one: use --decoder pil")
+    if augmentation != "robustness-imagenet":
+        raise DataError(f"--decoder {decoder} implements the robustness-imagenet augmentation "
+                        f"(RandomResizedCrop, flip, ColorJitter, Lighting), not {augmentation!r}: "
+                        "use --decoder pil or --augmentation robustness-imagenet")
+    if decoder == "nvjpeg" and device.type != "cuda":
+        raise DataError(f"--decoder nvjpeg decodes on the GPU, and this run trains on {device}: "
+                        "use --decoder tensor (the same augmentation, decoded on the CPU) or "
+                        "train on a CUDA device")
+
+
+def _train_images(root: Path, input_size: int, decoder: str, device: torch.device):
+    """(training set, collate_fn, on_device) of a ``--decoder tensor|nvjpeg`` run."""
+    from . import jpeg
+
+    aug = jpeg.TrainAugment(input_size)
+    if decoder == "tensor":
+        images = jpeg.JpegFolder(root, transform=jpeg.TrainCrops(aug))
+        if device.type == "cuda":      # uint8 crops cross to the GPU, the colour work runs there
+            return images, jpeg.CropBatch(), jpeg.DeviceFinish(aug, device)
+        return images, jpeg.FinishBatch(aug), None
+    return (jpeg.JpegFolder(root, transform=jpeg.EncodedSample(aug), decode="device"),
+            jpeg.collate_encoded, jpeg.JpegBatchDecoder(aug, device))
+
+
+def _image_folder(kind: str, data, input_size: int, augmentation: str, decoder: str = "pil",
+                  device: torch.device = torch.device("cpu")) -> DataSpec:
     root = _require_dir(data, "train/ and val/ folders of class subfolders (ImageNet layout)")
     missing = [s for s in ("train", "val") if not (root / s).is_dir()]
     if missing:
@@ -109,11 +162,18 @@ def _image_folder(kind: str, data, input_size: int, augmentation: str) -> DataSp
         raise DataError(f"{root} has no {' and no '.join(s + '/' for s in missing)} folder. An "
                         "ImageFolder data set needs train/<class>/<image> and val/<class>/<image>"
                         f"; subfolders found: {', '.join(have) or 'none'}")
-    sets = {}
-    for split, tf in (("train", train_transforms(augmentation, input_size)),
-                      ("val", eval_transforms(input_size))):
+    sets, collate, on_device = {}, None, None
+    for split in ("train", "val"):
         try:
-            sets[split] = checked_image_folder(root / split, transform=tf)
+            if split == "val":
+                sets[split] = checked_image_folder(root / split,
+                                                   transform=eval_transforms(input_size))
+            elif decoder == "pil":
+                sets[split] = checked_image_folder(
+                    root / split, transform=train_transforms(augmentation, input_size))
+            else:      # the same file list as ImageFolder's, so indices and labels match
+                sets[split], collate, on_device = _train_images(root / split, input_size,
+                                                                decoder, device)
         except DataError as e:
             raise DataError(f"{root / split} holds no usable images: {e}") from None
     if sets["train"].classes != sets["val"].classes:
@@ -121,7 +181,8 @@ def _image_folder(kind: str, data, input_size: int, augmentation: str) -> DataSp
         raise DataError(f"train/ and val/ in {root} have different class folders (e.g. {only})")
     return DataSpec(kind, sets["train"], sets["val"], len(sets["train"].classes),
                     list(sets["train"].classes), (), (),
-                    {"resize": eval_resize(input_size), "crop": input_size})
+                    {"resize": eval_resize(input_size), "crop": input_size},
+                    collate=collate, on_device=on_device)
 
 
 def _cifar(kind: str, data, input_size: int, augmentation: str, download: bool) -> DataSpec:

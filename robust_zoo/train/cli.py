@@ -17,6 +17,9 @@ from .. import naming
 from ..errors import RobustZooError, message
 from ..recipe import META_FIELDS, Recipe, field_choices
 
+# robust_zoo.data.DECODERS, spelled out so that --help does not import torch
+DECODERS = ("pil", "tensor", "nvjpeg")
+
 HELP = {
     "arch": "architecture (robust_zoo.archs.list_archs())",
     "norm": "threat model: l2 or linf",
@@ -121,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=parse_int, metavar="N",
                    help="data-loading processes per rank (default: 0 for in-memory data, "
                         "else min(8, CPUs))")
+    p.add_argument("--decoder", choices=DECODERS, default="pil",
+                   help="ImageFolder training images: pil (torchvision ImageFolder + PIL, "
+                        "default), tensor (torchvision.io decode, uint8 crops, batched colour "
+                        "augmentation; the same random draws), nvjpeg (GPU decode, CUDA only)")
     p.add_argument("--ckpt-every-steps", type=parse_int, default=0, metavar="N",
                    help="also checkpoint every N optimizer steps (always at epoch ends)")
     p.add_argument("--log-every", type=parse_int, default=50, metavar="N",
@@ -273,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         options = RunOptions(
             out=args.out, data=args.data, download=args.download, resume=args.resume,
-            name=args.name, device=args.device, workers=args.workers,
+            name=args.name, device=args.device, workers=args.workers, decoder=args.decoder,
             ckpt_every_steps=args.ckpt_every_steps, log_every=args.log_every,
             deterministic=args.deterministic, compile=args.compile, sync_bn=args.sync_bn,
             eval_every=args.eval_every, eval_limit=args.eval_limit,

@@ -44,6 +44,7 @@ class RunOptions:
     name: str | None = None
     device: str | None = None
     workers: int | None = None            # None: 0 for in-memory data, else min(8, CPUs)
+    decoder: str = "pil"                  # ImageFolder training images: data.DECODERS
     ckpt_every_steps: int = 0             # 0: only at epoch ends
     log_every: int = 50
     deterministic: bool = False
@@ -132,7 +133,8 @@ class _Run:
 
     def _data(self):
         r, d = self.recipe, self.d
-        kw = dict(input_size=int(r.input_size), augmentation=r.augmentation)
+        kw = dict(input_size=int(r.input_size), augmentation=r.augmentation,
+                  decoder=self.opt.decoder, device=d.device)
         if self.opt.download and d.enabled:   # one rank downloads, the others wait and read
             if d.is_main:
                 build_datasets(r.dataset, self.opt.data, download=True, **kw)
@@ -208,8 +210,12 @@ class _Run:
         # RNG, or a resumed run's attack noise would diverge from the uninterrupted run's.
         loader = torch.utils.data.DataLoader(
             SeededDataset(spec.train), batch_size=b, sampler=sampler, num_workers=workers,
-            pin_memory=d.device.type == "cuda", drop_last=True,
+            pin_memory=d.device.type == "cuda", drop_last=True, collate_fn=spec.collate,
             generator=torch.Generator().manual_seed(int(r.seed)))
+        if spec.on_device is not None:      # e.g. --decoder nvjpeg: the GPU decodes batches
+            from ..data.jpeg import DeviceBatches
+
+            loader = DeviceBatches(loader, spec.on_device)
         steps_per_epoch = sampler.batches_per_epoch()
 
         epoch = step = global_step = 0
@@ -392,6 +398,7 @@ class _Run:
                 "train_seconds": round(run_info["elapsed"] + time.perf_counter() - t_start, 1),
                 "hardware": outputs.hardware(d.device, d.world_size),
                 "deterministic": o.deterministic, "compiled": o.compile, "sync_bn": o.sync_bn,
+                "decoder": o.decoder,
                 "notes": list(o.notes)}
             entry = outputs.finalize(
                 self.run_dir, name=self.name, recipe=r, net=net, mean=spec.mean, std=spec.std,
