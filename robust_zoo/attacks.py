@@ -241,7 +241,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: f
     Returns:
         ``x_adv``, detached, with ``x``'s dtype, shape and memory format; ‖x_adv − x‖ ≤ eps
         and x_adv in [0, 1]. Parameters' ``.grad`` is never touched; their ``requires_grad``
-        is off during the attack and restored afterwards. Runs under ``torch.autocast``; steps and projections are computed in fp32.
+        is off during the attack and restored afterwards. Runs under ``torch.autocast``; steps
+        and projections are computed in fp32.
     """
     norm = check_norm(norm)
     _check_args(x, y, eps, steps, step_size)

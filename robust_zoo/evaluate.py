@@ -241,7 +241,8 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
         counts = EvalResult(0, 0, 0 if attacking else None, 0 if aa_run else None)
     else:
         counts = evaluate_loader(
-            run_model, loader, norm=norm, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
+            run_model, loader, norm=norm, eps=eps, steps=steps, step_size=step_size,
+            restarts=restarts,
             random_start=random_start, keep_best=keep_best, autoattack=aa_run, device=device,
             limit=cap, precision=precision, progress=progress and rank == 0, desc=desc,
             classes=classes)

@@ -16,8 +16,9 @@ from torch import nn
 
 from .archs import IMAGENET_MEAN, IMAGENET_STD, Arch, get_arch, list_archs, resolve_path
 
-__all__ = ["RobustModel", "Normalize", "eval_mode", "frozen_parameters", "unwrap", "unwrap_parallel", "get_head", "replace_head",
-           "head_path", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["RobustModel", "Normalize", "eval_mode", "frozen_parameters", "unwrap",
+           "unwrap_parallel", "get_head", "replace_head", "head_path", "IMAGENET_MEAN",
+           "IMAGENET_STD"]
 
 
 @contextlib.contextmanager

@@ -33,6 +33,9 @@ OptimizerName = Literal["sgd"]
 Schedule = Literal["step", "cosine", "constant"]
 Precision = Literal["fp32", "bf16"]
 Augmentation = Literal["robustness-imagenet", "robustness-cifar", "flip-crop", "none"]
+# how ImageFolder training images are decoded and augmented (a run option, not a recipe field:
+# every choice draws the same augmentation; robust_zoo.data.training documents them)
+Decoder = Literal["pil", "tensor", "nvjpeg"]
 
 
 class RecipeError(RobustZooError, ValueError):

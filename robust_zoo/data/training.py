@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from .common import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DIGITS_MEAN,
                      DIGITS_STD, IMAGENET_MEAN, IMAGENET_STD, DataError)
+from ..recipe import Decoder, choices
 from .images import checked_image_folder
 from .transforms import AUGMENTATIONS, eval_resize, eval_transforms, train_transforms
 
@@ -45,7 +46,7 @@ DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "digits": (DIGITS_MEAN, DIGITS_STD),
 }
 TRAINING_DATASETS = tuple(DATASET_STATS)
-DECODERS = ("pil", "tensor", "nvjpeg")
+DECODERS = choices(Decoder)
 # Recipe values a data set implies when the user does not give them.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar10": {"input_size": 32, "augmentation": "robustness-cifar", "num_classes": 10},

@@ -15,10 +15,7 @@ from typing import Any
 
 from .. import naming
 from ..errors import RobustZooError, message
-from ..recipe import META_FIELDS, Recipe, field_choices
-
-# robust_zoo.data.DECODERS, spelled out so that --help does not import torch
-DECODERS = ("pil", "tensor", "nvjpeg")
+from ..recipe import META_FIELDS, Decoder, Recipe, choices, field_choices
 
 HELP = {
     "arch": "architecture (robust_zoo.archs.list_archs())",
@@ -124,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=parse_int, metavar="N",
                    help="data-loading processes per rank (default: 0 for in-memory data, "
                         "else min(8, CPUs))")
-    p.add_argument("--decoder", choices=DECODERS, default="pil",
+    p.add_argument("--decoder", choices=choices(Decoder), default="pil",
                    help="ImageFolder training images: pil (torchvision ImageFolder + PIL, "
                         "default), tensor (torchvision.io decode, uint8 crops, batched colour "
                         "augmentation; the same random draws), nvjpeg (GPU decode, CUDA only)")
