@@ -73,8 +73,12 @@ def test_public_names_resolve_to_their_classes():
     assert robust_zoo.UnknownModelError is UnknownModelError
     assert robust_zoo.CheckpointFormatError is CheckpointFormatError
     assert robust_zoo.IntegrityError is hub.IntegrityError
-    for name in robust_zoo.__all__:
-        assert getattr(robust_zoo, name) is not None, name
+    import importlib
+
+    for name, module in robust_zoo._LAZY.items():    # every public name is its module's object
+        assert getattr(robust_zoo, name) is getattr(
+            importlib.import_module(f"robust_zoo.{module}"), name), name
+    assert sorted(robust_zoo.__all__) == sorted([*robust_zoo._LAZY, "__version__"])
 
 
 def test_sha_mismatch_is_refused_and_nothing_kept(hub_server, isolated_caches):
