@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robust_zoo.attacks import pgd
@@ -13,6 +12,18 @@ from robust_zoo.engine.precision import compile_model
 from robust_zoo.models import RobustModel
 from robust_zoo.recipe import AttackSettings
 from robust_zoo.smallnets import mini_resnet
+
+
+@pytest.fixture(scope="module")
+def inductor():
+    """Inductor builds CPU kernels with a C++ compiler; where there is none, compile_model's
+    probe says so, and the tests that run Inductor's kernels are skipped with that message."""
+    from robust_zoo.errors import UsageError
+
+    try:
+        compile_model(nn.Identity(), torch.device("cpu"))
+    except UsageError as e:
+        pytest.skip(str(e))
 
 
 def _net(seed: int = 0) -> RobustModel:
@@ -106,7 +117,7 @@ def _pgd_training_losses(compiled: bool, steps: int = 4) -> list[float]:
     return [float(trainer.train_step(x, y)[0]) for x, y in data]
 
 
-def test_compiled_pgd_training_matches_eager_losses():
+def test_compiled_pgd_training_matches_eager_losses(inductor):
     """Inductor-compiled PGD-3 training steps give the eager run's losses (float rounding only:
     Inductor fuses and reorders, so bit identity is not expected)."""
     eager = _pgd_training_losses(compiled=False)
@@ -115,7 +126,7 @@ def test_compiled_pgd_training_matches_eager_losses():
     torch.testing.assert_close(torch.tensor(compiled), torch.tensor(eager), rtol=1e-4, atol=1e-5)
 
 
-def test_evaluate_compiled_counts_match_eager():
+def test_evaluate_compiled_counts_match_eager(inductor):
     from robust_zoo.evaluate import evaluate, format_report
 
     model = _small_cnn(seed=2)
@@ -137,7 +148,7 @@ def test_evaluate_cli_refuses_an_unknown_precision(capsys):
     assert "fp32" in capsys.readouterr().err
 
 
-def test_transfer_full_fine_tuning_under_compile_matches_eager():
+def test_transfer_full_fine_tuning_under_compile_matches_eager(inductor):
     from robust_zoo.transfer.finetune import train_network
     from robust_zoo.transfer.hparams import TransferConfig
 
