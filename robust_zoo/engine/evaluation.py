@@ -23,7 +23,7 @@ from ..attacks import correct_under_attack
 from ..recipe import Precision, choices, default_step_size
 from ..data.common import DataError
 from ..errors import RobustZooError, UsageError
-from ..models import eval_mode
+from ..models import eval_mode, unwrap
 from ..naming import check_norm
 from .precision import autocast
 
@@ -195,8 +195,8 @@ def make_autoattack(model: nn.Module, *, norm: str, eps: float, version: str = "
 
 def _check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  classes: Sequence | None) -> None:
-    with torch.no_grad():
-        k = model(x[:1]).shape[1]
+    with torch.no_grad():      # the bare network: a compiled model would compile a batch of 1
+        k = unwrap(model)(x[:1]).shape[1]
     if classes is not None and len(classes) != k:
         raise DataError(
             f"The data has {len(classes)} classes but the model's head has {k} outputs: the "
