@@ -150,13 +150,8 @@ class TrainAugment:
         return AugParams(box, flip, order, b, c, s, alpha)
 
     def apply(self, img: torch.Tensor, p: AugParams) -> torch.Tensor:
-        from torchvision.transforms.v2 import functional as TF
-
-        top, left, h, w = p.box
         # resize while uint8 (antialiased bilinear, like PIL's), then the small crop becomes float
-        x = TF.resized_crop(img, top, left, h, w, [self.size, self.size], antialias=True)
-        if p.flip:
-            x = x.flip(-1)
+        x = self.crop(img, p)
         # colour work on (3, H·W), with few passes: brightness and contrast are one in-place
         # multiply-add each, saturation one 3×3 matmul; clamped after each op, as PIL does
         c, hh, ww = x.shape
