@@ -46,6 +46,18 @@ def converted_files(rz: Path) -> tuple[Path, Path]:
     return out, out.with_suffix(".json")
 
 
+def rewrite_converted_with_sidecar(out: Path, side: Path, state_dict, meta: dict) -> None:
+    """Replace the converted copy with ``state_dict`` under ``meta`` and re-record its hashes
+    in the sidecar: a rewrite that keeps the cache's own records consistent."""
+    save_weights(state_dict, out, arch="resnet18", num_classes=1000,
+                 **{k: v for k, v in meta.items()
+                    if k not in ("format", "arch", "num_classes", "mean", "std")})
+    sha, fast, _ = hub.hash_file(out)
+    rec = json.loads(side.read_text())
+    rec.update(sha256=sha, xxh3_128=fast)
+    side.write_text(json.dumps(rec))
+
+
 def rewrite_keeping_stat(path: Path, data: bytes) -> None:
     st = path.stat()
     path.write_bytes(data)
@@ -125,13 +137,7 @@ def test_rewritten_sidecar_and_copy_are_caught_by_verify_always(server, isolated
     out, side = converted_files(isolated_caches["robust_zoo"])
     meta = read_weights(out).metadata
     evil = random_net("resnet18", seed=3)
-    save_weights(evil.state_dict(), out, arch="resnet18", num_classes=1000,
-                 **{k: v for k, v in meta.items()
-                    if k not in ("format", "arch", "num_classes", "mean", "std")})
-    sha, fast, _ = hub.hash_file(out)
-    rec = json.loads(side.read_text())
-    rec.update(sha256=sha, xxh3_128=fast)
-    side.write_text(json.dumps(rec))
+    rewrite_converted_with_sidecar(out, side, evil.state_dict(), meta)
     with pytest.warns(UserWarning, match="not what the verified source converts to"):
         model = robust_zoo.load(entry["name"], manifest=m, verify="always")
     assert same(model, net)
@@ -144,14 +150,7 @@ def test_embedded_source_sha256_is_compared_with_the_pin(server, isolated_caches
     robust_zoo.load(entry["name"], manifest=m)
     out, side = converted_files(isolated_caches["robust_zoo"])
     sd, meta = rz_weights.load_weights(out)
-    meta = dict(meta, source_sha256="f" * 64)
-    save_weights(sd, out, arch="resnet18", num_classes=1000,
-                 **{k: v for k, v in meta.items()
-                    if k not in ("format", "arch", "num_classes", "mean", "std")})
-    sha, fast, _ = hub.hash_file(out)
-    rec = json.loads(side.read_text())
-    rec.update(sha256=sha, xxh3_128=fast)
-    side.write_text(json.dumps(rec))
+    rewrite_converted_with_sidecar(out, side, sd, dict(meta, source_sha256="f" * 64))
     with pytest.warns(UserWarning, match="converted from 'f{64}'"):
         assert same(robust_zoo.load(entry["name"], manifest=m), net)
 
