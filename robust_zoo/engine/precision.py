@@ -67,14 +67,19 @@ def compile_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     graph once: the attack (eval mode, frozen parameters: an input-only backward), the training
     forward/backward, no-grad evaluation."""
     device = torch.device(device)
-    try:
-        probe = torch.compile(lambda t: t * 2 + 1)
-        probe(torch.ones(4, device=device))
-    except Exception as e:        # Inductor wraps tool-chain failures in its own classes
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(
-            f"--compile: torch.compile cannot build kernels on {device} ({first[:300]}); "
-            + ("install a C++ compiler (gcc or clang on PATH, or set CXX)" if device.type == "cpu"
-               else "install Triton for this CUDA version") + ", or run without --compile"
-        ) from e
+    if device.type not in _PROBED:      # once per device type and process (a sweep's runs)
+        try:
+            probe = torch.compile(lambda t: t * 2 + 1)
+            probe(torch.ones(4, device=device))
+        except Exception as e:        # Inductor wraps tool-chain failures in its own classes
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(
+                f"--compile: torch.compile cannot build kernels on {device} ({first[:300]}); "
+                + ("install a C++ compiler (gcc or clang on PATH, or set CXX)"
+                   if device.type == "cpu" else "install Triton for this CUDA version")
+                + ", or run without --compile") from e
+        _PROBED.add(device.type)
     return torch.compile(model)
+
+
+_PROBED: set[str] = set()
