@@ -10,7 +10,7 @@ Every entry takes ``robust_zoo.load``'s keyword arguments (``pretrained``, ``nor
 dependencies = ["torch", "torchvision", "huggingface_hub", "safetensors"]
 
 from robust_zoo import load as _load  # noqa: E402
-from robust_zoo.manifest import load_manifest as _load_manifest  # noqa: E402
+from robust_zoo.hub.manifest import load_manifest as _load_manifest  # noqa: E402
 
 
 def _entry_point(entry):

@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from robust_zoo.archs import build
+from robust_zoo.models.archs import build
 from robust_zoo.attacks import default_step_size, pgd
 from robust_zoo.models import RobustModel
 

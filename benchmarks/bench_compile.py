@@ -41,7 +41,7 @@ def _timed(fn, device) -> float:
 def run(arch: str = "resnet18", size: int = 128, batch: int = 8, reps: int = 5,
         device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
         torchattacks: bool = True, log=print) -> list[dict]:
-    from robust_zoo import archs
+    from robust_zoo.models import archs
     from robust_zoo.attacks import pgd
     from robust_zoo.engine.loop import Trainer
     from robust_zoo.engine.optim import build_optimizer

@@ -44,7 +44,7 @@ from PIL import Image
 
 def train_source(out: Path, epochs: int) -> tuple[str, Path]:
     """The quickstart's robust mini_resnet on digits 0-4, 16 px; (name, manifest path)."""
-    from robust_zoo.quickstart import recipes
+    from robust_zoo.cli.quickstart import recipes
     from robust_zoo.train import RunOptions, train
 
     res = train(recipes(epochs, 0)["robust"], RunOptions(

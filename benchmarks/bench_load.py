@@ -63,7 +63,7 @@ def measure(arch: str, repeats: int) -> dict:
     from safetensors.torch import load_file, save_file
 
     import robust_zoo
-    from robust_zoo import archs
+    from robust_zoo.models import archs
     from zoo import manifest, publish_upstream
 
     entry, net = publish_upstream(server, arch)

@@ -5,7 +5,7 @@ of the quickstart's standard and robust models, judged by measures outside this 
                                                [--threads 1] [--json results.json]
 
 For each seed it trains the quickstart's two models (mini_resnet, digits 0-4 at 16 px, standard
-ε = 0 and Linf PGD-3 ε = 32/255, ``robust_zoo.quickstart._train_both``; runs already in
+ε = 0 and Linf PGD-3 ε = 32/255, ``robust_zoo.cli.quickstart._train_both``; runs already in
 ``--out`` are reused) and measures:
 
 * synthesis: 30 targets (6 per class), one shared uniform-noise start; the share of syntheses a
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import robust_zoo  # noqa: E402
-from robust_zoo import quickstart  # noqa: E402
+from robust_zoo.cli import quickstart  # noqa: E402
 from robust_zoo import representations as R  # noqa: E402
 from robust_zoo.attacks import pgd  # noqa: E402
 from robust_zoo.data import digits_tensors  # noqa: E402

@@ -24,7 +24,7 @@ def x_device() -> torch.device:
 
 
 def bench(arch: str, size: int, batch: int, k: int, reps: int, warmup: int) -> dict:
-    from robust_zoo import archs
+    from robust_zoo.models import archs
     from robust_zoo.models import RobustModel
     from robust_zoo.recipe import Recipe
     from robust_zoo.engine.loop import Trainer

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from robust_zoo.archs import build
+from robust_zoo.models.archs import build
 from robust_zoo.models import RobustModel
 from robust_zoo.transfer.hparams import TransferConfig
 from robust_zoo.transfer.runner import run_transfer

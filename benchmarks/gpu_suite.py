@@ -40,7 +40,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robust_zoo.archs import build  # noqa: E402
+from robust_zoo.models.archs import build  # noqa: E402
 from robust_zoo.attacks import default_step_size, pgd  # noqa: E402
 from robust_zoo.engine.loop import Trainer  # noqa: E402
 from robust_zoo.engine.precision import autocast, compile_model  # noqa: E402

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import eval_mode as _eval_mode, frozen_parameters, unwrap_parallel
+from .console import progress as progress_bar
+from .models.robust_model import eval_mode as _eval_mode, frozen_parameters, unwrap_parallel
 from .naming import check_norm
 from .recipe import default_step_size
 
@@ -302,7 +303,7 @@ def run_pgd(model: "nn.Module | Callable[[torch.Tensor], torch.Tensor]", x: torc
 
     mode = _attack_mode(net, bn_eval) if isinstance(net, nn.Module) else contextlib.nullcontext()
     own_bar = progress is True
-    bar = _progress(steps, desc) if own_bar else (
+    bar = progress_bar(total=steps, desc=desc, unit="step", leave=False) if own_bar else (
         None if progress is False or progress is None else progress)
     try:
         with mode, torch.enable_grad():
@@ -338,12 +339,6 @@ def input_gradient(model: "nn.Module | Callable[[torch.Tensor], torch.Tensor]", 
     with mode, torch.enable_grad():
         xa = x.detach().to(torch.float32).requires_grad_(True)
         return _input_grad(objective(net(xa.to(x.dtype))).sum(), xa, scale)
-
-
-def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", leave=False)
 
 
 def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -40,9 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .engine.precision import autocast
-from .models import get_head
+from .models.robust_model import get_head
 from .attacks import (CrossEntropy, FeatureUnit, L2Step, RepresentationDistance, _attack_mode,
-                      _progress, input_gradient, run_pgd)
+                      input_gradient, run_pgd)
+from .console import progress as progress_bar
 from .errors import RobustZooError
 
 __all__ = ["saliency", "synthesize", "invert", "visualize_feature", "class_seeds",
@@ -160,7 +161,8 @@ def saliency(model: nn.Module, x: torch.Tensor, y: "torch.Tensor | Sequence[int]
         y = _check_classes(y, num_classes, "saliency", "y", n=len(x))
     gen = torch.Generator().manual_seed(int(seed))
     out = []
-    bar = _progress(len(x) * max(smooth, 1), "saliency") if progress else None
+    bar = (progress_bar(total=len(x) * max(smooth, 1), desc="saliency", unit="step", leave=False)
+           if progress else None)
     try:
         with _attack_mode(model, True), _autocast(device, amp):
             for i in range(0, len(x), batch_size):
@@ -334,7 +336,8 @@ def _run(model, start, objective_for, eps, steps, alpha, keep_best, batch_size, 
     device, dtype = _model_device_dtype(model)
     net = Penultimate(model) if features else model
     n_chunks = math.ceil(len(start) / batch_size)
-    bar = _progress(steps * n_chunks, what) if progress else None
+    bar = (progress_bar(total=steps * n_chunks, desc=what, unit="step", leave=False)
+           if progress else None)
     out = []
     try:
         with _attack_mode(model, True), _autocast(device, amp):

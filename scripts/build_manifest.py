@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from robust_zoo.archs import get_arch  # noqa: E402
+from robust_zoo.models.archs import get_arch  # noqa: E402
 from robust_zoo.naming import model_name, upstream_filename  # noqa: E402
 from robust_zoo.recipe import Recipe  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""Check that robust_zoo's modules import only downward (docs/architecture.md).
+"""Check that robust_zoo's modules import only downward (robust_zoo/_layers.py, described in
+docs/architecture.md).
 
 Every import in the package counts, module level or inside a function. An import of a module of
 a higher layer, an import of the package root from inside the package (its lazy attributes
@@ -17,17 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "robust_zoo"
 
-# Lowest first. A module belongs to the first prefix that matches its dotted name.
-LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("_version", "errors", "naming", "io", "_lazy", "distributed", "validate", "recipe", "archs",
-              "smallnets", "manifest")),
-    ("weights", ("hub", "convert", "weights", "cache", "pin")),
-    ("models", ("models", "attacks", "data", "api")),
-    ("engine", ("engine",)),
-    ("programs", ("train", "transfer", "evaluate", "detection", "representations", "viz",
-                  "publish")),
-    ("front", ("cli", "quickstart")),
-]
+sys.path.insert(0, str(ROOT))
+from robust_zoo._layers import LAYERS, layer_of as _layer_of  # noqa: E402  (the one table)
 
 
 def module_name(path: Path) -> str:
@@ -37,11 +29,11 @@ def module_name(path: Path) -> str:
 
 
 def layer_of(mod: str) -> int:
-    for i, (_, prefixes) in enumerate(LAYERS):
-        if any(mod == p or mod.startswith(p + ".") for p in prefixes):
-            return i
-    raise SystemExit(f"scripts/check_layers.py: module robust_zoo.{mod} has no layer; add it "
-                     "to LAYERS")
+    i = _layer_of(mod)
+    if i < 0:
+        raise SystemExit(f"scripts/check_layers.py: module robust_zoo.{mod} has no layer; add "
+                         "it to LAYERS in robust_zoo/_layers.py")
+    return i
 
 
 def modules() -> dict[str, Path]:
@@ -132,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     problems, graph = check()
     if args.graph:
-        for i, (name, _) in enumerate(LAYERS):
+        for i, (name, _, _) in enumerate(LAYERS):
             print(f"[{name}]")
             for m in sorted(g for g in graph if g and layer_of(g) == i):
                 deps = sorted(d for d in graph[m] if d)

@@ -1,4 +1,4 @@
-"""Check ``robust_zoo.convert`` against MadryLab's real ``robustness`` library (maintainer script).
+"""Check ``robust_zoo.formats.upstream`` against MadryLab's real ``robustness`` library (maintainer script).
 
 Not run in CI: it needs ``robustness`` and its dependencies, kept out of the project venv::
 
@@ -43,8 +43,8 @@ from robustness.datasets import ImageNet  # noqa: E402
 from robustness.model_utils import make_and_restore_model  # noqa: E402
 from robustness.train import make_optimizer_and_schedule  # noqa: E402
 
-from robust_zoo import convert  # noqa: E402
-from robust_zoo.archs import get_arch  # noqa: E402
+from robust_zoo.formats import upstream as convert  # noqa: E402
+from robust_zoo.models.archs import get_arch  # noqa: E402
 from robust_zoo.models import RobustModel  # noqa: E402
 
 # (our arch name, how the paper code built it): a robustness.imagenet_models name, or a

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from robust_zoo.manifest import load_manifest  # noqa: E402
+from robust_zoo.hub.manifest import load_manifest  # noqa: E402
 
 
 def render() -> str:

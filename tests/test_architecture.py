@@ -54,4 +54,4 @@ def test_one_home_each():
     assert _defs("eval_resize") == ["robust_zoo/data/transforms.py"]
     writers = [str(p.relative_to(ROOT)) for p in PKG.rglob("*.py")
                if '"schema_version"' in p.read_text()]
-    assert writers == ["robust_zoo/manifest.py"]
+    assert writers == ["robust_zoo/hub/manifest.py"]

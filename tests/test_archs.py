@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robust_zoo import archs, models
+from robust_zoo import models
+
+from robust_zoo.models import archs
 from robust_zoo.models import RobustModel
 from robust_zoo.naming import model_name, parse_name
 

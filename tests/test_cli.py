@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from robust_zoo import archs, cli
+from robust_zoo.models import archs
+
+from robust_zoo.cli import commands as cli
 
 from zoo import make_image_folder, safetensors_entry, write_manifest
 

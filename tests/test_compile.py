@@ -11,7 +11,7 @@ from robust_zoo.engine.loop import Trainer
 from robust_zoo.engine.precision import compile_model
 from robust_zoo.models import RobustModel
 from robust_zoo.recipe import AttackSettings
-from robust_zoo.smallnets import mini_resnet
+from robust_zoo.models.smallnets import mini_resnet
 
 
 @pytest.fixture(scope="module")

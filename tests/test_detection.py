@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robust_zoo.detection import backbone, detection_archs, faster_rcnn
+from robust_zoo.transfer.detection import backbone, detection_archs, faster_rcnn
 
 from zoo import random_net, safetensors_entry, write_manifest
 
@@ -32,7 +32,7 @@ def _train_step(model):
 def test_random_weight_faster_rcnn_trains_only_unfrozen_layers(monkeypatch):
     from torchvision.models.detection import FasterRCNN
 
-    import robust_zoo.hub as hub
+    import robust_zoo.hub.sources as hub
 
     def no_network(*a, **k):
         raise AssertionError("pretrained=False must not fetch anything")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from robust_zoo import distributed
+from robust_zoo.engine import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # or they outlive the interpreter and abort the process at exit now and then.
 _RANK = textwrap.dedent("""
     import json, os, sys
-    from robust_zoo import distributed
+    from robust_zoo.engine import distributed
     d = distributed.setup("cpu")
     import torchvision.models  # noqa: F401
     total = distributed.all_reduce_sum(d, [d.rank + 1, 1])

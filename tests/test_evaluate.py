@@ -13,8 +13,8 @@ from torch import nn
 from robust_zoo.attacks import correct_under_attack, robust_accuracy
 from robust_zoo.engine.evaluation import make_autoattack
 from robust_zoo.evaluate import compare_claims, evaluate, main
-from robust_zoo.io import sha256_file
-from robust_zoo.manifest import Entry
+from robust_zoo.fileio import sha256_file
+from robust_zoo.hub.manifest import Entry
 
 NAME = "resnet18_l2_eps0_5"
 CLASSES = ("cat", "dog", "eel")
@@ -172,8 +172,8 @@ def _write_tree(root, per_class: int = 4, classes=CLASSES, size: int = 40):
 def zoo(tmp_path_factory):
     """A resnet18 (3 classes) saved as a safetensors manifest entry, and a 13-image tree
     (odd, so two torchrun ranks get unequal shards)."""
-    from robust_zoo.archs import build
-    from robust_zoo.weights import save_weights
+    from robust_zoo.models.archs import build
+    from robust_zoo.formats.safetensors_file import save_weights
 
     root = tmp_path_factory.mktemp("zoo")
     torch.manual_seed(0)
@@ -286,7 +286,7 @@ def quickstart_run(tmp_path_factory):
     for one epoch, and a PNG tree of held-out digits (4 per class)."""
     from PIL import Image
     from robust_zoo.data import digits_tensors
-    from robust_zoo.quickstart import recipes
+    from robust_zoo.cli.quickstart import recipes
     from robust_zoo.train import RunOptions, train
 
     root = tmp_path_factory.mktemp("qs")
@@ -350,7 +350,7 @@ def test_cli_value_errors_exit_2_without_traceback(zoo, capsys):
 
 
 def test_eval_result_adds_and_reduces():
-    from robust_zoo.distributed import Dist
+    from robust_zoo.engine.distributed import Dist
     from robust_zoo.engine.evaluation import EvalResult, evaluate_loader
 
     a, b = EvalResult(10, 8, 5, 4), EvalResult(6, 6, 1, 0)

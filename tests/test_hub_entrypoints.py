@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import robust_zoo
-from robust_zoo import archs, cli, hub
-from robust_zoo.manifest import load_manifest
+from robust_zoo.models import archs
+from robust_zoo.cli import commands as cli
+from robust_zoo.hub import sources as hub
+from robust_zoo.hub.manifest import load_manifest
 from zoo import REPO, ckpt_bytes, manifest, publish_upstream, reference_logits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +75,7 @@ def test_cli_download_verify_convert(hub_server, subprocess_env, tmp_path):
     assert r.returncode == 0 and f"{entry['name']}: ok" in r.stdout, r.stdout + r.stderr
     # a damaged converted copy is rebuilt from the verified Hub blob, and said so
     conv = next((Path(subprocess_env["ROBUST_ZOO_CACHE"]) / "converted").glob("*.safetensors"))
-    from robust_zoo.weights import load_weights
+    from robust_zoo.formats.safetensors_file import load_weights
 
     good = {k: v.clone() for k, v in load_weights(conv)[0].items()}  # load_file mmaps
     conv.write_bytes(conv.read_bytes()[:-4] + b"oops")
@@ -93,7 +95,7 @@ def test_cli_download_verify_convert(hub_server, subprocess_env, tmp_path):
     out = tmp_path / "x.safetensors"
     r = run_cli("convert", str(ckpt), "--arch", "mnasnet", "--out", str(out), env=subprocess_env)
     assert r.returncode == 0 and "sha256" in r.stdout, r.stderr
-    from robust_zoo.weights import load_weights
+    from robust_zoo.formats.safetensors_file import load_weights
 
     sd, meta = load_weights(out)
     assert meta["arch"] == "mnasnet1_0" and torch.equal(sd["layers.0.weight"],

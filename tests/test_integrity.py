@@ -14,13 +14,16 @@ import pytest
 import torch
 
 import robust_zoo
-from robust_zoo import archs, cli, hub, validate
-from robust_zoo import convert as rz_convert
-from robust_zoo import io as rz_io
-from robust_zoo import weights as rz_weights
+from robust_zoo import validate
+from robust_zoo.models import archs
+from robust_zoo.cli import commands as cli
+from robust_zoo.hub import sources as hub
+from robust_zoo.formats import upstream as rz_convert
+from robust_zoo import fileio as rz_io
+from robust_zoo.formats import safetensors_file as rz_weights
 from robust_zoo.errors import RobustZooError
-from robust_zoo.manifest import FileSpec, ManifestError, parse_manifest
-from robust_zoo.weights import read_weights, save_weights
+from robust_zoo.hub.manifest import FileSpec, ManifestError, parse_manifest
+from robust_zoo.formats.safetensors_file import read_weights, save_weights
 from zoo import REPO, ckpt_bytes, manifest, publish_upstream, random_net, reference_logits
 
 X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -388,7 +391,7 @@ def test_valid_cache_loads_when_nothing_in_it_can_be_written(server, isolated_ca
     def no_write(*a, **k):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(robust_zoo.io, "atomic_write_bytes", no_write)
+    monkeypatch.setattr(robust_zoo.fileio, "atomic_write_bytes", no_write)
     monkeypatch.setattr(rz_io.tempfile, "mkstemp", no_write)
     assert same(robust_zoo.load(entry["name"], manifest=m), net)
     assert same(robust_zoo.load(entry["name"], manifest=m, verify="always"), net)
@@ -431,7 +434,7 @@ def test_full_disk_gives_a_cache_write_error(server, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
         yield
 
-    monkeypatch.setattr(robust_zoo.weights, "atomic_path", full)
+    monkeypatch.setattr(robust_zoo.formats.safetensors_file, "atomic_path", full)
     with pytest.raises(hub.CacheWriteError, match="the disk is full"):
         robust_zoo.load(entry["name"], manifest=manifest(entry))
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import robust_zoo
-from robust_zoo import archs, hub
-from robust_zoo.convert import CheckpointFormatError
-from robust_zoo.manifest import UnknownModelError
+from robust_zoo.models import archs
+from robust_zoo.hub import sources as hub
+from robust_zoo.formats.upstream import CheckpointFormatError
+from robust_zoo.hub.manifest import UnknownModelError
 from zoo import REPO, ckpt_bytes, manifest, publish_upstream, random_net, reference_logits
 
 ALL_ARCHS = archs.list_archs()

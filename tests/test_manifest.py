@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from robust_zoo import archs
-from robust_zoo.manifest import (PACKAGE_MANIFEST, SCHEMA_PATH, ManifestError, load_manifest,
+from robust_zoo.models import archs
+from robust_zoo.hub.manifest import (PACKAGE_MANIFEST, SCHEMA_PATH, ManifestError, load_manifest,
                                  parse_manifest)
 from robust_zoo.naming import eps_label, model_name, parse_name, upstream_filename
 from robust_zoo.recipe import Recipe

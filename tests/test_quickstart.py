@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import robust_zoo
-from robust_zoo import quickstart
+from robust_zoo.cli import quickstart
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def test_quickstart_outputs_load_and_robust_beats_standard(result):
 
 
 def test_quickstart_replaces_only_its_own_runs(tmp_path, capsys):
-    from robust_zoo import quickstart
+    from robust_zoo.cli import quickstart
 
     foreign = tmp_path / "out" / "standard"
     foreign.mkdir(parents=True)

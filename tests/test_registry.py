@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import robust_zoo
-from robust_zoo import archs
-from robust_zoo.convert import from_robustness, to_robustness
-from robust_zoo.manifest import load_manifest
+from robust_zoo.models import archs
+from robust_zoo.formats.upstream import from_robustness, to_robustness
+from robust_zoo.hub.manifest import load_manifest
 from robust_zoo.models import Normalize, RobustModel, get_head
 
 from zoo import random_net
@@ -20,7 +20,7 @@ RESNETS = [a for a in archs.list_archs(include_extra=True) if archs.get_arch(a).
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_manifest_name_builds_on_the_meta_device_without_network(name, monkeypatch):
-    from robust_zoo import hub
+    from robust_zoo.hub import sources as hub
 
     def no_network(*a, **k):
         raise AssertionError("pretrained=False touched the network or the cache")
@@ -58,7 +58,7 @@ def test_every_freeze_level_on_every_resnet(arch, mode):
 
 
 def test_every_detection_arch_builds_a_backbone():
-    from robust_zoo.detection import backbone, detection_archs
+    from robust_zoo.transfer.detection import backbone, detection_archs
 
     for arch in detection_archs():
         bb = backbone(arch, pretrained=False)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import robust_zoo
-from robust_zoo import quickstart
+from robust_zoo.cli import quickstart
 from robust_zoo import representations as R
 from robust_zoo.data import digits_tensors
 from robust_zoo.errors import RobustZooError
@@ -221,7 +221,7 @@ def test_viz_command_writes_a_grid_and_rejects_bad_input(zoo, tmp_path, capsys):
     from PIL import Image
     from torchvision.utils import save_image
 
-    from robust_zoo import cli
+    from robust_zoo.cli import commands as cli
 
     folder = tmp_path / "digits"
     folder.mkdir()

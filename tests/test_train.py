@@ -247,7 +247,7 @@ def test_a_run_leaves_a_loadable_entry_and_its_records(runs):
 
     model = robust_zoo.load(entry["name"], manifest=run / "weights_manifest.json")
     assert not model.training and model.num_classes == 2
-    from robust_zoo.weights import read_metadata
+    from robust_zoo.formats.safetensors_file import read_metadata
 
     meta = read_metadata(run / "model.safetensors")
     assert meta["arch"] == "mini_resnet" and json.loads(meta["recipe"])["eps"] == 0.5
@@ -336,7 +336,7 @@ def test_a_fresh_run_does_not_append_to_an_old_log(tmp_path):
 NOBN_SCRIPT = '''
 import sys
 from torch import nn
-from robust_zoo import archs
+from robust_zoo.models import archs
 
 
 class NoBN(nn.Module):

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from robust_zoo.archs import build, get_arch, list_archs
+from robust_zoo.models.archs import build, get_arch, list_archs
 from robust_zoo.models import IMAGENET_MEAN, RobustModel, get_head
 from robust_zoo.transfer import MODES, features, freeze, frozen_modules, replace_head
 from robust_zoo.transfer.finetune import accuracy_metrics

@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from robust_zoo import archs
-from robust_zoo.convert import to_robustness
+from robust_zoo.models import archs
+from robust_zoo.formats.upstream import to_robustness
 from robust_zoo.naming import model_name, upstream_filename
 
 REPO = "madrylab/robust-imagenet-models"
@@ -66,8 +66,8 @@ def safetensors_entry(folder: Path, name: str, net: torch.nn.Module, arch: str, 
                       **fields) -> dict:
     """Save ``net`` as ``folder/<name>.safetensors`` and return its manifest entry (the file
     pinned by sha256 and size, its path relative to the manifest's folder)."""
-    from robust_zoo.io import sha256_file
-    from robust_zoo.weights import save_weights
+    from robust_zoo.fileio import sha256_file
+    from robust_zoo.formats.safetensors_file import save_weights
 
     path = save_weights(net.state_dict(), Path(folder) / f"{name}.safetensors", arch=arch,
                         num_classes=num_classes)

@@ -1,7 +1,7 @@
 """What every data module shares: the error family and the normalization statistics."""
 from __future__ import annotations
 
-from ..archs import IMAGENET_MEAN, IMAGENET_STD
+from ..models.archs import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import RobustZooError
 
 __all__ = ["DataError", "DatasetNotFoundError", "UnknownDatasetError", "IMAGENET_MEAN",

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import RobustZooError
-from ..io import atomic_path
+from ..fileio import atomic_path
 
 FORMAT = "robust_zoo.checkpoint/2"
 LEGACY_FORMATS = ("robust_zoo.train.checkpoint/1",)   # no checksum; still read

@@ -18,12 +18,13 @@ from typing import Callable, Iterable, Literal, Sequence
 import torch
 from torch import nn
 
-from .. import distributed
+from . import distributed
+from ..console import progress as progress_bar
 from ..attacks import correct_under_attack
 from ..recipe import Precision, choices, default_step_size
 from ..data.common import DataError
 from ..errors import RobustZooError, UsageError
-from ..models import eval_mode, unwrap
+from ..models.robust_model import eval_mode, unwrap
 from ..naming import check_norm
 from .precision import autocast
 
@@ -252,7 +253,7 @@ def evaluate_loader(model: nn.Module, loader: Iterable, *, norm: str, eps: float
               else next(model.parameters()).device)
     alpha = step_size if step_size is not None else default_step_size(eps, steps)
     n = n_clean = n_pgd = n_aa = 0
-    bar = _progress(loader, desc) if progress else loader
+    bar = progress_bar(loader, enabled=progress, unit="batch", desc=desc)
     try:
         with eval_mode(model), autocast(device, precision):
             for x, y in bar:
@@ -291,9 +292,3 @@ def evaluate_loader(model: nn.Module, loader: Iterable, *, norm: str, eps: float
     return EvalResult(n, n_clean, n_pgd if attacking else None,
                       n_aa if autoattack is not None else None)
 
-
-def _progress(loader: Iterable, desc: str):
-    from tqdm.auto import tqdm
-
-    total = len(loader) if hasattr(loader, "__len__") else None
-    return tqdm(loader, total=total, unit="batch", dynamic_ncols=True, desc=desc)

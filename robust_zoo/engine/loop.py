@@ -19,7 +19,7 @@ from torch import nn
 
 from ..attacks import pgd
 from ..errors import RobustZooError
-from ..models import eval_mode, unwrap_parallel
+from ..models.robust_model import eval_mode, unwrap_parallel
 from .precision import autocast
 
 __all__ = ["Trainer", "TrainStats", "TrainingDivergedError", "predict"]
@@ -55,7 +55,7 @@ class TrainStats:
         return cls(*(float(v) for v in values))
 
     def all_reduce(self, dist) -> "TrainStats":
-        from ..distributed import all_reduce_sum
+        from .distributed import all_reduce_sum
 
         return TrainStats.from_list(all_reduce_sum(dist, self.to_list()))
 

@@ -173,7 +173,7 @@ def resolve_recipe(args: argparse.Namespace, *, cuda: bool = False) -> tuple[Rec
         values = {**{k: v for k, v in saved.to_dict().items() if k in names}, **explicit}
         return _make(values, saved.source), notes
     if args.from_manifest:
-        from ..manifest import load_manifest
+        from ..hub.manifest import load_manifest
 
         manifest = load_manifest(args.manifest)
         entry = manifest.get(args.from_manifest)

@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write_text
-from ..manifest import Entry, Manifest
+from ..fileio import atomic_write_text
+from ..hub.manifest import Entry, Manifest
 from ..naming import eps_display
 from ..recipe import Recipe
-from ..weights import save_weights
+from ..formats.safetensors_file import save_weights
 
 WEIGHTS = "model.safetensors"
 MANIFEST = "weights_manifest.json"
@@ -106,7 +106,7 @@ def finalize(run_dir: Path, *, name: str, recipe: Recipe, net: torch.nn.Module,
 
 
 def model_card(entry: dict, run_dir: Path) -> str:
-    from ..publish import model_card as card     # robust_zoo's Hub model card
+    from ..hub.publish import model_card as card     # robust_zoo's Hub model card
 
     prov = entry.get("provenance", {})
     extra = ["", "## Provenance",

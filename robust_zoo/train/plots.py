@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..io import atomic_path
+from ..fileio import atomic_path
 
 
 def read_metrics(path: str | Path) -> list[dict]:

@@ -18,7 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import archs, distributed
+from ..console import progress as progress_bar
+from ..engine import distributed
+from ..models import archs
 from ..data import (DataError, ResumableSampler, SeededDataset, TensorImages, build_datasets,
                     dataset_kind, fixed_subset)
 from ..engine import checkpoint as ckpt
@@ -26,7 +28,7 @@ from ..engine.evaluation import EvalResult, evaluate_loader
 from ..engine.loop import Trainer, TrainStats
 from ..engine.optim import build_optimizer, build_scheduler
 from ..engine.precision import compile_model, determinism
-from ..models import RobustModel
+from ..models.robust_model import RobustModel
 from ..naming import eps_display, model_name
 from ..recipe import Recipe, RecipeError, default_step_size
 from . import outputs
@@ -339,10 +341,8 @@ class _Run:
     def _bar(self, epoch: int, total: int, initial: int):
         if not (self.opt.progress and self.d.is_main):
             return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                    desc=f"epoch {epoch + 1}/{self.recipe.epochs}")
+        return progress_bar(total=total, initial=initial, unit="step",
+                            desc=f"epoch {epoch + 1}/{self.recipe.epochs}")
 
     def _log(self, rec: dict) -> None:
         if self.d.is_main:
@@ -353,7 +353,7 @@ class _Run:
         """Drop the records of steps after the checkpoint: the resumed run redoes them."""
         path = self.run_dir / outputs.METRICS
         keep = [r for r in read_metrics(path) if r.get("global_step", 0) <= global_step]
-        from ..io import atomic_write_text
+        from ..fileio import atomic_write_text
 
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 

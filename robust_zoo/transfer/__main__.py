@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_arch(model: str, arch: str, manifest, pretrained: bool) -> None:
-    from ..archs import get_arch
+    from ..models.archs import get_arch
     from .runner import check_model_name
 
     want = get_arch(arch).name

@@ -15,8 +15,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..archs import get_arch, list_archs
-from ..models import get_head, head_path, replace_head, unwrap
+from ..models.archs import get_arch, list_archs
+from ..models.robust_model import get_head, head_path, replace_head, unwrap
 
 __all__ = ["replace_head", "freeze", "features", "frozen_modules", "parse_mode", "MODES"]
 

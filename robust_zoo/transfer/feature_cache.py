@@ -28,20 +28,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import sample_seed
-from ..models import head_path, unwrap
-from ..io import atomic_path
+from ..models.robust_model import head_path, unwrap
+from ..fileio import atomic_path
 from .core import features
-from ..distributed import Dist
+from ..engine.distributed import Dist
 from ..engine.optim import build_optimizer, build_scheduler
 from ..engine.precision import autocast
-from .finetune import epoch_permutation, make_loader, progress_bar
+from ..console import progress as progress_bar
+from .finetune import epoch_permutation, make_loader
 
 __all__ = ["default_cache_dir", "model_fingerprint", "cache_key", "extract_features",
            "cached_features", "train_head", "SeededView"]
 
 
 def default_cache_dir() -> Path:
-    from ..hub import cache_dir
+    from ..hub.sources import cache_dir
 
     return cache_dir() / "features"
 
@@ -103,8 +104,8 @@ def extract_features(model: nn.Module, ds, *, batch_size: int = 128, workers: in
     part = torch.utils.data.Subset(ds, idx) if dist.enabled else ds
     model.eval().to(dev)
     chunks = []
-    for x, _ in progress_bar(make_loader(part, batch_size, workers, dev), progress and dist.is_main,
-                          desc=desc):
+    loader = make_loader(part, batch_size, workers, dev)
+    for x, _ in progress_bar(loader, enabled=progress and dist.is_main, leave=False, desc=desc):
         with autocast(dev, "bf16" if amp else "fp32"):
             f = features(model, x.to(dev, non_blocking=True))
         chunks.append(f.float().cpu())
@@ -216,7 +217,7 @@ def train_head(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, cfg, 
     sched = build_scheduler(opt, cfg)
     bs = cfg.batch_size
     g = torch.Generator()
-    for epoch in progress_bar(range(cfg.epochs), progress, desc="head epochs"):
+    for epoch in progress_bar(range(cfg.epochs), enabled=progress, leave=False, desc="head epochs"):
         perm = epoch_permutation(N, cfg.seed, epoch).to(device)
         if V > 1:
             g.manual_seed(cfg.seed * 7919 + epoch)

@@ -24,15 +24,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..console import progress as progress_bar
 from ..data import ResumableSampler, SeededDataset
-from ..distributed import Dist, barrier
+from ..engine.distributed import Dist, barrier
 from ..engine import checkpoint as ckpt
 from ..engine.loop import Trainer, predict
 from ..engine.optim import build_optimizer, build_scheduler
 from ..engine.precision import channels_last_default, compile_model, resolve_precision
 
 __all__ = ["accuracy_metrics", "predict_dataset", "train_network", "epoch_permutation",
-           "make_loader", "progress_bar"]
+           "make_loader"]
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -60,12 +61,6 @@ def make_loader(ds: Dataset, batch_size: int, workers: int, device: torch.device
                       pin_memory=device.type == "cuda", persistent_workers=False, **kw)
 
 
-def progress_bar(iterable, enabled: bool, **kw):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, leave=False, dynamic_ncols=True, **kw)
 
 
 def predict_dataset(model: nn.Module, ds: Dataset, *, batch_size: int = 256, workers: int = 0,
@@ -79,7 +74,8 @@ def predict_dataset(model: nn.Module, ds: Dataset, *, batch_size: int = 256, wor
     p, t = predict(model, make_loader(part, batch_size, workers, dist.device),
                    device=dist.device, precision=resolve_precision(precision, dist.device),
                    channels_last=channels_last,
-                   progress=lambda it: progress_bar(it, progress and dist.is_main, desc=desc))
+                   progress=lambda it: progress_bar(it, enabled=progress and dist.is_main,
+                                                     leave=False, desc=desc))
     if dist.enabled:
         gathered: list = [None] * dist.world_size
         torch.distributed.all_gather_object(gathered, (idx, p, t))
@@ -149,7 +145,7 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs):
         sampler.set_epoch(epoch)
-        bar = progress_bar(loader, progress and dist.is_main,
+        bar = progress_bar(loader, enabled=progress and dist.is_main, leave=False,
                            desc=f"epoch {epoch + 1}/{cfg.epochs}")
         stats = trainer.train_one_epoch(bar, where=f"epoch {epoch + 1}").all_reduce(dist)
         sched.step()
@@ -179,6 +175,6 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
 
 
 def dist_gather_rng(dist: Dist) -> list:
-    from ..distributed import all_gather
+    from ..engine.distributed import all_gather
 
     return all_gather(dist, ckpt.rng_state())

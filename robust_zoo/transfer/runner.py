@@ -12,13 +12,13 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..archs import get_arch
-from ..models import get_head
-from ..io import atomic_write_text
-from ..models import RobustModel
+from ..models.archs import get_arch
+from ..models.robust_model import get_head
+from ..fileio import atomic_write_text
+from ..models.robust_model import RobustModel
 from .core import freeze, replace_head
 from .datasets import load_splits, make_transforms
-from ..distributed import Dist, barrier, cleanup, setup
+from ..engine.distributed import Dist, barrier, cleanup, setup
 from ..engine import checkpoint as engine_checkpoint
 from .finetune import accuracy_metrics, predict_dataset, train_network
 from .feature_cache import (cached_features, default_cache_dir, head_predict, model_fingerprint,
@@ -32,7 +32,7 @@ DEFAULT_CACHE = "default"
 
 def check_model_name(name: str, *, manifest: Any = None, pretrained: bool = True) -> str:
     """The architecture of zoo model ``name`` (``robust_zoo.api.arch_of``)."""
-    from ..api import arch_of
+    from ..hub.factory import arch_of
 
     return arch_of(name, manifest=manifest, pretrained=pretrained)
 
@@ -41,8 +41,8 @@ def load_model(name: str, *, manifest: Any = None, pretrained: bool = True,
                arch: str | None = None, progress: bool = True) -> RobustModel:
     """A zoo model as ``RobustModel`` (normalizing inside). With ``pretrained=False`` an
     architecture name (``resnet18``) also works and gives random weights (seed 0)."""
-    from ..api import get_entry, load
-    from ..manifest import UnknownModelError
+    from ..hub.factory import get_entry, load
+    from ..hub.manifest import UnknownModelError
 
     have = check_model_name(name, manifest=manifest, pretrained=pretrained)
     if arch is not None and get_arch(arch).name != have:
@@ -211,7 +211,7 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
 
 def _write_outputs(out_dir: Path, net: RobustModel, result: dict, cfg: TransferConfig,
                    save_model: bool | None) -> None:
-    from ..weights import save_weights
+    from ..formats.safetensors_file import save_weights
 
     out_dir.mkdir(parents=True, exist_ok=True)
     head = get_head(net)
@@ -223,7 +223,7 @@ def _write_outputs(out_dir: Path, net: RobustModel, result: dict, cfg: TransferC
                  num_classes=result["num_classes"], mean=mean, std=std, **meta)
     if save_model if save_model is not None else cfg.mode != "fixed-feature":
         from ..data import eval_resize
-        from ..manifest import Entry, Manifest
+        from ..hub.manifest import Entry, Manifest
 
         path = save_weights(net.model.state_dict(), out_dir / "model.safetensors", arch=net.arch,
                             num_classes=result["num_classes"], mean=mean, std=std, **meta)

@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..io import atomic_write_text
+from ..fileio import atomic_write_text
 from .datasets import load_splits
-from ..distributed import barrier, cleanup, setup
+from ..engine.distributed import barrier, cleanup, setup
 from .hparams import TransferConfig
 from .runner import DEFAULT_CACHE, check_model_name, load_model, run_dir, run_transfer
 

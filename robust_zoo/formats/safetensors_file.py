@@ -29,8 +29,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .io import FAST_DIGEST, atomic_path, fast_hasher
-from .validate import (DTYPES, CheckpointFormatError, IntegrityError, header_length,
+from ..fileio import FAST_DIGEST, atomic_path, fast_hasher
+from ..validate import (DTYPES, CheckpointFormatError, IntegrityError, header_length,
                        safetensors_header)
 
 FORMAT_TAG = "robust_zoo"

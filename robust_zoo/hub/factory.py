@@ -10,12 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import cache, hub, validate
-from .archs import build, get_arch
-from .convert import match_state_dict
-from .errors import RobustZooError, UsageError
+from .. import validate
+from . import loading as cache, sources as hub
+from ..models.archs import build, get_arch
+from ..formats.upstream import match_state_dict
+from ..errors import RobustZooError, UsageError
 from .manifest import Entry, FileSpec, Manifest, ManifestError, UnknownModelError, load_manifest
-from .models import RobustModel, replace_head
+from ..models.robust_model import RobustModel, replace_head
 
 __all__ = ["load", "get_entry", "list_models", "download", "load_state_dict", "arch_of"]
 

@@ -21,12 +21,12 @@ import re
 import warnings
 from pathlib import Path
 
-from . import hub
-from .convert import CheckpointFormatError, from_robustness, read_checkpoint
-from .io import FAST_DIGEST, atomic_write_text, hash_file
+from . import sources as hub
+from ..formats.upstream import CheckpointFormatError, from_robustness, read_checkpoint
+from ..fileio import FAST_DIGEST, atomic_write_text, hash_file
 from .manifest import Entry, FileSpec
-from .validate import IntegrityError
-from .weights import Loaded, read_weights, save_weights, serialized_digest, weights_metadata
+from ..validate import IntegrityError
+from ..formats.safetensors_file import Loaded, read_weights, save_weights, serialized_digest, weights_metadata
 
 _FAST_RE = re.compile(r"^[0-9a-f]{32}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")

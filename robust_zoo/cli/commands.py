@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .naming import arg_type, parse_eps
+from ..naming import arg_type, parse_eps
 
 
 def _manifest_arg(p: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def _manifest_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _cached(entry) -> bool:
-    from . import api, hub
+    from ..hub import factory as api, sources as hub
 
     try:
         api.load_state_dict(entry, progress=False, local_files_only=True, verify="auto")
@@ -32,7 +32,7 @@ def _cached(entry) -> bool:
 
 
 def cmd_list(args) -> int:
-    from .manifest import load_manifest
+    from ..hub.manifest import load_manifest
 
     entries = load_manifest(args.manifest).filter(args.arch, args.norm, args.eps)
     if args.json:
@@ -50,8 +50,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .api import get_entry
-    from .publish import model_card
+    from ..hub.factory import get_entry
+    from ..hub.publish import model_card
 
     entry = get_entry(args.name, manifest=args.manifest)
     if args.json:
@@ -61,7 +61,7 @@ def cmd_info(args) -> int:
         for f in entry.files:
             print(f"file: {f.describe()}  format={f.format}  sha256={f.sha256 or 'unpinned'}  "
                   f"size={f.size or '?'}")
-        from .errors import RobustZooError
+        from ..errors import RobustZooError
 
         try:
             cached = _cached(entry)
@@ -73,8 +73,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .api import download
-    from .manifest import load_manifest
+    from ..hub.factory import download
+    from ..hub.manifest import load_manifest
 
     names = load_manifest(args.manifest).names() if args.all else args.names
     if not names:
@@ -87,10 +87,10 @@ def cmd_download(args) -> int:
 
 def cmd_verify(args) -> int:
     """Re-hash every cached file of the named (default: all) entries."""
-    from . import api, hub
-    from .manifest import load_manifest
+    from ..hub import factory as api, sources as hub
+    from ..hub.manifest import load_manifest
 
-    from .errors import RobustZooError
+    from ..errors import RobustZooError
 
     m = load_manifest(args.manifest)
     bad = 0
@@ -123,10 +123,10 @@ def cmd_verify(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .archs import get_arch
-    from .convert import from_robustness, read_checkpoint
-    from .io import sha256_file
-    from .weights import save_weights
+    from ..models.archs import get_arch
+    from ..formats.upstream import from_robustness, read_checkpoint
+    from ..fileio import sha256_file
+    from ..formats.safetensors_file import save_weights
 
     ckpt = Path(args.ckpt)
     if not ckpt.is_file():
@@ -144,7 +144,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .publish import export
+    from ..hub.publish import export
 
     entry = export(args.name, args.out, manifest=args.manifest, repo_id=args.repo_id,
                    progress=not args.quiet)
@@ -155,7 +155,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_pin(args) -> int:
-    from .pin import pin_manifest
+    from ..hub.pin import pin_manifest
 
     changed = pin_manifest(args.manifest, args.out, revision=args.revision)
     print(f"pinned {changed} file(s); wrote {args.out or 'the manifest in place'}")
@@ -251,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:       # argparse printed the usage error (2) or the help (0)
         return int(e.code or 0)
-    from .errors import RobustZooError, message
-    from .hub import IntegrityError
-    from .manifest import ManifestError, UnknownModelError
+    from ..errors import RobustZooError, message
+    from ..hub.sources import IntegrityError
+    from ..hub.manifest import ManifestError, UnknownModelError
 
     try:
         return args.func(args)
@@ -265,5 +265,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())

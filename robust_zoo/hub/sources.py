@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from . import validate
-from .errors import RobustZooError
-from .validate import IntegrityError
-from .io import (FAST_DIGEST, atomic_path, atomic_write_text, hash_file,  # noqa: F401
+from .. import validate
+from ..errors import RobustZooError
+from ..validate import IntegrityError
+from ..fileio import (FAST_DIGEST, atomic_path, atomic_write_text, hash_file,  # noqa: F401
                  sha256_file)
 from .manifest import FileSpec
 
@@ -276,7 +276,7 @@ def hf_download(spec: FileSpec, progress: bool = True, **kw) -> Path:
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, \
         enable_progress_bars
 
-    from ._version import __version__
+    from .._version import __version__
 
     try:
         validate.repo_id(spec.repo_id)

@@ -18,14 +18,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from . import validate
-from .archs import get_arch, list_archs
-from .errors import RobustZooError
-from .naming import check_norm, eps_close, eps_display, model_name
+from .. import validate
+from ..models.archs import get_arch, list_archs
+from ..errors import RobustZooError
+from ..naming import check_norm, eps_close, eps_display, model_name
 
 SCHEMA_VERSION = 1
-PACKAGE_MANIFEST = Path(__file__).with_name("weights_manifest.json")
-SCHEMA_PATH = Path(__file__).parent / "schema" / "manifest.schema.json"
+PACKAGE_MANIFEST = Path(__file__).parents[1] / "weights_manifest.json"
+SCHEMA_PATH = Path(__file__).parents[1] / "schema" / "manifest.schema.json"
 FORMATS = ("safetensors", "robustness-ckpt")
 
 
@@ -201,7 +201,7 @@ class Entry:
         an export): its sha256 and size are read from the file, its path is stored relative to
         ``base_dir`` (default: the file's folder), and the whole entry is validated as if read
         from a manifest. Write it with ``Manifest([entry]).write(...)``."""
-        from .io import sha256_file
+        from ..fileio import sha256_file
 
         path = Path(path)
         base = Path(base_dir) if base_dir is not None else path.parent
@@ -300,7 +300,7 @@ class Manifest:
         return {"schema_version": SCHEMA_VERSION, "models": [e.to_dict() for e in self]}
 
     def write(self, path: str | os.PathLike) -> None:
-        from .io import atomic_write_text
+        from ..fileio import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 

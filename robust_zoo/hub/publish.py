@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .archs import get_arch
-from .io import atomic_write_text, sha256_file
+from ..models.archs import get_arch
+from ..fileio import atomic_write_text, sha256_file
 from .manifest import Entry
-from .naming import eps_display
+from ..naming import eps_display
 
 
 def _fmt_metric(m: dict) -> str:
@@ -119,8 +119,8 @@ def timm_config(entry: Entry) -> dict[str, Any]:
 def export(name: str, out_dir: str | Path, *, manifest: Any = None, repo_id: str | None = None,
            progress: bool = True) -> dict[str, Any]:
     """Write the export folder; returns the manifest entry that points at the uploaded repo."""
-    from .api import get_entry, load_state_dict
-    from .weights import save_weights
+    from .factory import get_entry, load_state_dict
+    from ..formats.safetensors_file import save_weights
 
     entry = get_entry(name, manifest=manifest)
     out = Path(out_dir)

@@ -12,28 +12,24 @@ checks and the report.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import sys
 import time
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import distributed
-from .data import DataError, checked_image_folder, fixed_subset
-from .engine.evaluation import (AUTOATTACK_VERSIONS, AutoAttackUnavailable, EvalResult,
+from ..engine import distributed
+from ..data import DataError, checked_image_folder, fixed_subset
+from ..engine.evaluation import (AUTOATTACK_VERSIONS, AutoAttackUnavailable, EvalResult,
                                 evaluate_loader, make_autoattack)
-from .engine.precision import compile_model
-from .errors import RobustZooError, UsageError
-from .naming import (arg_type, check_norm, eps_close, eps_display, parse_eps, parse_int,
-                     parse_number)
-from .recipe import Precision, choices, default_step_size
+from ..engine.precision import compile_model
+from ..errors import UsageError
+from ..naming import (check_norm, eps_close, eps_display, parse_eps)
+from ..recipe import Precision, choices, default_step_size
 
-__all__ = ["evaluate", "main", "compare_claims"]
+__all__ = ["evaluate", "compare_claims", "format_report"]
 
 DEFAULT_STEPS = 20
 
@@ -96,7 +92,7 @@ def compare_claims(entry, measured: dict[str, float | None], *, norm: str, eps: 
 def _resolve_model(model_or_name, manifest, device):
     if isinstance(model_or_name, nn.Module):
         return model_or_name, getattr(model_or_name, "entry", None)
-    from .api import load
+    from ..hub.factory import load
 
     model = load(model_or_name, manifest=manifest, device=device)
     return model, model.entry
@@ -316,105 +312,3 @@ def format_report(result: dict[str, Any]) -> str:
     if rules:
         lines.append("allowed difference: " + "; ".join(rules))
     return "\n".join(lines)
-
-
-def _int(what: str, minimum: int):
-    return arg_type(parse_int, what=what, minimum=minimum)
-
-
-def _arg(parse):
-    return arg_type(parse)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m robust_zoo.evaluate",
-        description="Clean and PGD (and AutoAttack) top-1 of a zoo model on an ImageFolder tree, "
-                    "compared with the accuracy its manifest entry claims.")
-    p.add_argument("name", help="model name (robust-zoo list), export folder or hf-hub:org/repo")
-    p.add_argument("--data", default=os.environ.get("ROBUST_ZOO_DATA"),
-                   help="ImageFolder tree, e.g. ImageNet val/ (default: $ROBUST_ZOO_DATA)")
-    p.add_argument("--manifest", help="manifest file or folder (default: the zoo's own)")
-    p.add_argument("--norm", choices=("l2", "linf"), help="default: the entry's")
-    p.add_argument("--eps", type=_arg(parse_eps),
-                   help="in [0, 1] pixel units; fractions like 4/255 "
-                   "work (default: the entry's)")
-    p.add_argument("--steps", type=_int("--steps", 0), default=DEFAULT_STEPS,
-                   help="PGD steps (default %(default)s; 0: clean accuracy only)")
-    p.add_argument("--step-size", type=_arg(lambda t: parse_number(
-        t, what="--step-size", minimum=0.0, allow_zero=False)), help="default 2.5·eps/steps")
-    p.add_argument("--restarts", type=_int("--restarts", 1), default=1,
-                   help="PGD runs; an example is robust only if every run fails")
-    p.add_argument("--random-start", action="store_true", help="random start for the first run "
-                   "too (later restarts always start at random)")
-    p.add_argument("--no-keep-best", dest="keep_best", action="store_false",
-                   help="use the last PGD iterate instead of the highest-loss one")
-    p.add_argument("--autoattack", choices=("standard", "fast", "auto", "off", "on"),
-                   default="auto",
-                   help="AutoAttack (pyautoattack, pip install 'robust-zoo[eval]'): 'standard' "
-                        "(APGD-CE, APGD-T, FAB-T, Square; 'on' is the same), 'fast' (APGD-CE + "
-                        "APGD-T), 'auto' (standard when the package is installed; default), "
-                        "'off'")
-    p.add_argument("--limit", type=_int("--limit", 1),
-                   help="evaluate a fixed random subset of N images (seed 0)")
-    p.add_argument("--batch-size", type=_int("--batch-size", 1), default=64)
-    p.add_argument("--workers", type=_int("--workers", 0),
-                   help="DataLoader workers (default min(8, #cpus))")
-    p.add_argument("--device",
-                   help="default: cuda (LOCAL_RANK under torchrun) if available, else cpu")
-    p.add_argument("--tolerance", type=_arg(lambda t: parse_number(t, what="--tolerance",
-                                                                  minimum=0.0)), default=1.0,
-                   help="allowed |measured - claimed| in points (widened to a binomial 95%% "
-                        "interval when n is small)")
-    p.add_argument("--precision", choices=choices(Precision), default="fp32",
-                   help="bf16: autocast (faster on GPUs; manifest claims are fp32 numbers, and "
-                        "the result records the precision). Default %(default)s")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the model for the clean and PGD passes")
-    p.add_argument("--json", dest="json_out", help="write the result here")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:          # argparse's usage errors (exit 2) and --help (exit 0)
-        return int(e.code or 0)
-    if not args.data:
-        print("error: pass --data DIR (an ImageFolder tree such as ImageNet val/) or set "
-              "ROBUST_ZOO_DATA", file=sys.stderr)
-        return 2
-    try:
-        result = evaluate(
-            args.name, args.data, norm=args.norm, eps=args.eps, steps=args.steps,
-            step_size=args.step_size, restarts=args.restarts, random_start=args.random_start,
-            keep_best=args.keep_best, autoattack=args.autoattack, limit=args.limit,
-            batch_size=args.batch_size,
-            workers=args.workers, device=args.device, manifest=args.manifest,
-            tolerance=args.tolerance, precision=args.precision, compile=args.compile,
-            progress=args.progress)
-    except (RobustZooError, ValueError, KeyError, OSError, _integrity_error()) as e:
-        # OSError: missing files; KeyError: unknown model names
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    finally:
-        distributed.shutdown()
-    if result["world_size"] == 1 or int(os.environ.get("RANK", "0")) == 0:
-        print(format_report(result))
-        if args.json_out:
-            from .io import atomic_write_text
-
-            atomic_write_text(args.json_out, json.dumps(result, indent=2) + "\n")
-    return 0
-
-
-def _integrity_error() -> type[Exception]:
-    from .hub import IntegrityError
-
-    return IntegrityError
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,9 +26,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .archs import IMAGENET_MEAN, IMAGENET_STD, build, get_arch
-from .errors import RobustZooError
-from .validate import CheckpointFormatError
+from ..models.archs import IMAGENET_MEAN, IMAGENET_STD, build, get_arch
+from ..errors import RobustZooError
+from ..validate import CheckpointFormatError
 
 TOP_LEVEL_KEYS = ("model", "state_dict")
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from .archs import build, get_arch, list_archs
+from ..models.archs import build, get_arch, list_archs
 
 __all__ = ["backbone", "faster_rcnn", "detection_archs"]
 
@@ -49,7 +49,7 @@ def backbone(name: str, trainable_layers: int = 3, pretrained: bool = True, mani
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.ops import FrozenBatchNorm2d
 
-    from .api import arch_of
+    from ..hub.factory import arch_of
 
     arch = get_arch(arch_of(name, manifest=manifest, pretrained=pretrained))
     supported = detection_archs()
@@ -63,7 +63,7 @@ def backbone(name: str, trainable_layers: int = 3, pretrained: bool = True, mani
     net = arch.builder(weights=None, num_classes=1000, norm_layer=norm_layer)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     if pretrained:
-        from .api import load
+        from ..hub.factory import load
 
         zoo = load(name, manifest=manifest, pretrained=True, progress=progress)
         sd = {k: v for k, v in zoo.model.state_dict().items() if not k.startswith("fc.")}

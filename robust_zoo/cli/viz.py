@@ -28,7 +28,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import RobustZooError, UsageError
+from ..errors import RobustZooError, UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MODES = ("saliency", "synthesize", "invert", "feature")
@@ -54,7 +54,7 @@ def render_grid(rows: Sequence[tuple[str, Sequence[Tile]]], path: str | Path, *,
     images, so pixels stay visible) with its caption lines underneath. Written atomically."""
     from PIL import Image, ImageDraw
 
-    from .io import atomic_path
+    from ..fileio import atomic_path
 
     if not rows or not any(tiles for _, tiles in rows):
         raise UsageError("render_grid: nothing to draw (no rows or no tiles)")
@@ -200,8 +200,8 @@ def load_images(files: Sequence[Path], entry) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .hub import IntegrityError, NotCachedError, SourceUnavailableError
-    from .manifest import ManifestError, UnknownModelError
+    from ..hub.sources import IntegrityError, NotCachedError, SourceUnavailableError
+    from ..hub.manifest import ManifestError, UnknownModelError
 
     try:
         return _main(args)
@@ -213,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from . import representations as R
-    from .api import load
-    from .naming import parse_eps, parse_number
+    from .. import representations as R
+    from ..hub.factory import load
+    from ..naming import parse_eps, parse_number
 
     eps = None if args.eps is None else parse_eps(args.eps, "--eps")
     if eps is not None and eps <= 0:

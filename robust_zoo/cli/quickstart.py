@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .naming import arg_type, parse_int
+from ..naming import arg_type, parse_int
 
 ARCH = "mini_resnet"
 INPUT_SIZE = 16
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def recipes(epochs: int, seed: int):
-    from .recipe import Recipe
+    from ..recipe import Recipe
 
     common = dict(arch=ARCH, norm=NORM, dataset=f"digits:{SOURCE_CLASSES}", num_classes=5,
                   input_size=INPUT_SIZE, epochs=epochs, batch_size=64, lr=0.1, momentum=0.9,
@@ -67,7 +67,7 @@ def recipes(epochs: int, seed: int):
 
 
 def _train_both(out: Path, epochs: int, seed: int, progress: bool) -> dict[str, Any]:
-    from .train import RunOptions, train
+    from ..train import RunOptions, train
 
     results = {}
     for kind, recipe in recipes(epochs, seed).items():
@@ -84,7 +84,7 @@ def _train_both(out: Path, epochs: int, seed: int, progress: bool) -> dict[str, 
 
 def write_manifest(out: Path, runs: dict[str, Any]) -> Path:
     """One manifest for both runs, file paths relative to ``out``."""
-    from .manifest import Entry, Manifest
+    from ..hub.manifest import Entry, Manifest
 
     models = []
     for kind, res in runs.items():
@@ -98,7 +98,7 @@ def write_manifest(out: Path, runs: dict[str, Any]) -> Path:
 
 
 def robustness_curve(model, x, y, eps_values, steps: int) -> list[float]:
-    from .evaluate import evaluate
+    from ..evaluate.run import evaluate
 
     out = []
     for eps in eps_values:
@@ -111,9 +111,9 @@ def robustness_curve(model, x, y, eps_values, steps: int) -> list[float]:
 def linear_transfer(model, x_tr, y_tr, x_te, y_te, steps: int = 20) -> dict[str, float]:
     """Fixed-feature transfer: fresh head, frozen body, the head fit on cached features by
     full-batch L-BFGS (deterministic), then the whole model evaluated on the new task."""
-    from .models import get_head
-    from .evaluate import evaluate
-    from .transfer import features
+    from ..models.robust_model import get_head
+    from ..evaluate.run import evaluate
+    from ..transfer import features
 
     model.reset_classifier(int(y_tr.max()) + 1)
     model.eval()
@@ -147,7 +147,7 @@ def plot(path: Path, eps_values, curves: dict[str, list[float]], table: list[dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from ..fileio import atomic_path
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for name, accs in curves.items():
@@ -187,9 +187,9 @@ def synthesis_panel(path: Path, runs: dict[str, Any], manifest: Path, seed: int 
     import torch.nn.functional as F
     from sklearn.linear_model import LogisticRegression
 
-    from .api import load
-    from .data import digits_tensors, parse_digit_classes
-    from .representations import synthesize
+    from ..hub.factory import load
+    from ..data import digits_tensors, parse_digit_classes
+    from ..representations import synthesize
     from .viz import render_grid
 
     pixels = lambda x: F.avg_pool2d(x.mean(1, keepdim=True), 2).flatten(1).numpy()  # noqa: E731
@@ -248,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from .api import load
-    from .data import digits_tensors, parse_digit_classes
+    from ..hub.factory import load
+    from ..data import digits_tensors, parse_digit_classes
 
     t0 = time.perf_counter()
     out = Path(args.out).expanduser()

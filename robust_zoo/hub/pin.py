@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_text
+from ..fileio import atomic_write_text
 from .manifest import PACKAGE_MANIFEST
-from .validate import IntegrityError
+from ..validate import IntegrityError
 
 
 def pin_manifest(manifest: str | Path | None = None, out: str | Path | None = None, *,

@@ -1,0 +1,30 @@
+"""The zoo as files: which models exist, where their files come from, and how a name becomes a
+verified state dict on disk.
+
+* ``manifest``: ``weights_manifest.json`` as validated data (``Entry``, ``FileSpec``).
+* ``sources``: fetching one manifest file (Hugging Face Hub, plain URL, local path), verified
+  against its pinned sha256.
+* ``loading``: the load step: a fetched file → a content-checked state dict (upstream pickles
+  converted once into cached safetensors).
+* ``factory``: ``load``, ``get_entry``, ``list_models``, ``download`` (timm's ``_factory``).
+* ``pin``: completing a manifest with the hashes the Hub reports.
+* ``publish``: ``export``, a Hub-ready folder with its model card.
+"""
+from __future__ import annotations
+
+from .._lazy import lazy_getattr as _lazy_getattr
+
+_LAZY = {
+    "load": "factory", "get_entry": "factory", "list_models": "factory", "download": "factory",
+    "load_state_dict": "factory",
+    "Entry": "manifest", "FileSpec": "manifest", "Manifest": "manifest",
+    "load_manifest": "manifest", "ManifestError": "manifest", "UnknownModelError": "manifest",
+    "fetch": "sources", "fetch_verified": "sources", "verify_file": "sources",
+    "cache_dir": "sources", "IntegrityError": "sources", "NotCachedError": "sources",
+    "SourceUnavailableError": "sources", "CacheWriteError": "sources",
+    "UnpinnedFileWarning": "sources",
+    "pin_manifest": "pin", "export": "publish", "model_card": "publish",
+}
+__all__ = sorted(_LAZY)
+
+__getattr__ = _lazy_getattr(__name__, _LAZY)

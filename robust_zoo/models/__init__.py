@@ -1,0 +1,17 @@
+"""The networks: the architecture registry, the model a user gets back and its head.
+
+* ``archs``: the one table of architectures (torchvision builders, head paths, widths, upstream
+  names) that loading, training and transfer share; ``build`` makes one on any device.
+* ``robust_model``: ``RobustModel`` (the input normalization inside the model), head access and
+  swap (``get_head``, ``replace_head``), ``unwrap`` and the eval-mode / frozen-parameter guards.
+* ``smallnets``: the small networks of the offline quickstart.
+"""
+from __future__ import annotations
+
+from .archs import IMAGENET_MEAN, IMAGENET_STD, Arch, build, get_arch, list_archs
+from .robust_model import (Normalize, RobustModel, eval_mode, frozen_parameters, get_head,
+                           head_path, replace_head, unwrap, unwrap_parallel)
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Arch", "build", "get_arch", "list_archs",
+           "Normalize", "RobustModel", "eval_mode", "frozen_parameters", "get_head", "head_path",
+           "replace_head", "unwrap", "unwrap_parallel"]
