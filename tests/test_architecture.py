@@ -3,6 +3,7 @@ for the concepts that used to have several."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,41 @@ def test_the_checker_catches_an_upward_import(tmp_path, monkeypatch):
     problems, _ = check_layers.check()
     assert any("robust_zoo.naming (base) imports robust_zoo.train.run" in p for p in problems)
     assert any("import cycle" in p for p in problems)
+
+
+def _modules() -> list[str]:
+    """Every module and package of robust_zoo, dotted, without the ``robust_zoo.`` prefix."""
+    out = []
+    for p in sorted(PKG.rglob("*.py")):
+        parts = list(p.relative_to(PKG).with_suffix("").parts)
+        if parts[-1] == "__main__" or parts == ["__init__"]:
+            continue
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out.append(".".join(parts))
+    return out
+
+
+def test_the_architecture_page_matches_the_layer_table_and_names_every_module():
+    from robust_zoo._layers import LAYERS, layer_of
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("\n## Layers\n", 1)[1].split("\n## ", 1)[0]
+    rows = [r.split("|") for r in section.splitlines()
+            if r.startswith("| ") and not r.startswith(("| layer ", "| ---"))]
+    assert [(r[1].strip(), tuple(re.findall(r"`([\w.]+)`", r[2]))) for r in rows] == \
+        [(name, prefixes) for name, prefixes, _ in LAYERS]
+    named = set(re.findall(r"`(?:robust_zoo\.)?([\w.]+)`", text))
+    assert [m for m in _modules() if m not in named] == []
+    assert [m for m in _modules() if layer_of(m) < 0] == []
+
+
+def test_the_top_level_is_small_and_shadows_no_standard_module():
+    top = [p.stem for p in PKG.glob("*.py") if not p.stem.startswith("_")]
+    assert len(top) <= 12, top
+    assert not set(top) & set(sys.stdlib_module_names)
+    packages = [p.name for p in PKG.iterdir() if (p / "__init__.py").exists()]
+    assert not set(packages) & set(sys.stdlib_module_names)
 
 
 def _defs(name: str) -> list[str]:

@@ -75,3 +75,20 @@ def test_training_on_a_damaged_file_exits_2_naming_it(tmp_path, capsys, workers)
     assert train_main(_train(root, tmp_path / "run", workers)) == 2
     err = capsys.readouterr().err
     assert "broken.png" in err and "Traceback" not in err
+
+
+def test_an_image_folder_counts_what_is_on_disk_with_symlinked_folders(tmp_path):
+    """A link back to a parent folder does not multiply the images; a linked class folder
+    and a linked sub-folder are still read (data set trees are often links)."""
+    from robust_zoo.data.jpeg import JpegFolder
+
+    root = make_image_folder(tmp_path / "d", classes=2, per_class=(10, 2)) / "train"
+    (root / "class0" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "class1" / "up").symlink_to(root / "class1", target_is_directory=True)
+    assert len(checked_image_folder(root)) == 20
+    assert JpegFolder(root).samples == checked_image_folder(root).samples
+
+    elsewhere = make_image_folder(tmp_path / "e", classes=1, per_class=(3, 1)) / "train"
+    (root / "class2").symlink_to(elsewhere / "class0", target_is_directory=True)
+    ds = checked_image_folder(root)
+    assert len(ds) == 23 and ds.classes == ["class0", "class1", "class2"]

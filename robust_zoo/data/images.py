@@ -5,6 +5,12 @@ a file that is not an image, a truncated image and a decompression bomb (more pi
 ``MAX_PIXELS``), and with clear errors for a folder without class sub-folders or a class
 folder without images. Bad files surface as ``DataError`` in the process that reads them
 (a DataLoader worker re-raises it in the main process).
+
+``list_images`` is the one file listing of an ImageFolder tree (``checked_image_folder`` and
+``data.jpeg.JpegFolder`` both use it): torchvision's classes, extensions and order, with
+symlinked folders followed (data set trees are often links) except those that point back into
+the tree, and each real folder entered once, so a link to a parent folder cannot multiply the
+images: every file is listed once, under its own class, and the count is what is on disk.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from typing import Callable
 
 from .common import DataError
 
-__all__ = ["MAX_PIXELS", "load_rgb", "checked_image_folder"]
+__all__ = ["MAX_PIXELS", "load_rgb", "list_images", "checked_image_folder"]
 
 # Larger than any photograph of the supported data sets (SUN397's biggest are ~ 20 Mpx);
 # a decompression bomb declares far more.
@@ -45,9 +51,66 @@ def load_rgb(path: str | os.PathLike):
                         "truncated or damaged: remove or replace it") from None
 
 
-def checked_image_folder(root: str | os.PathLike, transform: Callable | None = None):
-    """``ImageFolder(root)`` whose every failure is a ``DataError`` naming the folder or file."""
+def _walk_once(top: str, tree: str):
+    """``os.walk(top, followlinks=True)`` that enters each real folder (device, inode) once
+    and no linked folder that lies inside ``tree`` (its files are listed where they are)."""
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(top, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = [d for d in dirs if not (
+            os.path.islink(os.path.join(root, d))
+            and _inside(os.path.realpath(os.path.join(root, d)), tree))]
+        yield root, files
+
+
+def _inside(path: str, tree: str) -> bool:
+    return path == tree or path.startswith(tree.rstrip(os.sep) + os.sep)
+
+
+def list_images(root: str | os.PathLike, class_to_idx: dict[str, int],
+                extensions: tuple[str, ...]) -> list[tuple[str, int]]:
+    """``(path, label)`` of every image under ``root/<class>/``: torchvision ``make_dataset``'s
+    order and extensions, each real folder walked once (see the module doc). A class without
+    an image raises FileNotFoundError, as torchvision's listing does."""
+    samples, empty = [], []
+    root = os.path.expanduser(str(root))
+    tree = os.path.realpath(root)
+    for cls in sorted(class_to_idx):
+        top = os.path.join(root, cls)
+        if not os.path.isdir(top):
+            continue
+        found = [os.path.join(r, f) for r, files in sorted(_walk_once(top, tree))
+                 for f in sorted(files) if f.lower().endswith(extensions)]
+        samples += [(path, class_to_idx[cls]) for path in found]
+        if not found:
+            empty.append(cls)
+    if empty:
+        raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}.")
+    return samples
+
+
+def _image_folder_class():
     from torchvision.datasets import ImageFolder
+
+    class CheckedImageFolder(ImageFolder):
+        """torchvision's ImageFolder listed by ``list_images``."""
+
+        @staticmethod
+        def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None,
+                         allow_empty=False):
+            return list_images(directory, class_to_idx, tuple(extensions))
+
+    return CheckedImageFolder
+
+
+def checked_image_folder(root: str | os.PathLike, transform: Callable | None = None):
+    """``ImageFolder(root)`` whose every failure is a ``DataError`` naming the folder or file,
+    listed by ``list_images``."""
+    ImageFolder = _image_folder_class()
 
     p = Path(root).expanduser()
     if not p.is_dir():

@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .common import DataError
-from .images import MAX_PIXELS
+from .images import MAX_PIXELS, list_images
 from .transforms import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, Lighting
 
 __all__ = ["JpegFolder", "TrainAugment", "EvalTransform", "AugParams", "PARAM_COLUMNS",
@@ -346,7 +346,7 @@ class JpegFolder(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, transform=None, decode: str = "cpu"):
-        from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+        from torchvision.datasets.folder import IMG_EXTENSIONS
 
         if decode not in ("cpu", "device"):
             raise DataError(f"JpegFolder: decode={decode!r}; use 'cpu' (decode in the loader's "
@@ -360,7 +360,7 @@ class JpegFolder(Dataset):
             raise DataError(f"{self.root} has no class sub-folders: expected DIR/<class>/<image>")
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         try:
-            self.samples = make_dataset(str(self.root), self.class_to_idx, IMG_EXTENSIONS)
+            self.samples = list_images(self.root, self.class_to_idx, IMG_EXTENSIONS)
         except FileNotFoundError as e:   # "Found no valid file for the classes ..."
             raise DataError(f"{self.root}: every class folder needs at least one image "
                             f"({', '.join(IMG_EXTENSIONS)}); {e}") from None
