@@ -51,6 +51,11 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module) -> None:
         pass
 
+    def get_code(self, fullname):
+        """What ``python -m <former path>`` runs (runpy asks): the home, as ``__main__``."""
+        return compile(f"import runpy\nrunpy.run_module({MOVED[fullname]!r}, "
+                       "run_name='__main__', alter_sys=True)\n", f"<{fullname}>", "exec")
+
 
 def install_moved_finder() -> None:
     if not any(isinstance(f, MovedModuleFinder) for f in sys.meta_path):

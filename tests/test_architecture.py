@@ -91,3 +91,9 @@ def test_one_home_each():
     writers = [str(p.relative_to(ROOT)) for p in PKG.rglob("*.py")
                if '"schema_version"' in p.read_text()]
     assert writers == ["robust_zoo/hub/manifest.py"]
+
+
+def test_a_former_module_path_still_runs_as_a_program():
+    r = subprocess.run([sys.executable, "-m", "robust_zoo.quickstart", "--help"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("usage: robust-zoo quickstart"), r.stderr

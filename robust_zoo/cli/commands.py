@@ -165,14 +165,14 @@ def cmd_pin(args) -> int:
 # Subcommands that are whole programs of their own (each also runs as ``python -m MODULE``):
 # their arguments go to that program's own parser untouched.
 PROGRAMS = {
-    "quickstart": ("robust_zoo.quickstart", "offline demo: train, attack, load and transfer"),
+    "quickstart": ("robust_zoo.cli.quickstart", "offline demo: train, attack, load and transfer"),
     "train": ("robust_zoo.train.cli", "train a model from a recipe (python -m robust_zoo.train)"),
-    "evaluate": ("robust_zoo.evaluate", "clean and PGD/AutoAttack accuracy vs the claimed "
+    "evaluate": ("robust_zoo.evaluate.cli", "clean and PGD/AutoAttack accuracy vs the claimed "
                  "metrics (python -m robust_zoo.evaluate)"),
     "transfer": ("robust_zoo.transfer.__main__", "fixed-feature / full-network transfer "
                  "(python -m robust_zoo.transfer)"),
-    "viz": ("robust_zoo.viz", "saliency, class synthesis, inversion, feature pictures "
-            "(python -m robust_zoo.viz)"),
+    "viz": ("robust_zoo.cli.viz", "saliency, class synthesis, inversion, feature pictures "
+            "(python -m robust_zoo.cli.viz)"),
 }
 
 
