@@ -19,25 +19,31 @@ random) and an *objective* (what to ascend: per-example scores computed from the
 output). ``run_pgd(model, x, objective, step, steps)`` is the loop; ``pgd`` is ``run_pgd`` with
 ``CrossEntropy`` (untargeted, or targeted as its negative); ``robust_zoo.representations``
 runs the same loop with ``RepresentationDistance`` and ``FeatureUnit`` on penultimate features.
+
+Evaluation: ``correct_under_attack`` scores one batch (clean and robust masks) and
+``attacked_batches`` is the one loop over batches; ``robust_accuracy`` sums it, and
+``robust_zoo.engine.evaluation.evaluate_loader`` counts it as an ``EvalResult``.
 """
 from __future__ import annotations
 
 import contextlib
-import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .console import progress as progress_bar
-from .models.robust_model import eval_mode as _eval_mode, frozen_parameters, unwrap_parallel
-from .naming import check_norm
+from .data.common import DataError, iter_batches
+from .errors import UsageError
+from .models.robust_model import (eval_mode as _eval_mode, frozen_parameters, unwrap,
+                                  unwrap_parallel)
+from .naming import check_norm, parse_eps, parse_int, parse_number
 from .recipe import default_step_size
 
 __all__ = ["pgd", "run_pgd", "input_gradient", "L2Step", "LinfStep", "AttackStep", "Objective",
-           "CrossEntropy", "RepresentationDistance", "FeatureUnit", "correct_under_attack",
-           "robust_accuracy", "default_step_size"]
+           "CrossEntropy", "RepresentationDistance", "FeatureUnit", "check_pgd_args",
+           "correct_under_attack", "attacked_batches", "robust_accuracy", "default_step_size"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -191,22 +197,29 @@ def _fp16_autocast(device_type: str) -> bool:
         return False
 
 
-def _check_args(x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
-                step_size: float | None) -> None:
+def check_pgd_args(norm: str, eps: float, steps: int, step_size: float | None = None
+                   ) -> tuple[str, float, int, float | None]:
+    """(norm, ε, steps, α) of a PGD attack checked and normalised by the package's parsers
+    (``naming.check_norm``, ``parse_eps``, ``parse_int``, ``parse_number``): norm "l2" or
+    "linf", ε a finite number >= 0 in [0, 1] pixel units (``"4/255"`` works), steps an int
+    >= 0, α > 0 or None (2.5·ε/steps; α is checked only when an attack runs, ε > 0 and
+    steps > 0). Raises ``UsageError`` naming the argument."""
+    norm = check_norm(norm)
+    eps = parse_eps(eps, "eps (in [0, 1] pixel units)")
+    steps = parse_int(steps, what="steps", minimum=0)
+    if step_size is not None and eps > 0 and steps > 0:
+        step_size = parse_number(step_size, what="step_size (None for 2.5·eps/steps)",
+                                 minimum=0.0, allow_zero=False)
+    return norm, eps, steps, step_size
+
+
+def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or not x.is_floating_point():
-        raise ValueError("pgd: x must be a floating-point tensor shaped (batch, ...), got "
+        raise UsageError("pgd: x must be a floating-point tensor shaped (batch, ...), got "
                          f"{type(x).__name__}{tuple(getattr(x, 'shape', ()))}")
     if not isinstance(y, torch.Tensor) or y.shape[:1] != x.shape[:1]:
-        raise ValueError(f"pgd: y must be a tensor with one label per example: x has "
+        raise UsageError(f"pgd: y must be a tensor with one label per example: x has "
                          f"{x.shape[0]} examples, y has shape {tuple(getattr(y, 'shape', ()))}")
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"pgd: eps must be a finite number >= 0 in [0, 1] pixel units, "
-                         f"got {eps!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"pgd: steps must be an int >= 0, got {steps!r}")
-    if step_size is not None and not (math.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"pgd: step_size must be a positive number (or None for 2.5·eps/steps), "
-                         f"got {step_size!r}")
     if torch.is_inference_mode_enabled():
         raise RuntimeError("pgd needs autograd: call it outside torch.inference_mode() "
                            "(torch.no_grad() is fine)")
@@ -215,7 +228,7 @@ def _check_args(x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
 def _check_range(x: torch.Tensor) -> None:
     lo, hi = torch.stack(torch.aminmax(x.detach())).float().tolist()   # one device sync
     if lo < -1e-6 or hi > 1 + 1e-6:
-        raise ValueError(f"pgd: x must be an image in [0, 1] (models normalize inside), got values "
+        raise UsageError(f"pgd: x must be an image in [0, 1] (models normalize inside), got values "
                          f"in [{lo:.4g}, {hi:.4g}]. Pass un-normalized images, e.g. "
                          "entry.transforms() without normalize=True.")
 
@@ -245,8 +258,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: f
         is off during the attack and restored afterwards. Runs under ``torch.autocast``; steps
         and projections are computed in fp32.
     """
-    norm = check_norm(norm)
-    _check_args(x, y, eps, steps, step_size)
+    norm, eps, steps, step_size = check_pgd_args(norm, eps, steps, step_size)
+    _check_batch(x, y)
     if eps == 0 or steps == 0:
         return x.detach().clone()
     _check_range(x)
@@ -286,7 +299,7 @@ def run_pgd(model: "nn.Module | Callable[[torch.Tensor], torch.Tensor]", x: torc
     def scores_at(xa: torch.Tensor) -> torch.Tensor:
         out = objective(net(xa.to(x.dtype)))
         if keep_best and out.shape != (x.shape[0],):
-            raise ValueError(f"{what}: {objective.name} must return per-example losses of shape "
+            raise UsageError(f"{what}: {objective.name} must return per-example losses of shape "
                              f"({x.shape[0]},) when keep_best=True, got {tuple(out.shape)}; use "
                              "reduction='none' or keep_best=False")
         return out
@@ -355,7 +368,7 @@ def _input_grad(loss: torch.Tensor, xa: torch.Tensor, scale: float) -> torch.Ten
     return g.float()
 
 
-# -- evaluation helpers ---------------------------------------------------------------------
+# -- evaluation: per batch, and the one loop over batches ----------------------------------------
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -371,10 +384,11 @@ def correct_under_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
     An example is robust only if it is classified correctly clean *and* after every restart
     (AutoAttack's convention). Restart 1 starts at x unless ``random_start``; later restarts
     start at random. Only still-robust examples are attacked again (eval mode makes examples
-    independent of their batch-mates, so this changes cost, not results).
+    independent of their batch-mates, so this changes cost, not results). ``eps == 0`` or
+    ``steps == 0``: no attack, robust = clean.
     """
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
+    norm, eps, steps, step_size = check_pgd_args(norm, eps, steps, step_size)
+    restarts = parse_int(restarts, what="restarts", minimum=1)
     with _attack_mode(model, True):
         clean = _predict(model, x) == y
         robust = clean.clone()
@@ -388,35 +402,84 @@ def correct_under_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
     return clean, robust
 
 
-def _batches(data, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
-            isinstance(t, torch.Tensor) for t in data):
-        xs, ys = data
-        if len(xs) != len(ys):
-            raise ValueError(f"images and labels differ in length: {len(xs)} vs {len(ys)}")
-        for i in range(0, len(xs), batch_size):
-            yield xs[i:i + batch_size], ys[i:i + batch_size]
-        return
-    yield from data
+def _check_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  classes: Sequence | None) -> None:
+    """The labels (and the data's class names, when known) fit the model's outputs."""
+    net = unwrap(model)     # the bare network: a compiled model would compile a batch of 1
+    with _eval_mode(net), torch.no_grad():
+        k = net(x[:1]).shape[1]
+    if classes is not None and len(classes) != k:
+        raise DataError(
+            f"The data has {len(classes)} classes but the model's head has {k} outputs: the "
+            "folder needs one sub-folder per model class, in the model's class order (ImageNet: "
+            "the 1000 WordNet ids n01440764 ... n15075141)")
+    if int(y.max()) >= k or int(y.min()) < 0:
+        raise DataError(f"Labels range over [{int(y.min())}, {int(y.max())}] but the model "
+                        f"has {k} outputs")
 
 
-def robust_accuracy(model: nn.Module, data, *, norm: str, eps: float, steps: int,
+def attacked_batches(model: nn.Module, data: Any, *, norm: str, eps: float, steps: int,
+                     step_size: float | None = None, restarts: int = 1,
+                     random_start: bool = False, keep_best: bool = True,
+                     batch_size: int | None = None, device: str | torch.device | None = None,
+                     limit: int | None = None, classes: Sequence | None = None
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(x, y, clean, robust)`` for each batch of ``data``: the batch on ``device`` and its
+    ``correct_under_attack`` masks. The one loop behind ``robust_accuracy`` and
+    ``robust_zoo.engine.evaluation.evaluate_loader``.
+
+    ``data``: an ``(images, labels)`` pair of tensors (cut into ``batch_size`` chunks; one batch
+    when None) or an iterable of ``(images, labels)`` batches (``data.common.iter_batches``).
+    Images go to ``device`` (default: the model's) in the model's parameter dtype. ``limit``:
+    stop after that many examples (the last batch is cut). On the first batch the labels (and
+    ``classes``, the data's class names) are checked against the model's output count.
+    Arguments are checked when this is called, before the first batch is read.
+    """
+    norm, eps, steps, step_size = check_pgd_args(norm, eps, steps, step_size)
+    attack = dict(norm=norm, eps=eps, steps=steps, step_size=step_size,
+                  restarts=parse_int(restarts, what="restarts", minimum=1),
+                  random_start=random_start, keep_best=keep_best)
+    limit = None if limit is None else parse_int(limit, what="limit", minimum=1)
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    device = torch.device(device) if device is not None else (
+        param.device if param is not None else torch.device("cpu"))
+    dtype = param.dtype if param is not None else torch.float32
+    return _attacked(model, iter_batches(data, batch_size), attack, device, dtype, limit,
+                     classes)
+
+
+def _attacked(model, batches, attack, device, dtype, limit, classes):
+    n = 0
+    for x, y in batches:
+        if limit is not None:
+            x, y = x[:limit - n], y[:limit - n]
+        if len(y) == 0:
+            continue
+        x = x.to(device, non_blocking=True).to(dtype)
+        y = y.to(device, non_blocking=True)
+        if n == 0:
+            _check_labels(model, x, y, classes)
+        clean, robust = correct_under_attack(model, x, y, **attack)
+        n += len(y)
+        yield x, y, clean, robust
+        if limit is not None and n >= limit:
+            return
+
+
+def robust_accuracy(model: nn.Module, data: Any, *, norm: str, eps: float, steps: int,
                     step_size: float | None = None, restarts: int = 1, random_start: bool = False,
                     keep_best: bool = True, batch_size: int = 128,
                     device: str | torch.device | None = None) -> tuple[float, float, int]:
     """(clean top-1 %, PGD robust top-1 %, n) over ``data``: an iterable of (x, y) batches
-    (e.g. a DataLoader) or an ``(images, labels)`` pair of tensors. For ImageFolder trees,
-    manifests, distributed runs and claimed-metric checks use ``robust_zoo.evaluate``."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    (e.g. a DataLoader) or an ``(images, labels)`` pair of tensors (``batch_size`` at a time).
+    The counts of ``attacked_batches``; for ImageFolder trees, manifests, distributed runs and
+    claimed-metric checks use ``robust_zoo.evaluate``."""
     n = n_clean = n_robust = 0
-    for x, y in _batches(data, batch_size):
-        x, y = x.to(device), y.to(device)
-        clean, robust = correct_under_attack(model, x, y, norm=norm, eps=eps, steps=steps,
-                                             step_size=step_size, restarts=restarts,
-                                             random_start=random_start, keep_best=keep_best)
-        n += len(y)
-        n_clean += int(clean.sum())
-        n_robust += int(robust.sum())
+    for _, y, clean, robust in attacked_batches(
+            model, data, norm=norm, eps=eps, steps=steps, step_size=step_size,
+            restarts=restarts, random_start=random_start, keep_best=keep_best,
+            batch_size=batch_size, device=device):
+        n, n_clean, n_robust = n + len(y), n_clean + int(clean.sum()), n_robust + int(robust.sum())
     if n == 0:
-        raise ValueError("robust_accuracy: data yielded no examples")
+        raise DataError("robust_accuracy: data yielded no examples")
     return 100.0 * n_clean / n, 100.0 * n_robust / n, n

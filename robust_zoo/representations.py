@@ -17,7 +17,10 @@ chunking changes cost, not results); ``amp=None`` means bf16 autocast on CUDA, f
 
 Budgets (L2 radius ε, steps, step size α) default to the papers' values for 224-px ImageNet
 images, scaled by √(C·H·W / (3·224·224)) for other sizes (an L2 norm grows with the square root
-of the pixel count, so the per-pixel budget stays the same):
+of the pixel count, so the per-pixel budget stays the same). A caller who gives ε and/or steps
+but no α gets α from that budget, by the package's one step-size rule
+``recipe.default_step_size`` (2.5·ε/steps: enough to cross the ball and come back), so that a
+larger budget is used; the table's α applies only when neither is given:
 
 ================  ======  ======  ===  ============================================
 function          ε       steps   α    source
@@ -27,24 +30,29 @@ invert            1000    1000    1    Engstrom et al. 2019 use 10,000 steps
 visualize_feature 1000    200     1    Engstrom et al. 2019
 ================  ======  ======  ===  ============================================
 
-``None`` for any of them means that default. ``DEFAULTS`` holds the table.
+``None`` for any of them means that default. ``DEFAULTS`` holds the table; ``budget`` applies
+it.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .engine.precision import autocast
-from .models.robust_model import get_head
 from .attacks import (CrossEntropy, FeatureUnit, L2Step, RepresentationDistance, _attack_mode,
                       input_gradient, run_pgd)
 from .console import progress as progress_bar
-from .errors import RobustZooError
+from .data.common import iter_batches
+from .engine.precision import autocast
+from .errors import UsageError
+from .models.features import Penultimate
+from .models.robust_model import get_head
+from .naming import parse_int, parse_number
+from .recipe import default_step_size
 
 __all__ = ["saliency", "synthesize", "invert", "visualize_feature", "class_seeds",
            "penultimate", "Penultimate", "RepresentationError", "DEFAULTS", "budget"]
@@ -52,8 +60,9 @@ __all__ = ["saliency", "synthesize", "invert", "visualize_feature", "class_seeds
 REFERENCE_NUMEL = 3 * 224 * 224
 
 
-class RepresentationError(RobustZooError, ValueError):
-    """Bad input to a representation function (the message says what is valid)."""
+# Bad input to a representation function is the package's one argument error (a
+# RobustZooError and a ValueError; the message says what is valid), also under this name.
+RepresentationError = UsageError
 
 
 @dataclass(frozen=True)
@@ -72,61 +81,38 @@ DEFAULTS: dict[str, Budget] = {
 
 def budget(function: str, shape: Sequence[int], eps: float | None = None,
            steps: int | None = None, step_size: float | None = None) -> tuple[float, int, float]:
-    """(ε, steps, α) for ``function`` on images shaped ``(C, H, W)`` (or (B, C, H, W)): the
-    given values, with ``None`` replaced by ``DEFAULTS[function]`` scaled to the image size."""
+    """(ε, steps, α) for ``function`` on images shaped ``(C, H, W)`` (or (B, C, H, W)).
+
+    ``None`` for ε or steps means ``DEFAULTS[function]`` (ε scaled to the image size). α: the
+    given value; else, when ε or steps is given, ``recipe.default_step_size`` of the budget
+    (2.5·ε/steps, the package's one step-size rule); else the table's α scaled to the image
+    size. ``budget("invert", (3, 16, 16), eps=20, steps=200)`` is (20, 200, 0.25).
+    """
     d = DEFAULTS[function]
-    numel = math.prod(shape[-3:])
-    factor = math.sqrt(numel / REFERENCE_NUMEL)
+    factor = math.sqrt(math.prod(shape[-3:]) / REFERENCE_NUMEL)
+    given = eps is not None or steps is not None
     eps = d.eps * factor if eps is None else _positive(eps, "eps", function)
-    step_size = d.step_size * factor if step_size is None else _positive(step_size, "step_size",
-                                                                          function)
-    if steps is None:
-        steps = d.steps
-    elif isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise RepresentationError(f"{function}: steps must be an int >= 1, got {steps!r}")
+    steps = d.steps if steps is None else parse_int(steps, what=f"{function}: steps", minimum=1)
+    if step_size is not None:
+        step_size = _positive(step_size, "step_size", function)
+    elif given:
+        step_size = default_step_size(eps, steps)
+    else:
+        step_size = d.step_size * factor
     return eps, steps, step_size
 
 
 def _positive(v: Any, what: str, function: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise RepresentationError(f"{function}: {what} must be a finite number > 0 (L2, [0, 1] "
-                                  f"pixel units) or None for the default, got {v!r}")
-    return float(v)
+    return parse_number(v, what=f"{function}: {what} (L2, [0, 1] pixel units; None for the "
+                        "default)", minimum=0.0, allow_zero=False)
 
 
 # -- penultimate features -------------------------------------------------------------------
 
-class Penultimate(nn.Module):
-    """``model``'s penultimate representation: the input of its classifier head (found with
-    ``robust_zoo.models.get_head``), captured by a forward pre-hook that lives only for the
-    duration of each forward. The model itself is a submodule, so mode changes reach it."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.head = get_head(model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-
-        def hook(module, args):
-            captured.append(args[0])
-
-        handle = self.head.register_forward_pre_hook(hook)
-        try:
-            self.model(x)
-        finally:
-            handle.remove()
-        if not captured:
-            raise RepresentationError(f"the classifier head of {type(self.model).__name__} never "
-                                      "ran, so its input (the penultimate representation) is "
-                                      "unknown")
-        return captured[-1].flatten(1)
-
-
 def penultimate(model: nn.Module, x: torch.Tensor, *, batch_size: int = 64,
                 amp: bool | None = None) -> torch.Tensor:
-    """Penultimate features (B, D) of images ``x`` in [0, 1], in eval mode, fp32."""
+    """Penultimate features (B, D) of images ``x`` in [0, 1], in eval mode, fp32: the input of
+    the classifier head (``robust_zoo.models.features.Penultimate``)."""
     x = _check_images(x, "penultimate")
     device, dtype = _model_device_dtype(model)
     feats = Penultimate(model)
@@ -150,11 +136,11 @@ def saliency(model: nn.Module, x: torch.Tensor, y: "torch.Tensor | Sequence[int]
     added (SmoothGrad, Smilkov et al. 2017: 15% of the [0, 1] range), drawn from ``seed``.
     """
     x = _check_images(x, "saliency")
-    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 0:
-        raise RepresentationError(f"saliency: smooth must be an int >= 0 (0 = plain gradient, "
-                                  f"N = SmoothGrad over N noisy copies), got {smooth!r}")
+    smooth = parse_int(smooth, what="saliency: smooth (0 = plain gradient, N = SmoothGrad over "
+                       "N noisy copies)", minimum=0)
     if smooth:
-        _positive(noise, "noise", "saliency")
+        noise = parse_number(noise, what="saliency: noise (standard deviation on the [0, 1] "
+                             "scale)", minimum=0.0, allow_zero=False)
     device, dtype = _model_device_dtype(model)
     num_classes = _num_classes(model, device, dtype, x)
     if y is not None:
@@ -204,8 +190,10 @@ def synthesize(model: nn.Module, target: "int | Sequence[int] | torch.Tensor",
     each target class's own images in ``data`` (``class_seeds``), or uniform noise without
     ``data``. ``data``: ``(images, labels)`` tensors or an iterable of such batches, labels in
     the model's class indices. ``size``: side of generated starts (default: the model entry's
-    crop, else 224). ε, steps, α: ``DEFAULTS["synthesize"]`` (ε 40, 60 steps, α 1 at 224 px).
-    ``keep_best``: per image the iterate with the lowest target loss.
+    crop, else 224). ε, steps, α: ``DEFAULTS["synthesize"]`` (ε 40, 60 steps, α 1 at 224 px,
+    scaled to the image size); given ε and/or steps without α, α = 2.5·ε/steps
+    (``recipe.default_step_size``, see ``budget``). ``keep_best``: per image the iterate with
+    the lowest target loss.
     """
     device, dtype = _model_device_dtype(model)
     num_classes = _num_classes(model, device, dtype, None)
@@ -218,7 +206,7 @@ def synthesize(model: nn.Module, target: "int | Sequence[int] | torch.Tensor",
             start = _noise(shape, seed)
     else:
         if data is not None:
-            raise RepresentationError("synthesize: pass start= or data=, not both (data= only "
+            raise UsageError("synthesize: pass start= or data=, not both (data= only "
                                       "fits the default class seeds)")
         start = _check_images(start, "synthesize", "start", n=len(target))
     eps, steps, alpha = budget("synthesize", start.shape, eps, steps, step_size)
@@ -234,13 +222,15 @@ def invert(model: nn.Module, target: torch.Tensor, start: "torch.Tensor | None" 
     """Images whose penultimate representation matches that of ``target`` (images in [0, 1]),
     found by L2 PGD minimising ‖f(x) − f(target)‖₂ / ‖f(target)‖₂ from ``start`` (default:
     uniform noise drawn from ``seed``; or other images, one per target), as in Engstrom et al.
-    2019. ε, steps, α: ``DEFAULTS["invert"]`` (ε 1000, 1000 steps, α 1 at 224 px).
+    2019. ε, steps, α: ``DEFAULTS["invert"]`` (ε 1000, 1000 steps, α 1 at 224 px, scaled to the
+    image size); given ε and/or steps without α, α = 2.5·ε/steps (``recipe.default_step_size``,
+    see ``budget``): ``invert(m, x, eps=20, steps=200)`` steps by 0.25.
     """
     target = _check_images(target, "invert", "target")
     start = (_noise(tuple(target.shape), seed) if start is None
              else _check_images(start, "invert", "start", n=len(target)))
     if start.shape[1:] != target.shape[1:]:
-        raise RepresentationError(f"invert: start images {tuple(start.shape[1:])} and target "
+        raise UsageError(f"invert: start images {tuple(start.shape[1:])} and target "
                                   f"images {tuple(target.shape[1:])} must have the same shape")
     eps, steps, alpha = budget("invert", start.shape, eps, steps, step_size)
     feats = penultimate(model, target, batch_size=batch_size, amp=amp)
@@ -258,7 +248,8 @@ def visualize_feature(model: nn.Module, unit: "int | Sequence[int] | torch.Tenso
     """Images that maximise penultimate unit(s) ``unit`` by L2 PGD from ``start`` (Engstrom et
     al. 2019). ``unit``: one index, or one per image. ``start``: images (default: uniform noise
     from ``seed``, one per unit). ε, steps, α: ``DEFAULTS["visualize_feature"]`` (ε 1000,
-    200 steps, α 1 at 224 px).
+    200 steps, α 1 at 224 px, scaled to the image size); given ε and/or steps without α,
+    α = 2.5·ε/steps (``recipe.default_step_size``, see ``budget``).
     """
     device, dtype = _model_device_dtype(model)
     width = _feature_width(model, device, dtype, _image_shape(model, size) if start is None
@@ -273,7 +264,7 @@ def visualize_feature(model: nn.Module, unit: "int | Sequence[int] | torch.Tenso
         if single:
             units = units.expand(len(start)).clone()
         elif len(units) != len(start):
-            raise RepresentationError(f"visualize_feature: {len(units)} units for {len(start)} "
+            raise UsageError(f"visualize_feature: {len(units)} units for {len(start)} "
                                       "start images; pass one unit, or one per image")
     eps, steps, alpha = budget("visualize_feature", start.shape, eps, steps, step_size)
     objective = lambda idx: FeatureUnit(units[idx].to(device))  # noqa: E731
@@ -294,7 +285,7 @@ def class_seeds(data: Any, target: "Sequence[int] | torch.Tensor", *, size: int 
     wanted = set(target.tolist())
     pooled: dict[int, list[torch.Tensor]] = {c: [] for c in wanted}
     full = None
-    for xb, yb in _batches(data):
+    for xb, yb in iter_batches(data):
         xb = _check_images(xb, "class_seeds", "data images")
         yb = torch.as_tensor(yb).cpu()
         if full is None:
@@ -308,13 +299,13 @@ def class_seeds(data: Any, target: "Sequence[int] | torch.Tensor", *, size: int 
             if m.any():
                 pooled[c].append(small[m])
     if full is None:
-        raise RepresentationError("class_seeds: data yielded no images")
+        raise UsageError("class_seeds: data yielded no images")
     gen = torch.Generator().manual_seed(int(seed))
     out = torch.empty((len(target),) + small.shape[1:2] + (size, size))
     for c in sorted(wanted):
         imgs = torch.cat(pooled[c]) if pooled[c] else None
         if imgs is None or len(imgs) < 2:
-            raise RepresentationError(f"class_seeds: data has {0 if imgs is None else len(imgs)} "
+            raise UsageError(f"class_seeds: data has {0 if imgs is None else len(imgs)} "
                                       f"image(s) of class {c}; fitting its Gaussian needs >= 2")
         flat = imgs.flatten(1).double()
         mean = flat.mean(0)
@@ -368,7 +359,7 @@ def _autocast(device: torch.device, amp: bool | None):
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     if not isinstance(model, nn.Module):
-        raise RepresentationError(f"expected a model (torch.nn.Module) such as robust_zoo.load "
+        raise UsageError(f"expected a model (torch.nn.Module) such as robust_zoo.load "
                                   f"returns, got {type(model).__name__}")
     p = next(model.parameters(), None)
     if p is None:
@@ -378,17 +369,17 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 def _check_images(x: Any, function: str, what: str = "x", n: int | None = None) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
-        raise RepresentationError(
+        raise UsageError(
             f"{function}: {what} must be a floating-point tensor of images (B, C, H, W) in "
             f"[0, 1], got {type(x).__name__}{tuple(getattr(x, 'shape', ()))}")
     if n is not None and len(x) != n:
-        raise RepresentationError(f"{function}: {what} has {len(x)} images, expected {n} "
+        raise UsageError(f"{function}: {what} has {len(x)} images, expected {n} "
                                   "(one per target)")
     if len(x) == 0:
-        raise RepresentationError(f"{function}: {what} holds no images")
+        raise UsageError(f"{function}: {what} holds no images")
     lo, hi = torch.stack(torch.aminmax(x.detach())).float().tolist()
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -1e-6 or hi > 1 + 1e-6:
-        raise RepresentationError(
+        raise UsageError(
             f"{function}: {what} must be images in [0, 1] (the models normalise inside), got "
             f"values in [{lo:.4g}, {hi:.4g}]; pass un-normalised images, e.g. "
             "entry.transforms() without normalize=True")
@@ -403,15 +394,15 @@ def _check_classes(v: Any, limit: int, function: str, what: str, n: int | None =
         t = None
     if (t is None or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool
             or t.ndim > 1 or t.numel() == 0):
-        raise RepresentationError(f"{function}: {what} must be an int or a 1-D sequence of ints "
+        raise UsageError(f"{function}: {what} must be an int or a 1-D sequence of ints "
                                   f"(indices of {kind}), got {v!r}")
     t = t.long().flatten()
     bad = t[(t < 0) | (t >= limit)]
     if bad.numel():
-        raise RepresentationError(f"{function}: {what} {bad[0].item()} is out of range: the "
+        raise UsageError(f"{function}: {what} {bad[0].item()} is out of range: the "
                                   f"model has {limit} {kind} (0..{limit - 1})")
     if n is not None and len(t) != n:
-        raise RepresentationError(f"{function}: {what} has {len(t)} entries for {n} images; "
+        raise UsageError(f"{function}: {what} has {len(t)} entries for {n} images; "
                                   "pass one per image")
     return t
 
@@ -444,28 +435,10 @@ def _image_shape(model: nn.Module, size: int | None) -> tuple[int, int, int]:
         entry = getattr(model, "entry", None)
         crop = (getattr(entry, "preprocessing", None) or {}).get("crop")
         size = int(crop) if crop else 224
-    elif isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise RepresentationError(f"size must be an int >= 1 (pixels), got {size!r}")
+    else:
+        size = parse_int(size, what="size (pixels)", minimum=1)
     return (3, size, size)
 
 
 def _noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(int(seed)))
-
-
-def _batches(data: Any) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
-            isinstance(t, torch.Tensor) for t in data):
-        if len(data[0]) != len(data[1]):
-            raise RepresentationError(f"data: {len(data[0])} images but {len(data[1])} labels")
-        yield data[0], data[1]
-        return
-    try:
-        it = iter(data)
-    except TypeError:
-        raise RepresentationError("data must be (images, labels) tensors or an iterable of "
-                                  f"(images, labels) batches, got {type(data).__name__}") from None
-    for batch in it:
-        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-            raise RepresentationError("data must yield (images, labels) batches")
-        yield batch[0], batch[1]

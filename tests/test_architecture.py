@@ -97,3 +97,134 @@ def test_a_former_module_path_still_runs_as_a_program():
     r = subprocess.run([sys.executable, "-m", "robust_zoo.quickstart", "--help"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("usage: robust-zoo quickstart"), r.stderr
+
+
+# -- one home, checked by what the code does ---------------------------------------------------
+
+def _calls(attr: str) -> list[tuple[str, str]]:
+    """(module, receiver source) of every call ``<receiver>.<attr>(...)`` in the package."""
+    out = []
+    for p in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == attr):
+                out.append((str(p.relative_to(ROOT)), ast.unparse(node.func.value)))
+    return out
+
+
+def _functions_where(predicate) -> list[tuple[str, str]]:
+    """(module, function) of every function whose own body satisfies ``predicate(nodes)``."""
+    out = []
+    for p in sorted(PKG.rglob("*.py")):
+        for fn in ast.walk(ast.parse(p.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if predicate(list(ast.walk(fn))):
+                    out.append((str(p.relative_to(ROOT)), fn.name))
+    return out
+
+
+def _tiny_net():
+    import torch
+    from torch import nn
+
+    from robust_zoo.models import RobustModel
+    from robust_zoo.models.smallnets import mini_resnet
+
+    torch.manual_seed(0)
+    return RobustModel(mini_resnet(num_classes=3), "mini_resnet", name="tiny").eval(), nn
+
+
+def test_penultimate_features_have_one_forward_pre_hook_on_the_head(monkeypatch):
+    # in the code: the only pre-hook on a head is registered in models/features.py (the other
+    # pre-hook of the package is freeze's, on the whole model)
+    hooks = _calls("register_forward_pre_hook")
+    assert [h for h in hooks if "head" in h[1]] == [("robust_zoo/models/features.py", "head")]
+    assert [h for h in hooks if "head" not in h[1]] == [("robust_zoo/transfer/core.py", "model")]
+    # at run time: transfer.features, representations.penultimate and an inversion all hook the
+    # head through that one function, and give the same features
+    import torch
+
+    from robust_zoo import representations as R
+    from robust_zoo import transfer
+    from robust_zoo.models import get_head
+
+    model, nn = _tiny_net()
+    head = get_head(model)
+    callers = []
+    original = nn.Module.register_forward_pre_hook
+
+    def recording(self, hook, *args, **kwargs):
+        if self is head:
+            callers.append(sys._getframe(1).f_code.co_filename)
+        return original(self, hook, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Module, "register_forward_pre_hook", recording)
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        f = transfer.features(model, x)
+    torch.testing.assert_close(R.penultimate(model, x), f)
+    R.invert(model, x, steps=1, progress=False)
+    assert len(callers) >= 3
+    assert {Path(c).relative_to(ROOT).as_posix() for c in callers} == {
+        "robust_zoo/models/features.py"}
+
+
+def _reads_a_tensor_pair(nodes) -> bool:
+    pair = any(isinstance(n, ast.Compare) and isinstance(n.left, ast.Call)
+               and getattr(n.left.func, "id", None) == "len"
+               and any(isinstance(c, ast.Constant) and c.value == 2 for c in n.comparators)
+               for n in nodes)
+    tensor = any(isinstance(n, ast.Call) and getattr(n.func, "id", None) == "isinstance"
+                 and len(n.args) == 2 and "Tensor" in ast.unparse(n.args[1]) for n in nodes)
+    return pair and tensor
+
+
+def test_tensors_or_batches_are_read_in_one_place():
+    assert _functions_where(_reads_a_tensor_pair) == [("robust_zoo/data/common.py",
+                                                       "tensor_pair")]
+    # every entry point that takes "(images, labels) or batches" refuses a bad pair alike
+    import pytest
+    import torch
+
+    from robust_zoo import representations as R
+    from robust_zoo.attacks import robust_accuracy
+    from robust_zoo.data import DataError
+    from robust_zoo.evaluate import evaluate
+
+    model, _ = _tiny_net()
+    bad = (torch.rand(4, 3, 16, 16), torch.zeros(3, dtype=torch.long))
+    for call in (lambda: robust_accuracy(model, bad, norm="l2", eps=0.1, steps=1),
+                 lambda: evaluate(model, bad, norm="l2", eps=0.1, steps=1, progress=False),
+                 lambda: R.class_seeds(bad, [0])):
+        with pytest.raises(DataError, match="differ in length: 4 vs 3"):
+            call()
+
+
+def _tests_precision_membership(nodes) -> bool:
+    return any(isinstance(n, ast.Compare) and isinstance(n.ops[0], (ast.In, ast.NotIn))
+               and ast.unparse(n.left).endswith("precision") for n in nodes)
+
+
+def test_one_precision_checker():
+    assert _functions_where(_tests_precision_membership) == [("robust_zoo/engine/precision.py",
+                                                              "check_precision")]
+    import pytest
+    import torch
+
+    from robust_zoo.engine.evaluation import evaluate_loader
+    from robust_zoo.engine.precision import resolve_precision
+    from robust_zoo.errors import UsageError
+    from robust_zoo.evaluate import evaluate
+
+    model, _ = _tiny_net()
+    data = (torch.rand(2, 3, 16, 16), torch.zeros(2, dtype=torch.long))
+    messages = set()
+    for call in (lambda: resolve_precision("fp16", torch.device("cpu")),
+                 lambda: evaluate_loader(model, [data], norm="l2", eps=0.1, steps=1,
+                                         precision="fp16"),
+                 lambda: evaluate(model, data, norm="l2", eps=0.1, precision="fp16")):
+        with pytest.raises(UsageError) as e:
+            call()
+        messages.add(str(e.value))
+    assert messages == {"precision 'fp16' is not valid: use one of fp32, bf16 (fp16 is not "
+                        "supported: use bf16)"}

@@ -1,12 +1,17 @@
-"""What every data module shares: the error family and the normalization statistics."""
+"""What every data module shares: the error family, the normalization statistics, and how
+in-memory data is read as batches (``tensor_pair``, ``iter_batches``)."""
 from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
 
 from ..models.archs import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import RobustZooError
 
 __all__ = ["DataError", "DatasetNotFoundError", "UnknownDatasetError", "IMAGENET_MEAN",
            "IMAGENET_STD", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",
-           "DIGITS_MEAN", "DIGITS_STD", "NO_NORM"]
+           "DIGITS_MEAN", "DIGITS_STD", "NO_NORM", "tensor_pair", "iter_batches"]
 
 
 class DataError(RobustZooError, ValueError):
@@ -27,3 +32,39 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 DIGITS_MEAN, DIGITS_STD = (0.3053,) * 3, (0.3760,) * 3        # all 1,797 scikit-learn digits
 NO_NORM = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def tensor_pair(data: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``data`` as ``(images, labels)`` when it is a pair (tuple or list) of two tensors, else
+    None. A pair whose lengths differ is a ``DataError``."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(isinstance(t, torch.Tensor) for t in data)):
+        return None
+    if len(data[0]) != len(data[1]):
+        raise DataError(f"images and labels differ in length: {len(data[0])} vs {len(data[1])}")
+    return data[0], data[1]
+
+
+def iter_batches(data: Any, batch_size: int | None = None
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` batches of ``data``: an ``(images, labels)`` pair of tensors cut
+    into chunks of ``batch_size`` (one batch when None), or any iterable of ``(images, labels,
+    ...)`` batches, such as a DataLoader, as it comes. Anything else is a ``DataError``."""
+    pair = tensor_pair(data)
+    if pair is not None:
+        images, labels = pair
+        step = batch_size or max(len(images), 1)
+        for i in range(0, len(images), step):
+            yield images[i:i + step], labels[i:i + step]
+        return
+    try:
+        batches = iter(data)
+    except TypeError:
+        raise DataError("data must be (images, labels) tensors or an iterable of (images, "
+                        f"labels) batches such as a DataLoader, got {type(data).__name__}"
+                        ) from None
+    for batch in batches:
+        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+            raise DataError("data must yield (images, labels) batches, got a "
+                            f"{type(batch).__name__}")
+        yield batch[0], batch[1]

@@ -1,8 +1,10 @@
 """Evaluation as a library: clean, PGD and AutoAttack counts over a loader, as one typed result.
 
-``evaluate_loader`` is the per-batch loop behind ``python -m robust_zoo.evaluate`` and the
-per-epoch validation of training: it takes a model and any iterable of ``(images, labels)``
-batches (images in [0, 1]) and returns an ``EvalResult`` of integer counts. Counts add up
+``evaluate_loader`` is the evaluation behind ``python -m robust_zoo.evaluate`` and the per-epoch
+validation of training: it takes a model and any iterable of ``(images, labels)`` batches
+(images in [0, 1]), runs ``robust_zoo.attacks.attacked_batches`` over them (the one loop over
+batches) under the requested precision, adds AutoAttack, and returns an ``EvalResult`` of
+integer counts. Counts add up
 (``+``, ``sum``) and sum over torchrun ranks (``all_reduce``), so sharded or chunked evaluations
 give the single-process numbers exactly; percentages are derived at the end.
 
@@ -20,13 +22,13 @@ from torch import nn
 
 from . import distributed
 from ..console import progress as progress_bar
-from ..attacks import correct_under_attack
-from ..recipe import Precision, choices, default_step_size
+from ..attacks import attacked_batches, check_pgd_args
+from ..recipe import Precision, choices
 from ..data.common import DataError
 from ..errors import RobustZooError, UsageError
-from ..models.robust_model import eval_mode, unwrap
+from ..models.robust_model import eval_mode
 from ..naming import check_norm
-from .precision import autocast
+from .precision import autocast, check_precision
 
 __all__ = ["EvalResult", "evaluate_loader", "make_autoattack", "AutoAttackUnavailable",
            "AUTOATTACK_VERSIONS", "PRECISIONS"]
@@ -194,26 +196,6 @@ def make_autoattack(model: nn.Module, *, norm: str, eps: float, version: str = "
 
 # ----------------------------------------------------------------------------- the loop
 
-def _check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 classes: Sequence | None) -> None:
-    with torch.no_grad():      # the bare network: a compiled model would compile a batch of 1
-        k = unwrap(model)(x[:1]).shape[1]
-    if classes is not None and len(classes) != k:
-        raise DataError(
-            f"The data has {len(classes)} classes but the model's head has {k} outputs: the "
-            "folder needs one sub-folder per model class, in the model's class order (ImageNet: "
-            "the 1000 WordNet ids n01440764 ... n15075141)")
-    if int(y.max()) >= k or int(y.min()) < 0:
-        raise DataError(f"Labels range over [{int(y.min())}, {int(y.max())}] but the model "
-                            f"has {k} outputs")
-
-
-def _check_int(name: str, v, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise UsageError(f"{name} must be an int >= {minimum}, got {v!r}")
-    return v
-
-
 def evaluate_loader(model: nn.Module, loader: Iterable, *, norm: str, eps: float, steps: int,
                     step_size: float | None = None, restarts: int = 1,
                     random_start: bool = False, keep_best: bool = True,
@@ -231,64 +213,40 @@ def evaluate_loader(model: nn.Module, loader: Iterable, *, norm: str, eps: float
     ``steps == 0`` evaluates clean accuracy only (``pgd`` is None). ``autoattack``: a callable
     ``(x, y) -> bool mask`` (``make_autoattack``) or None. ``limit``: stop after that many
     examples (the last batch is cut). ``classes``: the data's class names, checked against the
-    model's output count on the first batch. This process's counts only: under torchrun call
+    model's output count on the first batch. The batches and their masks come from
+    ``robust_zoo.attacks.attacked_batches``. This process's counts only: under torchrun call
     ``.all_reduce(d)`` on the result.
     """
-    norm = check_norm(norm)
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise UsageError(f"eps must be a finite number >= 0 in [0, 1] pixel units, got {eps!r}")
-    _check_int("steps", steps, 0)
-    _check_int("restarts", restarts, 1)
-    if limit is not None:
-        _check_int("limit", limit, 1)
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)} (fp16 "
-                         "is not supported: use bf16)")
+    precision = check_precision(precision)
+    norm, eps, steps, step_size = check_pgd_args(norm, eps, steps, step_size)
     attacking = eps > 0 and steps > 0
-    if attacking and step_size is not None and not (math.isfinite(step_size)
-                                                    and step_size > 0):
-        raise UsageError(f"step_size must be a positive number (or None for 2.5·eps/steps), "
-                         f"got {step_size!r}")
-    device = (torch.device(device) if device is not None
-              else next(model.parameters()).device)
-    alpha = step_size if step_size is not None else default_step_size(eps, steps)
-    n = n_clean = n_pgd = n_aa = 0
-    bar = progress_bar(loader, enabled=progress, unit="batch", desc=desc)
+    batches = attacked_batches(model, loader, norm=norm, eps=eps, steps=steps,
+                               step_size=step_size, restarts=restarts, random_start=random_start,
+                               keep_best=keep_best, device=device, limit=limit, classes=classes)
+    result = EvalResult(0, 0, 0 if attacking else None, 0 if autoattack is not None else None)
+    bar = progress_bar(enabled=progress, total=_length(loader), unit="batch", desc=desc)
     try:
-        with eval_mode(model), autocast(device, precision):
-            for x, y in bar:
-                if limit is not None:
-                    keep = max(0, min(len(y), limit - n))
-                    if keep == 0:
-                        break
-                    x, y = x[:keep], y[:keep]
-                x = x.to(device, non_blocking=True).float()
-                y = y.to(device, non_blocking=True)
-                if n == 0:
-                    _check_batch(model, x, y, classes)
-                if attacking:
-                    clean, robust = correct_under_attack(
-                        model, x, y, norm=norm, eps=eps, steps=steps, step_size=alpha,
-                        restarts=restarts, random_start=random_start, keep_best=keep_best)
-                else:
-                    with torch.no_grad():
-                        clean = model(x).argmax(1) == y
-                    robust = clean
-                n += len(y)
-                n_clean += int(clean.sum())
-                n_pgd += int(robust.sum())
-                if autoattack is not None:
-                    n_aa += int((clean & autoattack(x, y)).sum())
-                if hasattr(bar, "set_postfix"):
-                    post = {"clean": f"{100 * n_clean / n:.2f}"}
-                    if attacking:
-                        post["pgd"] = f"{100 * n_pgd / n:.2f}"
-                    if autoattack is not None:
-                        post["aa"] = f"{100 * n_aa / n:.2f}"
-                    bar.set_postfix(post)
+        with eval_mode(model), autocast(_device_of(model, device), precision):
+            for x, y, clean, robust in batches:
+                aa = None if autoattack is None else int((clean & autoattack(x, y)).sum())
+                result += EvalResult(len(y), int(clean.sum()),
+                                     int(robust.sum()) if attacking else None, aa)
+                bar.update(1)
+                bar.set_postfix({k.split("_")[0]: f"{v:.2f}"
+                                 for k, v in result.metrics().items() if v is not None})
     finally:
-        if hasattr(bar, "close"):
-            bar.close()
-    return EvalResult(n, n_clean, n_pgd if attacking else None,
-                      n_aa if autoattack is not None else None)
+        bar.close()
+    return result
 
+
+def _length(loader: Iterable) -> int | None:
+    try:
+        return len(loader)          # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _device_of(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return next(model.parameters()).device

@@ -8,7 +8,17 @@ import os
 import torch
 
 from ..errors import UsageError
-from ..recipe import Precision, RecipeError, choices
+from ..recipe import Precision, choices
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of ``recipe.Precision`` ("fp32", "bf16"); ``UsageError``
+    otherwise. The one check of a precision argument."""
+    valid = choices(Precision)
+    if precision not in valid:
+        raise UsageError(f"precision {precision!r} is not valid: use one of {', '.join(valid)} "
+                         "(fp16 is not supported: use bf16)")
+    return precision
 
 
 def resolve_precision(precision: str | None, device: torch.device) -> str:
@@ -16,10 +26,7 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
     elsewhere (bf16 on CPU is slower than fp32 for convolutions)."""
     if precision is None:
         return "bf16" if device.type == "cuda" else "fp32"
-    if precision not in choices(Precision):
-        raise RecipeError(f"precision {precision!r} is not valid; choose one of "
-                          f"{', '.join(choices(Precision))}")
-    return precision
+    return check_precision(precision)
 
 
 def autocast(device: torch.device, precision: str | None):

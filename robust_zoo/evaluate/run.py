@@ -6,9 +6,10 @@
 ``evaluate()`` is the same thing as a function, for models and data already in memory.
 Robust accuracy counts an example only if it is classified correctly clean and after every PGD
 restart; AutoAttack (``--autoattack standard|fast``, needs ``pip install 'robust-zoo[eval]'``)
-is run on its own, as RobustBench reports it. Everything runs in fp32. The per-batch loop is
-``robust_zoo.engine.evaluation.evaluate_loader``; this module adds data sets, sharding, claim
-checks and the report.
+is run on its own, as RobustBench reports it. Everything runs in fp32. The counting is
+``robust_zoo.engine.evaluation.evaluate_loader``; this module adds the steps around it, each
+its own function: device (and torchrun), model (and its threat model), loader (data sets,
+sharding), attacks (the counts of every rank) and the report with its claim checks.
 """
 from __future__ import annotations
 
@@ -20,19 +21,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine import distributed
+from ..attacks import check_pgd_args
 from ..data import DataError, checked_image_folder, fixed_subset
+from ..data.common import tensor_pair
+from ..engine import distributed
 from ..engine.evaluation import (AUTOATTACK_VERSIONS, AutoAttackUnavailable, EvalResult,
-                                evaluate_loader, make_autoattack)
-from ..engine.precision import compile_model
+                                 evaluate_loader, make_autoattack)
+from ..engine.precision import check_precision, compile_model
 from ..errors import UsageError
-from ..naming import (check_norm, eps_close, eps_display, parse_eps)
-from ..recipe import Precision, choices, default_step_size
+from ..naming import check_norm, eps_close, eps_display, parse_eps, parse_int
+from ..recipe import default_step_size
 
 __all__ = ["evaluate", "compare_claims", "format_report"]
 
 DEFAULT_STEPS = 20
-
 
 
 # ----------------------------------------------------------------------------- data
@@ -42,16 +44,46 @@ def _as_dataset(data, transform):
     None for loaders and other iterables of batches (used as they are)."""
     if isinstance(data, (str, os.PathLike)):
         return checked_image_folder(data, transform)
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
-            isinstance(t, torch.Tensor) for t in data):
-        if len(data[0]) != len(data[1]):
-            raise DataError(f"images and labels differ in length: {len(data[0])} vs {len(data[1])}")
-        return torch.utils.data.TensorDataset(*data)
+    pair = tensor_pair(data)
+    if pair is not None:
+        return torch.utils.data.TensorDataset(*pair)
     if isinstance(data, torch.utils.data.DataLoader):
         return None
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         return data
     return None
+
+
+def _loader(data, transform, entry, *, limit: int | None, batch_size: int,
+            workers: int | None, device: torch.device, d: distributed.Dist):
+    """(loader, class names or None, dataset size or None, the examples this rank owns or None
+    for all): a DataLoader over this rank's shard of a dataset, or ``data`` itself when it is
+    already an iterable of batches."""
+    if transform is None and isinstance(data, (str, os.PathLike)):
+        if entry is None:
+            raise UsageError("evaluate: an image folder needs transform= when the model has no "
+                             "manifest entry")
+        transform = entry.transforms()
+    ds = _as_dataset(data, transform)
+    if ds is None:
+        if d.world_size > 1:
+            raise UsageError("evaluate under torchrun needs a dataset or folder to shard, not an "
+                             "iterable of batches")
+        return data, None, None, limit
+    if len(ds) == 0:
+        raise DataError("evaluate: the dataset is empty")
+    ds = fixed_subset(ds, limit)
+    sampler, cap = None, None   # DistributedSampler pads the last batch: count this rank's own
+    if d.world_size > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(ds, num_replicas=d.world_size, rank=d.rank, shuffle=False)
+        cap = len(range(d.rank, len(ds), d.world_size))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=False, sampler=sampler,
+        num_workers=min(8, os.cpu_count() or 1) if workers is None else workers,
+        pin_memory=device.type == "cuda")
+    return loader, getattr(ds, "classes", None), len(ds), cap
 
 
 # ----------------------------------------------------------------------------- claims
@@ -89,21 +121,48 @@ def compare_claims(entry, measured: dict[str, float | None], *, norm: str, eps: 
 
 # ----------------------------------------------------------------------------- evaluation
 
-def _resolve_model(model_or_name, manifest, device):
+def _device(model_or_name, device) -> tuple[torch.device, distributed.Dist]:
+    """The device to run on (default: the model's, else CUDA at LOCAL_RANK, else CPU) and the
+    torchrun setup."""
+    if device is None and isinstance(model_or_name, nn.Module):
+        device = next(model_or_name.parameters()).device
+    try:
+        device = torch.device(device) if device is not None else (
+            torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            if torch.cuda.is_available() else torch.device("cpu"))
+    except RuntimeError:
+        raise UsageError(f"device {device!r} is not a torch device: use cpu, cuda or "
+                         "cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device} was asked for but CUDA is not available: pass "
+                         "--device cpu")
+    d = distributed.setup(str(device))
+    return (d.device if device.type == "cuda" else device), d
+
+
+def _model(model_or_name, manifest, device: torch.device, norm, eps):
+    """(model on ``device``, its manifest entry or None, norm, ε): a zoo name is loaded with
+    ``robust_zoo.load``; norm and ε default to the entry's own threat model."""
     if isinstance(model_or_name, nn.Module):
-        return model_or_name, getattr(model_or_name, "entry", None)
-    from ..hub.factory import load
+        model, entry = model_or_name, getattr(model_or_name, "entry", None)
+    else:
+        from ..hub.factory import load
 
-    model = load(model_or_name, manifest=manifest, device=device)
-    return model, model.entry
-
-
-def _check_fp32(model: nn.Module) -> None:
+        model = load(model_or_name, manifest=manifest, device=device)
+        entry = model.entry
+    model = model.to(device)
     bad = {str(p.dtype) for p in model.parameters() if p.is_floating_point()
            and p.dtype != torch.float32}
     if bad:
         raise UsageError(f"evaluate runs in fp32 but the model has {', '.join(sorted(bad))} "
                          "parameters: pass model.float()")
+    if entry is not None:
+        norm = entry.norm if norm is None else norm
+        eps = entry.eps if eps is None else eps
+    if norm is None or eps is None:
+        raise UsageError("evaluate: pass norm= and eps= (the model has no manifest entry to "
+                         "take them from)")
+    return model, entry, check_norm(norm), parse_eps(eps)
 
 
 def _autoattack_version(autoattack: bool | str | None) -> str | None:
@@ -138,6 +197,25 @@ def _autoattack_fn(model, norm: str, eps: float, device, requested: str | None):
                  "package_version": _pkg_version("pyautoattack")}
 
 
+def _count(model, loader, *, attack: dict, autoattack, classes, total, cap, device,
+           d: distributed.Dist, precision: str, compile: bool, progress: bool) -> EvalResult:
+    """The counts of every rank, summed (``evaluate_loader`` on this rank's shard)."""
+    run_model = compile_model(model, device) if compile else model
+    desc = (f"evaluate ({total} images" + (f", {d.world_size} ranks)" if d.world_size > 1
+                                           else ")") if total else "evaluate")
+    if cap == 0:     # more ranks than images: this rank has nothing, the others count
+        attacking = attack["eps"] > 0 and attack["steps"] > 0
+        counts = EvalResult(0, 0, 0 if attacking else None, 0 if autoattack else None)
+    else:
+        counts = evaluate_loader(run_model, loader, **attack, autoattack=autoattack,
+                                 device=device, limit=cap, precision=precision,
+                                 progress=progress and d.rank == 0, desc=desc, classes=classes)
+    res = counts.all_reduce(d)
+    if res.n == 0:
+        raise DataError("evaluate: the data yielded no examples")
+    return res
+
+
 def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
              eps: float | None = None, steps: int = DEFAULT_STEPS, step_size: float | None = None,
              restarts: int = 1, random_start: bool = False, keep_best: bool = True,
@@ -159,100 +237,50 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
     result records it: manifest accuracies are fp32 numbers). ``compile``: clean and PGD passes
     through ``torch.compile`` (the attack keeps input-only gradients); AutoAttack runs eager.
     Under torchrun (WORLD_SIZE > 1) each rank evaluates its shard and counts are summed.
+
+    The steps: arguments, device, model, loader, attacks, report.
     """
     requested = _autoattack_version(autoattack)
-    if precision not in choices(Precision):
-        raise UsageError(f"precision {precision!r}: use one of {', '.join(choices(Precision))}")
-    for name, v, lo in (("steps", steps, 0), ("restarts", restarts, 1),
-                        ("batch_size", batch_size, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise UsageError(f"{name} must be an int >= {lo}, got {v!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or limit < 1):
-        raise UsageError(f"limit must be an int >= 1 (or None for all images), got {limit!r}")
-    if device is None and isinstance(model_or_name, nn.Module):
-        device = next(model_or_name.parameters()).device
-    try:
-        device = torch.device(device) if device is not None else (
-            torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            if torch.cuda.is_available() else torch.device("cpu"))
-    except RuntimeError:
-        raise UsageError(f"device {device!r} is not a torch device: use cpu, cuda or "
-                         "cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device} was asked for but CUDA is not available: pass "
-                         "--device cpu")
-    d = distributed.setup(str(device))
-    rank, world = d.rank, d.world_size
-    device = d.device if device.type == "cuda" else device
-    model, entry = _resolve_model(model_or_name, manifest, device)
-    model = model.to(device)
-    _check_fp32(model)
-    if entry is not None:
-        norm = entry.norm if norm is None else norm
-        eps = entry.eps if eps is None else eps
-    if norm is None or eps is None:
-        raise UsageError("evaluate: pass norm= and eps= (the model has no manifest entry to "
-                         "take them from)")
-    norm, eps = check_norm(norm), parse_eps(eps)
-    if transform is None and isinstance(data, (str, os.PathLike)):
-        if entry is None:
-            raise UsageError("evaluate: an image folder needs transform= when the model has no "
-                             "manifest entry")
-        transform = entry.transforms()
-    alpha = step_size if step_size is not None else default_step_size(eps, steps)
-    attacking = eps > 0 and steps > 0
-
-    ds = _as_dataset(data, transform)
-    cap = limit             # examples this rank owns (DistributedSampler pads the last batch)
-    if ds is not None:
-        if len(ds) == 0:
-            raise DataError("evaluate: the dataset is empty")
-        ds = fixed_subset(ds, limit)
-        sampler = None
-        cap = None
-        if world > 1:
-            from torch.utils.data.distributed import DistributedSampler
-
-            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
-            cap = len(range(rank, len(ds), world))
-        loader = torch.utils.data.DataLoader(
-            ds, batch_size=batch_size, shuffle=False, sampler=sampler,
-            num_workers=min(8, os.cpu_count() or 1) if workers is None else workers,
-            pin_memory=device.type == "cuda")
-        classes = getattr(ds, "classes", None)
-        total = len(ds)
-    else:
-        if world > 1:
-            raise UsageError("evaluate under torchrun needs a dataset or folder to shard, not an "
-                             "iterable of batches")
-        loader, classes, total = data, None, None
-
+    precision = check_precision(precision)
+    steps = parse_int(steps, what="steps", minimum=0)
+    restarts = parse_int(restarts, what="restarts", minimum=1)
+    batch_size = parse_int(batch_size, what="batch_size", minimum=1)
+    if limit is not None:
+        limit = parse_int(limit, what="limit (None for all images)", minimum=1)
+    device, d = _device(model_or_name, device)
+    model, entry, norm, eps = _model(model_or_name, manifest, device, norm, eps)
+    norm, eps, steps, step_size = check_pgd_args(norm, eps, steps, step_size)
+    attack = dict(norm=norm, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
+                  random_start=random_start, keep_best=keep_best)
+    loader, classes, total, cap = _loader(data, transform, entry, limit=limit,
+                                          batch_size=batch_size, workers=workers,
+                                          device=device, d=d)
     aa_run, aa_info = _autoattack_fn(model, norm, eps, device, requested)
-    run_model = compile_model(model, device) if compile else model
-    desc = (f"evaluate ({total} images" + (f", {world} ranks)" if world > 1 else ")")
-            if total else "evaluate")
     t0 = time.perf_counter()
-    if cap == 0:     # more ranks than images: this rank has nothing, the others count
-        counts = EvalResult(0, 0, 0 if attacking else None, 0 if aa_run else None)
-    else:
-        counts = evaluate_loader(
-            run_model, loader, norm=norm, eps=eps, steps=steps, step_size=step_size,
-            restarts=restarts,
-            random_start=random_start, keep_best=keep_best, autoattack=aa_run, device=device,
-            limit=cap, precision=precision, progress=progress and rank == 0, desc=desc,
-            classes=classes)
-    res = counts.all_reduce(d)
-    if res.n == 0:
-        raise DataError("evaluate: the data yielded no examples")
+    res = _count(model, loader, attack=attack, autoattack=aa_run, classes=classes, total=total,
+                 cap=cap, device=device, d=d, precision=precision, compile=compile,
+                 progress=progress)
+    return _report(res, model, entry, data, attack, aa_info, tolerance=tolerance, limit=limit,
+                   world=d.world_size, device=device, precision=precision, compile=compile,
+                   seconds=time.perf_counter() - t0)
+
+
+def _report(res: EvalResult, model, entry, data, attack: dict, aa_info: dict, *,
+            tolerance: float, limit, world: int, device, precision: str, compile: bool,
+            seconds: float) -> dict[str, Any]:
+    """The result of ``evaluate`` as one JSON-ready dict (``format_report`` prints it)."""
+    norm, eps, steps = attack["norm"], attack["eps"], attack["steps"]
+    alpha = (attack["step_size"] if attack["step_size"] is not None
+             else default_step_size(eps, steps))
     metrics = res.metrics()
     return {
         "model": entry.name if entry else getattr(model, "name", None) or type(model).__name__,
         "arch": entry.arch if entry else getattr(model, "arch", None),
         "data": _describe(data),
         "n": res.n, "norm": norm, "eps": eps, "eps_display": eps_display(norm, eps),
-        "attack": {"name": "pgd", "steps": steps, "step_size": alpha, "restarts": restarts,
-                   "random_start": random_start, "keep_best": keep_best} if attacking else None,
+        "attack": {"name": "pgd", "steps": steps, "step_size": alpha,
+                   "restarts": attack["restarts"], "random_start": attack["random_start"],
+                   "keep_best": attack["keep_best"]} if eps > 0 and steps > 0 else None,
         "autoattack": aa_info,
         "metrics": metrics,
         "counts": {"n": res.n, "clean": res.clean, "pgd": res.pgd, "autoattack": res.autoattack},
@@ -262,15 +290,16 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
                                  tolerance=tolerance),
         "limit": limit, "world_size": world, "device": str(device), "precision": precision,
         "compiled": bool(compile),
-        "seconds": round(time.perf_counter() - t0, 3), "torch": torch.__version__,
+        "seconds": round(seconds, 3), "torch": torch.__version__,
     }
 
 
 def _describe(data) -> str:
     if isinstance(data, (str, os.PathLike)):
         return str(data)
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        return f"tensors {tuple(data[0].shape)}"
+    pair = tensor_pair(data)
+    if pair is not None:
+        return f"tensors {tuple(pair[0].shape)}"
     return type(data).__name__
 
 

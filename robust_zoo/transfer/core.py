@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..models.archs import get_arch, list_archs
-from ..models.robust_model import get_head, head_path, replace_head, unwrap
+from ..models.features import head_input
+from ..models.robust_model import head_path, replace_head, unwrap
 
 __all__ = ["replace_head", "freeze", "features", "frozen_modules", "parse_mode", "MODES"]
 
@@ -156,29 +157,11 @@ def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     Through ``RobustModel`` the input is normalized first (``x`` in [0, 1]); a bare network gets
     ``x`` as is. The network runs in whatever train/eval and grad mode it is in (call
-    ``model.eval()`` and use ``torch.no_grad()`` for extraction). With a hidden-layer head the
-    features are still those of the backbone, in front of the first hidden layer.
+    ``model.eval()`` and use ``torch.no_grad()`` for extraction) and stops at the head. With a
+    hidden-layer head the features are still those of the backbone, in front of the first hidden
+    layer. ``robust_zoo.models.features.head_input`` is the one implementation.
     """
-    head = get_head(model, _net_arch(model))
-    captured: list[torch.Tensor] = []
-
-    class _Done(Exception):
-        pass
-
-    def grab(module, args):
-        captured.append(args[0])
-        raise _Done  # the head's output is not needed: skip it
-
-    handle = head.register_forward_pre_hook(grab)
-    try:
-        model(x)
-    except _Done:
-        pass
-    finally:
-        handle.remove()
-    if not captured:
-        raise RuntimeError(f"The head of {type(unwrap(model)).__name__} never ran on the input")
-    return captured[0].flatten(1)
+    return head_input(model, x, stop_early=True)
 
 
 def trainable_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
