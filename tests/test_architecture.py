@@ -1,5 +1,5 @@
 """The package's layering (docs/architecture.md): imports only point down, no cycles, one home
-for the concepts that used to have several."""
+per concept (found by name and, where names can differ, by what the code calls)."""
 from __future__ import annotations
 
 import ast
@@ -55,3 +55,51 @@ def test_one_home_each():
     writers = [str(p.relative_to(ROOT)) for p in PKG.rglob("*.py")
                if '"schema_version"' in p.read_text()]
     assert writers == ["robust_zoo/hub/manifest.py"]
+
+
+_CALLS: list[tuple[str, ast.Call, str]] = []
+
+
+def _calls() -> list[tuple[str, ast.Call, str]]:
+    """(``module:function``, call, its source) of every call in the package (read once)."""
+    if not _CALLS:
+        for p in sorted(PKG.rglob("*.py")):
+            stack = [(ast.parse(p.read_text()), "")]
+            while stack:
+                node, scope = stack.pop()
+                for child in ast.iter_child_nodes(node):
+                    inner = scope
+                    if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                        inner = f"{scope}.{child.name}" if scope else child.name
+                    if isinstance(child, ast.Call):
+                        _CALLS.append((f"{p.relative_to(ROOT)}:{scope}", child,
+                                       ast.unparse(child)))
+                    stack.append((child, inner))
+    return _CALLS
+
+
+def _callers(matches) -> list[str]:
+    """``module:function`` of every function of the package with a call for which
+    ``matches(call, source)`` holds (``source``: the call's text), each listed once."""
+    return sorted({where for where, call, source in _calls() if matches(call, source)})
+
+
+def _name(call: ast.Call) -> str:
+    f = call.func
+    return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+
+
+def test_one_place_gathers_and_restores_rng_states_and_resumes():
+    collect = {"get_rng_state", "get_rng_state_all", "getstate"}
+    assert _callers(lambda c, s: _name(c) in collect or s.startswith("np.random.get_state")) == [
+        "robust_zoo/engine/checkpoint.py:rng_state"]
+    assert _callers(lambda c, s: _name(c) == "rng_state") == [
+        "robust_zoo/engine/checkpoint.py:save_run"]          # the gather over ranks
+    assert _callers(lambda c, s: _name(c) == "set_rng_state") == [
+        "robust_zoo/engine/checkpoint.py:restore", "robust_zoo/engine/checkpoint.py:set_rng_state"]
+    # a run's states go back into optimizer and scheduler in one place
+    loads = _callers(lambda c, s: _name(c) == "load_state_dict" and any(
+        isinstance(a, ast.Subscript) and isinstance(a.slice, ast.Constant)
+        and a.slice.value in ("optimizer", "scheduler") for a in c.args))
+    assert loads == ["robust_zoo/engine/checkpoint.py:restore"]
+
