@@ -89,6 +89,17 @@ def _name(call: ast.Call) -> str:
     return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
 
 
+def _in_functions_calling(*names: str) -> list[str]:
+    """Functions that call every one of ``names``."""
+    sets = [set(_callers(lambda c, s, n=n: _name(c) == n)) for n in names]
+    return sorted(set.intersection(*sets))
+
+
+def test_one_lbfgs_head_fit():
+    assert _callers(lambda c, s: _name(c) == "LBFGS") == [
+        "robust_zoo/transfer/feature_cache.py:fit_head_lbfgs"]
+
+
 def test_one_place_gathers_and_restores_rng_states_and_resumes():
     collect = {"get_rng_state", "get_rng_state_all", "getstate"}
     assert _callers(lambda c, s: _name(c) in collect or s.startswith("np.random.get_state")) == [
@@ -103,3 +114,15 @@ def test_one_place_gathers_and_restores_rng_states_and_resumes():
         and a.slice.value in ("optimizer", "scheduler") for a in c.args))
     assert loads == ["robust_zoo/engine/checkpoint.py:restore"]
 
+
+def test_one_home_for_data_order_and_per_sample_seeds():
+    # the global RNG seeded per sample, inside a fork: one place
+    assert _in_functions_calling("fork_rng", "manual_seed") == [
+        "robust_zoo/data/sampling.py:SeededDataset.__getitem__"]
+    assert _callers(lambda c, s: _name(c) == "sample_seed") == [
+        "robust_zoo/data/sampling.py:ResumableSampler.__iter__",
+        "robust_zoo/data/sampling.py:SeededDataset.__getitem__"]
+    # an epoch's order: a permutation from a generator seeded by the epoch, one place
+    epoch_seeded = set(_callers(lambda c, s: _name(c) == "manual_seed" and "epoch" in s))
+    assert sorted(epoch_seeded & set(_callers(lambda c, s: _name(c) == "randperm"))) == [
+        "robust_zoo/data/sampling.py:epoch_permutation"]

@@ -7,11 +7,10 @@ channels_last. A checkpoint (``robust_zoo.engine.checkpoint``) is written after 
 ``resume=True`` picks up after the last finished epoch with the same optimizer, schedule, RNG
 states and data order.
 
-Data order: epoch ``e`` visits the training set in ``torch.randperm(n)`` order drawn from a
-generator seeded with ``seed + e`` (``DistributedSampler``'s rule, ``epoch_permutation``); every
-sample's augmentation is drawn from its own seed (``robust_zoo.data.sample_seed``), as in
-training. The cached-feature head trainer draws the same permutation, which is what makes the
-two paths comparable.
+Data order and augmentation follow ``robust_zoo.data.sampling``, as in training: epoch ``e``
+visits the training set in ``epoch_permutation(n, seed, e)`` order and every sample's
+augmentation is drawn from its own seed (``sample_seed``). The cached-feature head trainer draws
+the same permutation, which is what makes the two paths comparable.
 """
 from __future__ import annotations
 
@@ -32,8 +31,7 @@ from ..engine.loop import Trainer, predict
 from ..engine.optim import build_optimizer, build_scheduler
 from ..engine.precision import channels_last_default, compile_model, resolve_precision
 
-__all__ = ["accuracy_metrics", "predict_dataset", "train_network", "epoch_permutation",
-           "make_loader"]
+__all__ = ["accuracy_metrics", "predict_dataset", "train_network", "make_loader"]
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -84,13 +82,6 @@ def predict_dataset(model: nn.Module, ds: Dataset, *, batch_size: int = 256, wor
 
 
 # ----------------------------------------------------------------------------- training
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The visiting order of epoch ``epoch`` (DistributedSampler's, for one process)."""
-    g = torch.Generator()
-    g.manual_seed(seed + epoch)
-    return torch.randperm(n, generator=g)
-
 
 def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None = None,
                   workers: int = 0, checkpoint: Path | None = None, resume: bool = False,
