@@ -288,7 +288,7 @@ def test_augmented_views_and_lbfgs(folder, tmp_path):
 
 # ----------------------------------------------------------------------------- protocols
 
-def test_default_protocol_and_what_the_older_options_select():
+def test_default_protocol_and_what_the_other_options_select():
     r = TransferConfig().resolved()
     assert (r.protocol, r.views, r.augment, r.head_solver, r.path) == (
         "paper", None, True, "sgd", "network")
@@ -297,7 +297,7 @@ def test_default_protocol_and_what_the_older_options_select():
     for mode in ("full", "layer3"):
         r = TransferConfig(mode=mode).resolved()
         assert (r.protocol, r.augment, r.path) == ("paper", True, "network")
-    legacy = {  # the older options keep working: the protocol each one selects
+    implied = {  # with no protocol named, the protocol each other option selects
         (("path", "network"),): ("paper", None, "network"),
         (("faithful", True),): ("paper", None, "network"),
         (("path", "network"), ("augment", False)): ("centre-crop-sgd", 1, "network"),
@@ -307,7 +307,7 @@ def test_default_protocol_and_what_the_older_options_select():
         (("head_solver", "lbfgs"),): ("centre-crop-lbfgs", 1, "cached"),
         (("head_solver", "sgd"),): ("paper", None, "network"),
     }
-    for kw, want in legacy.items():
+    for kw, want in implied.items():
         r = TransferConfig(**dict(kw)).resolved()
         assert (r.protocol, r.views, r.path) == want, kw
     assert TransferConfig(mode="full", views=4).resolved().protocol == "paper"  # cache-only opt

@@ -10,7 +10,6 @@ statistics updating because the whole model is in train mode) is ``freeze(..., p
 from __future__ import annotations
 
 import types
-from typing import Iterable
 
 import torch
 from torch import nn
@@ -179,7 +178,3 @@ def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not captured:
         raise RuntimeError(f"The head of {type(unwrap(model)).__name__} never ran on the input")
     return captured[0].flatten(1)
-
-
-def trainable_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
-    return (p for p in model.parameters() if p.requires_grad)
