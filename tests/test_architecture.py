@@ -1,5 +1,5 @@
 """The package's layering (docs/architecture.md): imports only point down, no cycles, one home
-for the concepts that used to have several."""
+per concept (found by name and, where names can differ, by what the code calls)."""
 from __future__ import annotations
 
 import ast
@@ -228,3 +228,74 @@ def test_one_precision_checker():
         messages.add(str(e.value))
     assert messages == {"precision 'fp16' is not valid: use one of fp32, bf16 (fp16 is not "
                         "supported: use bf16)"}
+
+
+_CALLS: list[tuple[str, ast.Call, str]] = []
+
+
+def _every_call() -> list[tuple[str, ast.Call, str]]:
+    """(``module:function``, call, its source) of every call in the package (read once)."""
+    if not _CALLS:
+        for p in sorted(PKG.rglob("*.py")):
+            stack = [(ast.parse(p.read_text()), "")]
+            while stack:
+                node, scope = stack.pop()
+                for child in ast.iter_child_nodes(node):
+                    inner = scope
+                    if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                        inner = f"{scope}.{child.name}" if scope else child.name
+                    if isinstance(child, ast.Call):
+                        _CALLS.append((f"{p.relative_to(ROOT)}:{scope}", child,
+                                       ast.unparse(child)))
+                    stack.append((child, inner))
+    return _CALLS
+
+
+def _callers(matches) -> list[str]:
+    """``module:function`` of every function of the package with a call for which
+    ``matches(call, source)`` holds (``source``: the call's text), each listed once."""
+    return sorted({where for where, call, source in _every_call() if matches(call, source)})
+
+
+def _name(call: ast.Call) -> str:
+    f = call.func
+    return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+
+
+def _in_functions_calling(*names: str) -> list[str]:
+    """Functions that call every one of ``names``."""
+    sets = [set(_callers(lambda c, s, n=n: _name(c) == n)) for n in names]
+    return sorted(set.intersection(*sets))
+
+
+def test_one_lbfgs_head_fit():
+    assert _callers(lambda c, s: _name(c) == "LBFGS") == [
+        "robust_zoo/transfer/feature_cache.py:fit_head_lbfgs"]
+
+
+def test_one_place_gathers_and_restores_rng_states_and_resumes():
+    collect = {"get_rng_state", "get_rng_state_all", "getstate"}
+    assert _callers(lambda c, s: _name(c) in collect or s.startswith("np.random.get_state")) == [
+        "robust_zoo/engine/checkpoint.py:rng_state"]
+    assert _callers(lambda c, s: _name(c) == "rng_state") == [
+        "robust_zoo/engine/checkpoint.py:save_run"]          # the gather over ranks
+    assert _callers(lambda c, s: _name(c) == "set_rng_state") == [
+        "robust_zoo/engine/checkpoint.py:restore", "robust_zoo/engine/checkpoint.py:set_rng_state"]
+    # a run's states go back into optimizer and scheduler in one place
+    loads = _callers(lambda c, s: _name(c) == "load_state_dict" and any(
+        isinstance(a, ast.Subscript) and isinstance(a.slice, ast.Constant)
+        and a.slice.value in ("optimizer", "scheduler") for a in c.args))
+    assert loads == ["robust_zoo/engine/checkpoint.py:restore"]
+
+
+def test_one_home_for_data_order_and_per_sample_seeds():
+    # the global RNG seeded per sample, inside a fork: one place
+    assert _in_functions_calling("fork_rng", "manual_seed") == [
+        "robust_zoo/data/sampling.py:SeededDataset.__getitem__"]
+    assert _callers(lambda c, s: _name(c) == "sample_seed") == [
+        "robust_zoo/data/sampling.py:ResumableSampler.__iter__",
+        "robust_zoo/data/sampling.py:SeededDataset.__getitem__"]
+    # an epoch's order: a permutation from a generator seeded by the epoch, one place
+    epoch_seeded = set(_callers(lambda c, s: _name(c) == "manual_seed" and "epoch" in s))
+    assert sorted(epoch_seeded & set(_callers(lambda c, s: _name(c) == "randperm"))) == [
+        "robust_zoo/data/sampling.py:epoch_permutation"]

@@ -171,6 +171,28 @@ def test_sampler_global_batches_do_not_depend_on_world_size():
     assert len(seeds) == 4 and sample_seed(0, 1, 5) == sample_seed(0, 1, 5)
 
 
+def test_restore_puts_back_the_generators_or_reseeds_on_another_world_size():
+    from torch import nn
+
+    from robust_zoo.engine.distributed import Dist
+
+    net = nn.Linear(3, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    torch.manual_seed(1)
+    state = {"model": net.state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "rng": [ckpt.rng_state()]}
+    want = torch.rand(4)
+    kw = dict(model=net, optimizer=opt, scheduler=sched, reseed=7)
+    assert ckpt.restore(state, Dist(), **kw) is True
+    assert torch.equal(torch.rand(4), want)              # continues the saved stream
+    state["rng"] = state["rng"] * 2                      # written by 2 processes
+    assert ckpt.restore(state, Dist(), **kw) is False
+    got = torch.rand(4)
+    torch.manual_seed(7)                                 # reseed + rank 0
+    assert torch.equal(got, torch.rand(4))
+
+
 # ----------------------------------------------------------------------------- whole runs
 
 @pytest.fixture(scope="module")

@@ -288,7 +288,7 @@ def test_augmented_views_and_lbfgs(folder, tmp_path):
 
 # ----------------------------------------------------------------------------- protocols
 
-def test_default_protocol_and_what_the_older_options_select():
+def test_default_protocol_and_what_the_other_options_select():
     r = TransferConfig().resolved()
     assert (r.protocol, r.views, r.augment, r.head_solver, r.path) == (
         "paper", None, True, "sgd", "network")
@@ -297,7 +297,7 @@ def test_default_protocol_and_what_the_older_options_select():
     for mode in ("full", "layer3"):
         r = TransferConfig(mode=mode).resolved()
         assert (r.protocol, r.augment, r.path) == ("paper", True, "network")
-    legacy = {  # the older options keep working: the protocol each one selects
+    implied = {  # with no protocol named, the protocol each other option selects
         (("path", "network"),): ("paper", None, "network"),
         (("faithful", True),): ("paper", None, "network"),
         (("path", "network"), ("augment", False)): ("centre-crop-sgd", 1, "network"),
@@ -307,7 +307,7 @@ def test_default_protocol_and_what_the_older_options_select():
         (("head_solver", "lbfgs"),): ("centre-crop-lbfgs", 1, "cached"),
         (("head_solver", "sgd"),): ("paper", None, "network"),
     }
-    for kw, want in legacy.items():
+    for kw, want in implied.items():
         r = TransferConfig(**dict(kw)).resolved()
         assert (r.protocol, r.views, r.path) == want, kw
     assert TransferConfig(mode="full", views=4).resolved().protocol == "paper"  # cache-only opt
@@ -366,10 +366,11 @@ def test_result_records_protocol_transform_and_reference_only_for_paper_protocol
 def test_kview_cache_holds_the_seeded_augmented_crops(folder, tmp_path):
     """The K-view cache holds exactly the frozen network's features of RandomResizedCrop+flip
     views, view v of image i drawn from sample_seed(seed, v, i): the same crops give the same
-    features whatever the batch size or the order of extraction."""
-    from robust_zoo.data import sample_seed
+    features whatever the batch size or the order of extraction, and view v is the crop that
+    epoch v of training behind the network gives image i."""
+    from robust_zoo.data import ResumableSampler, SeededDataset, sample_seed
     from robust_zoo.transfer.datasets import load_splits, make_transforms
-    from robust_zoo.transfer.feature_cache import SeededView, cached_features
+    from robust_zoo.transfer.feature_cache import cached_features
 
     train_tf, _ = make_transforms(32)
     train, _, _ = load_splits("imagefolder", folder, train_transform=train_tf)
@@ -385,7 +386,11 @@ def test_kview_cache_holds_the_seeded_augmented_crops(folder, tmp_path):
         with torch.no_grad():
             want = features(model, x[None])[0]
         assert torch.allclose(feats[v, i], want, atol=1e-4), (v, i)
-        assert torch.equal(SeededView(train, 5, v)[i][0], x)
+        assert torch.equal(SeededDataset(train, seed=5, epoch=v)[i][0], x)
+        sampler = ResumableSampler(train, seed=5, batch_size=16)
+        sampler.set_epoch(v)
+        key = next(k for k in sampler if k[0] == i)         # what training draws in epoch v
+        assert torch.equal(SeededDataset(train)[key][0], x)
     assert not torch.allclose(feats[0], feats[1], atol=1e-3)          # different crops
     again, _, hit = cached_features(model, train, views=3, seed=5, cache_dir=tmp_path,
                                     log=lambda *a: None)
@@ -616,7 +621,8 @@ def test_both_modes_under_torchrun_gloo(folder, tmp_path, isolated_caches):
     from safetensors.torch import load_file
 
     from robust_zoo.transfer.datasets import load_splits, make_transforms
-    from robust_zoo.transfer.feature_cache import SeededView, extract_features
+    from robust_zoo.data import SeededDataset
+    from robust_zoo.transfer.feature_cache import extract_features
     from robust_zoo.transfer.runner import load_model
 
     out = tmp_path / "ddp"
@@ -641,6 +647,7 @@ def test_both_modes_under_torchrun_gloo(folder, tmp_path, isolated_caches):
     train_tf, _ = make_transforms(32)
     train, _, _ = load_splits("imagefolder", folder, train_transform=train_tf)
     net = load_model("resnet18", pretrained=False)
-    want = torch.stack([extract_features(net, SeededView(train, 0, v)) for v in range(4)])
+    want = torch.stack([extract_features(net, SeededDataset(train, seed=0, epoch=v))
+                        for v in range(4)])
     assert got.shape == (4, 48, 512)                      # K augmented views
     assert torch.allclose(got, want, atol=1e-4)           # the same crops as one process

@@ -109,33 +109,20 @@ def robustness_curve(model, x, y, eps_values, steps: int) -> list[float]:
 
 
 def linear_transfer(model, x_tr, y_tr, x_te, y_te, steps: int = 20) -> dict[str, float]:
-    """Fixed-feature transfer: fresh head, frozen body, the head fit on cached features by
-    full-batch L-BFGS (deterministic), then the whole model evaluated on the new task."""
-    from ..models.robust_model import get_head
+    """Fixed-feature transfer: fresh head, frozen body (``transfer.freeze``), the head fit on
+    the body's features by full-batch L-BFGS (``fit_head_lbfgs``, deterministic), then the whole
+    model evaluated on the new task."""
     from ..evaluate.run import evaluate
-    from ..transfer import features
+    from ..models.robust_model import get_head
+    from ..transfer import features, freeze
+    from ..transfer.feature_cache import fit_head_lbfgs
 
     model.reset_classifier(int(y_tr.max()) + 1)
+    freeze(model, "fixed-feature")
     model.eval()
     with torch.no_grad():
         f_tr = features(model, x_tr)
-    head = get_head(model)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in head.parameters():
-        p.requires_grad_(True)
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=100, history_size=20,
-                            line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(head(f_tr), y_tr)
-        loss = loss + 1e-3 * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    head.requires_grad_(False)
+    fit_head_lbfgs(get_head(model), f_tr, y_tr, weight_decay=2e-3, max_iter=100)
     r = evaluate(model, (x_te, y_te), norm=NORM, eps=EPS, steps=steps, batch_size=256,
                  workers=0, progress=False)
     return {"clean": r["metrics"]["clean_top1"], "pgd": r["metrics"]["pgd_top1"]}

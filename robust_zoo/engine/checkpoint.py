@@ -10,10 +10,14 @@ The payload holds only tensors and plain containers of str/int/float/bool/None, 
 ``model``, ``optimizer``, ``scheduler``, ``epoch``, ``rng`` (generator states, one dict per rank)
 and whatever the run adds (``step``, ``global_step``, running metrics, history, ...).
 
-Writes are atomic (``robust_zoo.io.atomic_path``): ``checkpoint.pt`` is replaced by a rename, and
-the one it replaces is kept as ``checkpoint.prev.pt``. ``load`` checks the format and the
-checksum; a damaged, truncated or empty ``checkpoint.pt`` is reported by name and the previous
-checkpoint is used instead; with neither usable, resuming stops with ``ResumeError``.
+``save_run`` and ``restore`` are the two halves every kind of run uses: every rank calls
+``save_run`` (it gathers each rank's generator states; rank 0 writes), and ``restore`` puts a
+loaded checkpoint back into the model, optimizer, scheduler and this rank's generators.
+
+Writes are atomic (``robust_zoo.fileio.atomic_path``): ``checkpoint.pt`` is replaced by a
+rename, and the one it replaces is kept as ``checkpoint.prev.pt``. ``load`` checks the format and
+the checksum; a damaged, truncated or empty ``checkpoint.pt`` is reported by name and the
+previous checkpoint is used instead; with neither usable, resuming stops with ``ResumeError``.
 """
 from __future__ import annotations
 
@@ -30,12 +34,12 @@ import torch
 
 from ..errors import RobustZooError
 from ..fileio import atomic_path
+from .distributed import Dist, all_gather
 
 FORMAT = "robust_zoo.checkpoint/2"
 LEGACY_FORMATS = ("robust_zoo.train.checkpoint/1",)   # no checksum; still read
 MAGIC = b"ROBUST_ZOO_CHECKPOINT 2\n"
 CHECKPOINT = "checkpoint.pt"
-PREVIOUS = "checkpoint.prev.pt"
 
 
 class CheckpointError(RobustZooError, ValueError):
@@ -80,6 +84,37 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- runs
+
+def save_run(where: str | os.PathLike, dist: Dist, *, kind: str, model: torch.nn.Module,
+             optimizer: torch.optim.Optimizer, scheduler, **fields: Any) -> None:
+    """Checkpoint a run: ``model``, ``optimizer`` and ``scheduler`` states, the generator
+    states of every rank (``rng``, in rank order) and ``fields``. Every rank calls it (the
+    states are gathered); rank 0 writes."""
+    rngs = all_gather(dist, rng_state())
+    if dist.is_main:
+        save(where, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": rngs, **fields}, kind=kind)
+
+
+def restore(state: dict[str, Any], dist: Dist, *, model: torch.nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler, reseed: int) -> bool:
+    """Load a checkpoint's states into ``model``, ``optimizer``, ``scheduler`` and this rank's
+    generators, so the run continues as if never stopped. A checkpoint of a different number of
+    processes has no generator states for this rank: the generators are then seeded with
+    ``reseed + rank`` and False is returned (the data order does not depend on them; random
+    draws such as attack starts do)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rngs = state["rng"]
+    if len(rngs) == dist.world_size:
+        set_rng_state(rngs[dist.rank])
+        return True
+    seed_everything(int(reseed) + dist.rank)
+    return False
 
 
 # ----------------------------------------------------------------------------- files
@@ -134,8 +169,8 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
         state = _unpickle(path, path)
         formats = LEGACY_FORMATS
         if isinstance(state, dict) and state.get("format") in LEGACY_FORMATS:
-            warnings.warn(f"{path} is an older checkpoint without a content checksum; it is "
-                          "read as is")
+            warnings.warn(f"{path} is a {state['format']} checkpoint, a format without a "
+                          "content checksum; it is read as is")
     if not isinstance(state, dict) or state.get("format") not in formats:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a robust_zoo checkpoint (format {got!r}, "

@@ -10,7 +10,7 @@ the caller asks (``TrainStats``), so a step costs no host synchronisation.
 from __future__ import annotations
 
 import math
-from dataclasses import astuple, dataclass, fields
+from dataclasses import asdict, astuple, dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -70,9 +70,6 @@ class TrainStats:
     @property
     def clean_acc(self) -> float | None:
         return 100.0 * self.clean_correct / self.clean_n if self.clean_n else None
-
-
-_N_STATS = len(fields(TrainStats))
 
 
 class Trainer:
@@ -156,26 +153,29 @@ class Trainer:
 
 
 class Running:
-    """The running sums of an epoch, kept on the device."""
+    """The running sums of an epoch (``TrainStats``' fields), kept on the device."""
 
     def __init__(self, trainer: Trainer, start: TrainStats, where: str):
         self.trainer, self.where = trainer, where
         dev = trainer.device
-        self._sums = [torch.tensor(v, dtype=torch.float64, device=dev) for v in start.to_list()]
+        self._sums = {k: torch.tensor(v, dtype=torch.float64, device=dev)
+                      for k, v in asdict(start).items()}
 
     def add(self, loss_sum, correct, n) -> None:
-        for i, v in enumerate((loss_sum, correct, n)):
-            self._sums[i] += v
+        self._sums["loss_sum"] += loss_sum
+        self._sums["correct"] += correct
+        self._sums["n"] += n
         self._last_correct = correct
 
     def add_clean(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Count clean accuracy on the batch just trained (its own count with no attack)."""
         attacked = self.trainer.attack is not None
-        self._sums[3] += self.trainer.clean_correct(x, y) if attacked else self._last_correct
-        self._sums[4] += len(y)
+        self._sums["clean_correct"] += (self.trainer.clean_correct(x, y) if attacked
+                                        else self._last_correct)
+        self._sums["clean_n"] += len(y)
 
     def stats(self, step: int | None = None) -> TrainStats:
-        s = TrainStats.from_list(float(v) for v in self._sums)
+        s = TrainStats(**{k: float(v) for k, v in self._sums.items()})
         if not math.isfinite(s.loss_sum):
             at = f" at {self.where}" if self.where else ""
             at += f", step {step}" if step is not None else ""

@@ -31,6 +31,7 @@ from ..engine.precision import compile_model, determinism
 from ..models.robust_model import RobustModel
 from ..naming import eps_display, model_name
 from ..recipe import Recipe, RecipeError, default_step_size
+from ..fileio import atomic_write_text
 from . import outputs
 from .plots import plot_curves, read_metrics
 
@@ -97,13 +98,48 @@ def train(recipe: Recipe, options: RunOptions) -> RunResult:
         distributed.cleanup(d)
 
 
+@dataclass
+class _Position:
+    """Where a run is: the epoch being trained (0-based), the step it starts at, steps so far."""
+
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+
+
 class _Run:
+    """One run, in the steps of torchvision's reference trainer: check the folder, build data,
+    model and loader, start or resume, train epoch by epoch (validate, checkpoint), finish."""
+
     def __init__(self, recipe: Recipe, options: RunOptions, d: distributed.Dist):
         self.recipe, self.opt, self.d = recipe, options, d
         self.run_dir = Path(options.out).expanduser()
         self.name = options.name or model_name(recipe.arch, recipe.norm, recipe.eps)
         self.precision = recipe.precision
         self.channels_last = d.device.type == "cuda"
+        self.B = int(recipe.batch_size)              # global batch
+        self.b = self.B // d.world_size              # per rank
+        self.pos = _Position()
+        self.stats0 = self.window0 = TrainStats()    # the sums an interrupted epoch continues
+
+    def run(self) -> RunResult:
+        state = self._check_run_dir()
+        spec = self._data()         # before anything is written: bad data leaves no folder
+        self._prepare_run_dir(fresh=state is None)
+        self._build(spec)
+        if state is None:
+            self.run_info = {"start_time": outputs.now(), "elapsed": 0.0, "commands": []}
+            ckpt.seed_everything(int(self.recipe.seed) + self.d.rank)
+        else:
+            self._resume(state)
+        argv = self.opt.argv if self.opt.argv is not None else sys.argv
+        self.run_info["commands"] = (list(self.run_info.get("commands", []))
+                                     + [shlex.join(map(str, argv))])
+        self.t_start = time.perf_counter()
+        self._announce(spec)
+        while self.pos.epoch < int(self.recipe.epochs):
+            self._train_epoch(spec)
+        return self._finish(spec)
 
     # ------------------------------------------------------------------ setup
     def _check_run_dir(self) -> dict | None:
@@ -146,7 +182,7 @@ class _Run:
             raise DataError(f"The data has {spec.num_classes} classes but the recipe says "
                             f"num_classes={r.num_classes}; pass --num-classes {spec.num_classes} "
                             "or point --data at the intended data set")
-        B, W = int(r.batch_size), d.world_size
+        B, W = self.B, d.world_size
         if B % W:
             raise RecipeError(f"batch_size {B} (global) is not divisible by the world size {W}; "
                               f"use a multiple of {W}, e.g. {B - B % W or W}")
@@ -154,6 +190,25 @@ class _Run:
             raise DataError(f"The training set has {len(spec.train)} images, fewer than one "
                             f"batch ({B}); pass a smaller --batch-size")
         return spec
+
+    def _prepare_run_dir(self, fresh: bool) -> None:
+        if not self.d.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_temporaries(self.run_dir)
+        if fresh:                   # a fresh run starts a fresh log
+            (self.run_dir / outputs.METRICS).unlink(missing_ok=True)
+        for note in self.opt.notes:
+            _say(self.d, note)
+        outputs.write_recipe(self.run_dir, self.recipe)
+
+    def _build(self, spec) -> None:
+        """Model, trainer, schedule and loader, in the order that fixes the initial weights."""
+        self.net, model = self._model(spec)
+        self.trainer = self._trainer(model)
+        self.scheduler = build_scheduler(self.trainer.optimizer, self.recipe)
+        self.workers = self._workers(spec)
+        self.loader = self._loader(spec)
 
     def _model(self, spec):
         r, d = self.recipe, self.d
@@ -186,163 +241,112 @@ class _Run:
         per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         return max(1, min(8, (os.cpu_count() or 1) // per_node))
 
-    # ------------------------------------------------------------------ run
-    def run(self) -> RunResult:
-        r, d, o = self.recipe, self.d, self.opt
-        state = self._check_run_dir()
-        spec = self._data()         # before anything is written: bad data leaves no folder
-        if d.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.remove_stale_temporaries(self.run_dir)
-            if state is None:       # a fresh run starts a fresh log
-                (self.run_dir / outputs.METRICS).unlink(missing_ok=True)
-            for note in o.notes:
-                _say(d, note)
-            outputs.write_recipe(self.run_dir, r)
-        net, model = self._model(spec)
-        trainer = self._trainer(model)
-        optimizer = trainer.optimizer
-        scheduler = build_scheduler(optimizer, r)
-
-        B, b = int(r.batch_size), int(r.batch_size) // d.world_size
-        sampler = ResumableSampler(spec.train, num_replicas=d.world_size, rank=d.rank,
-                                   seed=int(r.seed), batch_size=b)
-        workers = self._workers(spec)
+    def _loader(self, spec):
+        d, seed = self.d, int(self.recipe.seed)
+        self.sampler = ResumableSampler(spec.train, num_replicas=d.world_size, rank=d.rank,
+                                        seed=seed, batch_size=self.b)
+        self.steps_per_epoch = self.sampler.batches_per_epoch()
         # A private generator: creating the loader's iterator must not draw from the global
         # RNG, or a resumed run's attack noise would diverge from the uninterrupted run's.
         loader = torch.utils.data.DataLoader(
-            SeededDataset(spec.train), batch_size=b, sampler=sampler, num_workers=workers,
-            pin_memory=d.device.type == "cuda", drop_last=True, collate_fn=spec.collate,
-            generator=torch.Generator().manual_seed(int(r.seed)))
+            SeededDataset(spec.train), batch_size=self.b, sampler=self.sampler,
+            num_workers=self.workers, pin_memory=d.device.type == "cuda", drop_last=True,
+            collate_fn=spec.collate, generator=torch.Generator().manual_seed(seed))
         if spec.on_device is not None:      # e.g. --decoder nvjpeg: the GPU decodes batches
             from ..data.jpeg import DeviceBatches
 
             loader = DeviceBatches(loader, spec.on_device)
-        steps_per_epoch = sampler.batches_per_epoch()
+        return loader
 
-        epoch = step = global_step = 0
-        stats0 = window0 = TrainStats()
-        run_info = {"start_time": outputs.now(), "elapsed": 0.0, "commands": []}
-        if state is not None:
-            net.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            epoch, step = int(state["epoch"]), int(state["step"])
-            global_step = int(state["global_step"])
-            if int(state["steps_per_epoch"]) != steps_per_epoch:
-                raise ckpt.ResumeError(
-                    f"The checkpoint has {state['steps_per_epoch']} steps per epoch, this data "
-                    f"gives {steps_per_epoch}: the training set changed since the run started")
-            rngs = state["rng"]
-            if len(rngs) == d.world_size:
-                ckpt.set_rng_state(rngs[d.rank])
-            else:
-                _say(d, f"note: resuming a {len(rngs)}-process run on {d.world_size}; the data "
-                        "order is kept, attack random starts are re-seeded")
-                ckpt.seed_everything(int(r.seed) * 100_003 + global_step * 101 + d.rank)
-            if d.is_main:   # the sums over ranks live on rank 0
-                stats0 = TrainStats.from_list(state["epoch_stats"])
-                window0 = TrainStats.from_list(state["log_window"])
-                self._truncate_metrics(global_step)
-            run_info = dict(state["run"])
-            _say(d, f"Resuming {self.run_dir} at epoch {epoch + 1}, step {step}/{steps_per_epoch} "
-                    f"(global step {global_step})")
-        else:
-            ckpt.seed_everything(int(r.seed) + d.rank)
-        argv = o.argv if o.argv is not None else sys.argv
-        run_info["commands"] = list(run_info.get("commands", [])) + [shlex.join(map(str, argv))]
-        t_start = time.perf_counter()
+    def _resume(self, state: dict) -> None:
+        d, pos = self.d, self.pos
+        if int(state["steps_per_epoch"]) != self.steps_per_epoch:
+            raise ckpt.ResumeError(
+                f"The checkpoint has {state['steps_per_epoch']} steps per epoch, this data "
+                f"gives {self.steps_per_epoch}: the training set changed since the run started")
+        pos.epoch, pos.step = int(state["epoch"]), int(state["step"])
+        pos.global_step = int(state["global_step"])
+        reseed = int(self.recipe.seed) * 100_003 + pos.global_step * 101
+        if not ckpt.restore(state, d, model=self.net, optimizer=self.trainer.optimizer,
+                            scheduler=self.scheduler, reseed=reseed):
+            _say(d, f"note: resuming a {len(state['rng'])}-process run on {d.world_size}; the "
+                    "data order is kept, attack random starts are re-seeded")
+        if d.is_main:   # the sums over ranks live on rank 0
+            self.stats0 = TrainStats.from_list(state["epoch_stats"])
+            self.window0 = TrainStats.from_list(state["log_window"])
+            self._truncate_metrics(pos.global_step)
+        self.run_info = dict(state["run"])
+        _say(d, f"Resuming {self.run_dir} at epoch {pos.epoch + 1}, step {pos.step}/"
+                f"{self.steps_per_epoch} (global step {pos.global_step})")
 
-        def save_checkpoint(ep: int, st: int, stats: TrainStats, window: TrainStats) -> None:
-            sums = distributed.all_reduce_sum(d, stats.to_list() + window.to_list())
-            rngs = distributed.all_gather(d, ckpt.rng_state())
-            if d.is_main:
-                info = dict(run_info, elapsed=run_info["elapsed"] + time.perf_counter() - t_start)
-                ckpt.save(self.run_dir, {
-                    "recipe": r.to_dict(), "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "epoch": ep, "step": st, "global_step": global_step,
-                    "steps_per_epoch": steps_per_epoch, "world_size": d.world_size, "rng": rngs,
-                    "sampler": {"seed": int(r.seed), "epoch": ep, "start_batch": st},
-                    "epoch_stats": sums[:5], "log_window": sums[5:], "run": info}, kind="train")
-
+    def _announce(self, spec) -> None:
+        r, d = self.recipe, self.d
         _say(d, f"Training {self.name}: {r.arch} on {r.dataset} ({len(spec.train)} train / "
-                f"{len(spec.val)} val images), {r.epochs} epochs × {steps_per_epoch} steps of "
-                f"{B} images ({d.world_size} × {b}), "
-                + (f"{r.norm} PGD-{r.attack_steps} ε={eps_display(r.norm, r.eps)}" if r.adversarial
-                   else "standard (ε=0)")
-                + f", {d.device}, {self.precision}" + (", compiled" if o.compile else ""))
-        while epoch < int(r.epochs):
-            window = window0            # cumulative stats at the last log step (this rank)
-            sampler.set_epoch(epoch, step)
-            bar = self._bar(epoch, steps_per_epoch, step)
-            clock = {"t": time.perf_counter(), "steps": 0}
+                f"{len(spec.val)} val images), {r.epochs} epochs × {self.steps_per_epoch} steps "
+                f"of {self.B} images ({d.world_size} × {self.b}), "
+                + (f"{r.norm} PGD-{r.attack_steps} ε={eps_display(r.norm, r.eps)}"
+                   if r.adversarial else "standard (ε=0)")
+                + f", {d.device}, {self.precision}" + (", compiled" if self.opt.compile else ""))
 
-            def after_step(st: int, x, y, running) -> None:
-                nonlocal global_step, window
-                global_step += 1
-                clock["steps"] += 1
-                if o.log_every and global_step % o.log_every == 0:
-                    running.add_clean(x, y)
-                    now = running.stats(step=st + 1)
-                    sums = (now - window).all_reduce(d)
-                    window = now
-                    rate = clock["steps"] * B / (time.perf_counter() - clock["t"])
-                    clock.update(t=time.perf_counter(), steps=0)
-                    rec = {"type": "step", "epoch": epoch + 1, "step": st + 1,
-                           "global_step": global_step, "lr": optimizer.param_groups[0]["lr"],
-                           "loss": sums.loss, "train_acc": sums.acc,
-                           "train_clean_acc": sums.clean_acc, "images_per_s": rate,
-                           "time": outputs.now()}
-                    self._log(rec)
-                    if bar is not None:
-                        acc = "adv" if r.adversarial else "acc"
-                        bar.set_postfix({"img/s": f"{rate:.0f}", "loss": f"{rec['loss']:.3f}",
-                                         "clean": f"{rec['train_clean_acc']:.1f}",
-                                         acc: f"{rec['train_acc']:.1f}"})
-                if bar is not None:
-                    bar.update(1)
-                if (o.ckpt_every_steps and global_step % o.ckpt_every_steps == 0
-                        and st + 1 < steps_per_epoch):
-                    save_checkpoint(epoch, st + 1, running.stats(step=st + 1), window)
+    # ------------------------------------------------------------------ one epoch
+    def _train_epoch(self, spec) -> None:
+        """Train the rest of the current epoch, validate, log, checkpoint."""
+        pos = self.pos
+        self.sampler.set_epoch(pos.epoch, pos.step)
+        steps = _StepLog(self, self.window0)
+        stats = self.trainer.train_one_epoch(self.loader, start_step=pos.step, stats=self.stats0,
+                                             after_step=steps.after_step,
+                                             where=f"epoch {pos.epoch + 1}")
+        self.stats0 = self.window0 = TrainStats()
+        steps.close()
+        rec = self._epoch_record(stats.all_reduce(self.d), spec)
+        self.scheduler.step()
+        pos.epoch, pos.step = pos.epoch + 1, 0
+        rec["time"] = outputs.now()
+        self._log(rec)
+        _say(self.d, "epoch {epoch}: loss {train_loss:.4f}, train acc {train_acc:.2f}".format(**rec)
+             + (f", val clean {rec['val_clean_acc']:.2f}" if "val_clean_acc" in rec else "")
+             + (f", val adv {rec['val_adv_acc']:.2f}" if rec.get("val_adv_acc") is not None
+                else ""))
+        if self.d.is_main:
+            plot_curves(read_metrics(self.run_dir / outputs.METRICS),
+                        self.run_dir / outputs.CURVES, title=self.name)
+        self._save(0, TrainStats(), TrainStats())
 
-            stats = trainer.train_one_epoch(loader, start_step=step, stats=stats0,
-                                            after_step=after_step, where=f"epoch {epoch + 1}")
-            stats0 = window0 = TrainStats()
-            if bar is not None:
-                bar.close()
-            sums = stats.all_reduce(d)
-            rec = {"type": "epoch", "epoch": epoch + 1, "global_step": global_step,
-                   "lr": optimizer.param_groups[0]["lr"], "train_loss": sums.loss,
-                   "train_acc": sums.acc, "train_clean_acc": sums.clean_acc,
-                   "adversarial": r.adversarial}
-            if o.eval_every and ((epoch + 1) % o.eval_every == 0 or epoch + 1 == int(r.epochs)):
-                res, _ = self._validate(trainer.attack_model, spec, r.norm, r.eps,
-                                        int(r.attack_steps or 0),
-                                        r.step_size if r.adversarial else None, o.eval_limit, b,
-                                        workers)
-                rec.update(val_clean_acc=res.clean_top1, val_adv_acc=res.pgd_top1, val_n=res.n)
-            scheduler.step()
-            epoch, step = epoch + 1, 0
-            rec["time"] = outputs.now()
-            self._log(rec)
-            _say(d, "epoch {epoch}: loss {train_loss:.4f}, train acc {train_acc:.2f}".format(**rec)
-                 + (f", val clean {rec['val_clean_acc']:.2f}" if "val_clean_acc" in rec else "")
-                 + (f", val adv {rec['val_adv_acc']:.2f}" if rec.get("val_adv_acc") is not None
-                    else ""))
-            if d.is_main:
-                plot_curves(read_metrics(self.run_dir / outputs.METRICS),
-                            self.run_dir / outputs.CURVES, title=self.name)
-            save_checkpoint(epoch, 0, TrainStats(), TrainStats())
+    def _epoch_record(self, sums: TrainStats, spec) -> dict:
+        """The epoch's record (sums over ranks), with validation when it is due."""
+        r, o, epoch = self.recipe, self.opt, self.pos.epoch
+        rec = {"type": "epoch", "epoch": epoch + 1, "global_step": self.pos.global_step,
+               "lr": self.trainer.optimizer.param_groups[0]["lr"], "train_loss": sums.loss,
+               "train_acc": sums.acc, "train_clean_acc": sums.clean_acc,
+               "adversarial": r.adversarial}
+        if o.eval_every and ((epoch + 1) % o.eval_every == 0 or epoch + 1 == int(r.epochs)):
+            res, _ = self._validate(spec, r.norm, r.eps, int(r.attack_steps or 0),
+                                    r.step_size if r.adversarial else None, o.eval_limit)
+            rec.update(val_clean_acc=res.clean_top1, val_adv_acc=res.pgd_top1, val_n=res.n)
+        return rec
 
-        return self._finish(net, trainer.attack_model, spec, b, workers, run_info, t_start)
+    def _save(self, step: int, stats: TrainStats, window: TrainStats) -> None:
+        """Checkpoint at ``step`` of the current epoch; ``stats`` and ``window`` are this rank's
+        epoch sums and sums at the last step record (every rank calls this)."""
+        r, d, pos = self.recipe, self.d, self.pos
+        stats, window = stats.all_reduce(d), window.all_reduce(d)
+        info = dict(self.run_info,
+                    elapsed=self.run_info["elapsed"] + time.perf_counter() - self.t_start)
+        ckpt.save_run(self.run_dir, d, kind="train", model=self.net,
+                      optimizer=self.trainer.optimizer, scheduler=self.scheduler,
+                      recipe=r.to_dict(), epoch=pos.epoch, step=step,
+                      global_step=pos.global_step, steps_per_epoch=self.steps_per_epoch,
+                      world_size=d.world_size,
+                      sampler={"seed": int(r.seed), "epoch": pos.epoch, "start_batch": step},
+                      epoch_stats=stats.to_list(), log_window=window.to_list(), run=info)
 
     # ------------------------------------------------------------------ pieces
-    def _bar(self, epoch: int, total: int, initial: int):
+    def _bar(self):
         if not (self.opt.progress and self.d.is_main):
             return None
-        return progress_bar(total=total, initial=initial, unit="step",
-                            desc=f"epoch {epoch + 1}/{self.recipe.epochs}")
+        return progress_bar(total=self.steps_per_epoch, initial=self.pos.step, unit="step",
+                            desc=f"epoch {self.pos.epoch + 1}/{self.recipe.epochs}")
 
     def _log(self, rec: dict) -> None:
         if self.d.is_main:
@@ -353,20 +357,17 @@ class _Run:
         """Drop the records of steps after the checkpoint: the resumed run redoes them."""
         path = self.run_dir / outputs.METRICS
         keep = [r for r in read_metrics(path) if r.get("global_step", 0) <= global_step]
-        from ..fileio import atomic_write_text
-
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
-    def _validate(self, model, spec, norm, eps, steps, step_size, limit, batch_size, workers
-                  ) -> tuple[EvalResult, dict]:
+    def _validate(self, spec, norm, eps, steps, step_size, limit) -> tuple[EvalResult, dict]:
         """Clean and PGD accuracy on the validation set (a fixed subset of ``limit`` images),
         sharded over the ranks and summed; evaluation draws no training randomness, so how
         often it runs changes nothing about training."""
-        d = self.d
+        d, model = self.d, self.trainer.attack_model
         ds = fixed_subset(spec.val, limit)
         shard = torch.utils.data.Subset(ds, range(d.rank, len(ds), d.world_size))
-        loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False,
-                                             num_workers=workers,
+        loader = torch.utils.data.DataLoader(shard, batch_size=self.b, shuffle=False,
+                                             num_workers=self.workers,
                                              pin_memory=d.device.type == "cuda")
         alpha = step_size if step_size is not None else default_step_size(eps, steps)
         devices = [d.device] if d.device.type == "cuda" else []
@@ -379,32 +380,24 @@ class _Run:
                    "keep_best": True} if eps > 0 and steps > 0 else None)
         return res.all_reduce(d), attack
 
-    def _finish(self, net, attack_model, spec, b, workers, run_info, t_start) -> RunResult:
+    def _finish(self, spec) -> RunResult:
+        """The final evaluation, and on rank 0 the weights, manifest entry, card and plots."""
         r, o, d = self.recipe, self.opt, self.d
         norm = o.final_eval_norm or r.norm
         eps = r.eps if o.final_eval_eps is None else float(o.final_eval_eps)
-        final, attack = self._validate(attack_model, spec, norm, eps, int(o.final_eval_steps),
-                                       None, o.final_eval_limit, b, workers)
+        final, attack = self._validate(spec, norm, eps, int(o.final_eval_steps), None,
+                                       o.final_eval_limit)
         entry = None
         if d.is_main:
             _say(d, f"final: clean top-1 {final.clean_top1:.2f}%"
                  + (f", PGD-{o.final_eval_steps} {norm} ε={eps_display(norm, eps)} top-1 "
                     f"{final.pgd_top1:.2f}%"
                     if final.pgd_top1 is not None else "") + f" on {final.n} val images")
-            provenance = {
-                "trainer": "robust_zoo.train", "git_commit": outputs.git_commit(),
-                "command": run_info["commands"][0], "commands": run_info["commands"],
-                "start_time": run_info["start_time"], "end_time": outputs.now(),
-                "train_seconds": round(run_info["elapsed"] + time.perf_counter() - t_start, 1),
-                "hardware": outputs.hardware(d.device, d.world_size),
-                "deterministic": o.deterministic, "compiled": o.compile, "sync_bn": o.sync_bn,
-                "decoder": o.decoder,
-                "notes": list(o.notes)}
             entry = outputs.finalize(
-                self.run_dir, name=self.name, recipe=r, net=net, mean=spec.mean, std=spec.std,
-                preprocessing=spec.preprocessing,
+                self.run_dir, name=self.name, recipe=r, net=self.net, mean=spec.mean,
+                std=spec.std, preprocessing=spec.preprocessing,
                 metrics=outputs.metric_records(final, attack, norm, eps, r.dataset),
-                provenance=provenance)
+                provenance=self._provenance())
             plot_curves(read_metrics(self.run_dir / outputs.METRICS),
                         self.run_dir / outputs.CURVES, title=self.name)
             _say(d, f"wrote {self.run_dir}: {outputs.WEIGHTS}, {outputs.MANIFEST}, {outputs.CARD}, "
@@ -413,3 +406,61 @@ class _Run:
         final_dict = {"n": final.n, "norm": norm, "eps": eps, "attack": attack,
                       "metrics": {"clean_top1": final.clean_top1, "pgd_top1": final.pgd_top1}}
         return RunResult(self.run_dir, self.name, entry, final_dict)
+
+    def _provenance(self) -> dict[str, Any]:
+        o, info = self.opt, self.run_info
+        return {
+            "trainer": "robust_zoo.train", "git_commit": outputs.git_commit(),
+            "command": info["commands"][0], "commands": info["commands"],
+            "start_time": info["start_time"], "end_time": outputs.now(),
+            "train_seconds": round(info["elapsed"] + time.perf_counter() - self.t_start, 1),
+            "hardware": outputs.hardware(self.d.device, self.d.world_size),
+            "deterministic": o.deterministic, "compiled": o.compile, "sync_bn": o.sync_bn,
+            "decoder": o.decoder, "notes": list(o.notes)}
+
+
+class _StepLog:
+    """``after_step`` of one epoch: a step record every ``log_every`` steps (the sums over all
+    ranks since the last record), the progress bar, and the mid-epoch checkpoints."""
+
+    def __init__(self, run: _Run, window: TrainStats):
+        self.run = run
+        self.window = window        # this rank's cumulative stats at the last step record
+        self.bar = run._bar()
+        self.t, self.steps = time.perf_counter(), 0
+
+    def after_step(self, st: int, x, y, running) -> None:
+        run, o, pos = self.run, self.run.opt, self.run.pos
+        pos.global_step += 1
+        self.steps += 1
+        if o.log_every and pos.global_step % o.log_every == 0:
+            self._record(st, x, y, running)
+        if self.bar is not None:
+            self.bar.update(1)
+        if (o.ckpt_every_steps and pos.global_step % o.ckpt_every_steps == 0
+                and st + 1 < run.steps_per_epoch):
+            run._save(st + 1, running.stats(step=st + 1), self.window)
+
+    def _record(self, st: int, x, y, running) -> None:
+        run = self.run
+        running.add_clean(x, y)
+        now = running.stats(step=st + 1)
+        sums = (now - self.window).all_reduce(run.d)
+        self.window = now
+        rate = self.steps * run.B / (time.perf_counter() - self.t)
+        self.t, self.steps = time.perf_counter(), 0
+        rec = {"type": "step", "epoch": run.pos.epoch + 1, "step": st + 1,
+               "global_step": run.pos.global_step,
+               "lr": run.trainer.optimizer.param_groups[0]["lr"], "loss": sums.loss,
+               "train_acc": sums.acc, "train_clean_acc": sums.clean_acc, "images_per_s": rate,
+               "time": outputs.now()}
+        run._log(rec)
+        if self.bar is not None:
+            acc = "adv" if run.recipe.adversarial else "acc"
+            self.bar.set_postfix({"img/s": f"{rate:.0f}", "loss": f"{rec['loss']:.3f}",
+                                  "clean": f"{rec['train_clean_acc']:.1f}",
+                                  acc: f"{rec['train_acc']:.1f}"})
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

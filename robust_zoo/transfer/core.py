@@ -10,13 +10,12 @@ statistics updating because the whole model is in train mode) is ``freeze(..., p
 from __future__ import annotations
 
 import types
-from typing import Iterable
 
 import torch
 from torch import nn
 
 from ..models.archs import get_arch, list_archs
-from ..models.features import head_input
+from ..models.features import head_input, model_arch
 from ..models.robust_model import head_path, replace_head, unwrap
 
 __all__ = ["replace_head", "freeze", "features", "frozen_modules", "parse_mode", "MODES"]
@@ -45,10 +44,6 @@ def parse_mode(mode: "str | int | None") -> str:
         return key
     raise ValueError(f"Unknown freeze mode {mode!r}. Valid modes: {', '.join(MODES)} "
                      "(aliases: 'fixed', 'linear', -1 = 'full', 1..4 = 'layer1'..'layer4')")
-
-
-def _net_arch(model: nn.Module) -> str | None:
-    return getattr(model, "arch", None) or getattr(unwrap(model), "arch", None)
 
 
 def _pinned_roots(net: nn.Module, head_path: str, mode: str) -> list[nn.Module]:
@@ -117,7 +112,7 @@ def freeze(model: nn.Module, mode: "str | int" = "fixed-feature", *, pin_eval: b
     """
     mode = parse_mode(mode)
     net = unwrap(model)
-    arch = _net_arch(model)
+    arch = model_arch(model)
     if mode.startswith("layer"):
         family = get_arch(arch).family if arch else (
             "resnet" if all(hasattr(net, f"layer{i}") for i in range(1, 5)) else "")
@@ -162,7 +157,3 @@ def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     layer. ``robust_zoo.models.features.head_input`` is the one implementation.
     """
     return head_input(model, x, stop_early=True)
-
-
-def trainable_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
-    return (p for p in model.parameters() if p.requires_grad)

@@ -1,5 +1,5 @@
-"""The paper's transfer data sets: ``robust_zoo.data.transfer_sets`` under the name the
-transfer package has always exported (implementation and registry live in the data layer)."""
+"""The paper's transfer data sets, as the transfer package names them: the implementation and
+registry are ``robust_zoo.data.transfer_sets`` (data layer)."""
 from __future__ import annotations
 
 from ..data.transfer_sets import *  # noqa: F401,F403

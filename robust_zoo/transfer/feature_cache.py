@@ -7,9 +7,10 @@ per-epoch order of examples). Without augmentation that is the same computation 
 head behind the frozen network, up to float rounding; with ``views=K`` the cache holds K
 augmented views of every training image and each epoch draws one per image (the
 "paper-kview-approx" protocol: an approximation of fresh views every epoch, measured in
-benchmarks/README.md). View ``v`` of image ``i`` is drawn from the torch RNG seeded with
-``data.sample_seed(seed, v, i)``, so it depends on nothing else (not on workers, world size or
-batch size).
+benchmarks/README.md). View ``v`` is ``data.SeededDataset(ds, seed=seed, epoch=v)``: image ``i``
+is drawn from the torch RNG seeded with ``data.sample_seed(seed, v, i)``, the crop epoch ``v``
+behind the network gives it, and depends on nothing else (not on workers, world size or batch
+size).
 
 Cache files are keyed by a hash of the backbone's weights (every tensor except the head's,
 normalization included), the samples (data set, root, split, labels), the transform and the
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import sample_seed
+from ..data.sampling import SeededDataset, epoch_permutation
 from ..models.robust_model import head_path, unwrap
 from ..fileio import atomic_path
 from .core import features
@@ -35,10 +36,10 @@ from ..engine.distributed import Dist
 from ..engine.optim import build_optimizer, build_scheduler
 from ..engine.precision import autocast
 from ..console import progress as progress_bar
-from .finetune import epoch_permutation, make_loader
+from .finetune import make_loader
 
 __all__ = ["default_cache_dir", "model_fingerprint", "cache_key", "extract_features",
-           "cached_features", "train_head", "SeededView"]
+           "cached_features", "train_head", "fit_head_lbfgs", "head_predict"]
 
 
 def default_cache_dir() -> Path:
@@ -69,22 +70,6 @@ def cache_key(model_fp: str, data_fp: str, transform: Callable | None, views: in
                        "views": views, "seed": seed if views > 1 else None,
                        "dtype": str(dtype), "version": 2}, sort_keys=True)
     return hashlib.sha256(desc.encode()).hexdigest()
-
-
-class SeededView(torch.utils.data.Dataset):
-    """View ``view`` of ``ds``: item ``i`` is ``ds[i]`` with its random transform drawn from the
-    torch RNG seeded with ``sample_seed(seed, view, i)``; the global RNG is left as found."""
-
-    def __init__(self, ds, seed: int, view: int):
-        self.ds, self.seed, self.view = ds, int(seed), int(view)
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, self.view, i))
-            return self.ds[i]
 
 
 @torch.no_grad()
@@ -133,10 +118,10 @@ def cached_features(model: nn.Module, ds, *, cache_dir: Path | None, views: int 
     """(features ``[views, N, D]``, labels ``[N]``, info) for ``ds`` with its own transform.
 
     ``cache_dir=None`` disables the cache. ``info`` has ``hit`` (read from disk), ``path`` and
-    ``extract_s``. With ``views > 1`` view ``v`` is ``SeededView(ds, seed, v)``: every random
-    crop is a function of (seed, v, image index), so a cached file, a fresh extraction and an
-    extraction under DDP agree. ``views=1`` is meant for a deterministic transform (the
-    centre crop).
+    ``extract_s``. With ``views > 1`` view ``v`` is ``SeededDataset(ds, seed=seed, epoch=v)``:
+    every random crop is a function of (seed, v, image index), so a cached file, a fresh
+    extraction and an extraction under DDP agree. ``views=1`` is meant for a deterministic
+    transform (the centre crop).
     """
     dist = dist or Dist()
     labels = torch.tensor(ds.targets, dtype=torch.long)
@@ -160,7 +145,7 @@ def cached_features(model: nn.Module, ds, *, cache_dir: Path | None, views: int 
     t0 = time.perf_counter()
     out = []
     for v in range(views):
-        view = SeededView(ds, seed, v) if views > 1 else ds
+        view = SeededDataset(ds, seed=seed, epoch=v) if views > 1 else ds
         out.append(extract_features(model, view, workers=workers, batch_size=batch_size, dist=dist,
                                     progress=progress, desc=f"features {ds.split}"
                                     + (f" view {v + 1}/{views}" if views > 1 else "")))
@@ -180,48 +165,62 @@ def cached_features(model: nn.Module, ds, *, cache_dir: Path | None, views: int 
 def train_head(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, cfg, *,
                device: torch.device | str = "cpu", progress: bool = False,
                log=print) -> dict[str, Any]:
-    """Train ``head`` (in place) on cached features with the recipe in ``cfg``.
+    """Train ``head`` (in place) on cached features ``[V, N, D]`` with the recipe in ``cfg``.
 
-    ``solver="sgd"``: epoch by epoch exactly as behind the network: the same permutation per
-    epoch (``epoch_permutation``), mini-batches of ``batch_size`` (last one partial), SGD with
-    momentum and weight decay, lr ×gamma every ``lr_step`` epochs. ``feats`` is ``[V, N, D]``;
-    with V > 1 every epoch picks one view per example at random.
-    ``solver="lbfgs"``: full-batch L-BFGS on cross-entropy + weight_decay/2·‖θ‖², the
-    multinomial logistic regression of Kornblith et al.
+    ``solver="sgd"``: epoch by epoch exactly as behind the network (``_train_head_sgd``).
+    ``solver="lbfgs"``: ``fit_head_lbfgs`` on all V × N rows, at most ``lbfgs_iters``
+    iterations.
     """
     device = torch.device(device)
     head.to(device).train()
     feats = feats.to(device)
     y = labels.to(device)
-    V, N, _ = feats.shape
     t0 = time.perf_counter()
-    history = []
     if cfg.head_solver == "lbfgs":
-        opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=cfg.lbfgs_iters,
-                                history_size=20, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-7, tolerance_change=1e-10)
-        x = feats.reshape(V * N, -1)
-        yy = y.repeat(V)
+        V, N, _ = feats.shape
+        loss = fit_head_lbfgs(head, feats.reshape(V * N, -1), y.repeat(V),
+                              weight_decay=cfg.weight_decay, max_iter=cfg.lbfgs_iters)
+        history = [{"epoch": 1, "train_loss": loss}]
+    else:
+        history = _train_head_sgd(head, feats, y, cfg, progress)
+    return {"train_s": time.perf_counter() - t0, "history": history}
 
-        def closure():
-            opt.zero_grad()
-            loss = F.cross_entropy(head(x), yy)
-            loss = loss + 0.5 * cfg.weight_decay * sum((p ** 2).sum() for p in head.parameters())
-            loss.backward()
-            return loss
 
-        loss = opt.step(closure)
-        history.append({"epoch": 1, "train_loss": float(loss.detach())})
-        return {"train_s": time.perf_counter() - t0, "history": history}
+def fit_head_lbfgs(head: nn.Module, x: torch.Tensor, y: torch.Tensor, *, weight_decay: float,
+                   max_iter: int) -> float:
+    """Fit ``head`` (in place) to features ``x`` and labels ``y`` by full-batch L-BFGS on
+    cross-entropy + weight_decay/2·‖θ‖² over every head parameter: the multinomial logistic
+    regression of Kornblith et al. 2019 (deterministic). Returns the objective L-BFGS started
+    from (``torch.optim.LBFGS.step``'s value)."""
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-7,
+                            tolerance_change=1e-10)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(head(x), y)
+        loss = loss + 0.5 * weight_decay * sum((p ** 2).sum() for p in head.parameters())
+        loss.backward()
+        return loss
+
+    return float(opt.step(closure).detach())
+
+
+def _train_head_sgd(head: nn.Module, feats: torch.Tensor, y: torch.Tensor, cfg,
+                    progress: bool) -> list[dict]:
+    """The same permutation per epoch as behind the network (``epoch_permutation``),
+    mini-batches of ``batch_size`` (last one partial), SGD with momentum and weight decay and
+    the recipe's schedule; with V > 1 views every epoch picks one view per example at random."""
+    V, N, _ = feats.shape
     opt = build_optimizer(head.parameters(), cfg)
     sched = build_scheduler(opt, cfg)
-    bs = cfg.batch_size
+    bs, history = cfg.batch_size, []
     g = torch.Generator()
     for epoch in progress_bar(range(cfg.epochs), enabled=progress, leave=False, desc="head epochs"):
-        perm = epoch_permutation(N, cfg.seed, epoch).to(device)
+        perm = epoch_permutation(N, cfg.seed, epoch).to(feats.device)
         if V > 1:
             g.manual_seed(cfg.seed * 7919 + epoch)
-            view = torch.randint(V, (N,), generator=g).to(device)
+            view = torch.randint(V, (N,), generator=g).to(feats.device)
         tot = 0.0
         for s in range(0, N, bs):
             b = perm[s:s + bs]
@@ -234,7 +233,7 @@ def train_head(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, cfg, 
         sched.step()
         history.append({"epoch": epoch + 1, "train_loss": tot / N,
                         "lr": opt.param_groups[0]["lr"]})
-    return {"train_s": time.perf_counter() - t0, "history": history}
+    return history
 
 
 @torch.no_grad()

@@ -7,11 +7,10 @@ channels_last. A checkpoint (``robust_zoo.engine.checkpoint``) is written after 
 ``resume=True`` picks up after the last finished epoch with the same optimizer, schedule, RNG
 states and data order.
 
-Data order: epoch ``e`` visits the training set in ``torch.randperm(n)`` order drawn from a
-generator seeded with ``seed + e`` (``DistributedSampler``'s rule, ``epoch_permutation``); every
-sample's augmentation is drawn from its own seed (``robust_zoo.data.sample_seed``), as in
-training. The cached-feature head trainer draws the same permutation, which is what makes the
-two paths comparable.
+Data order and augmentation follow ``robust_zoo.data.sampling``, as in training: epoch ``e``
+visits the training set in ``epoch_permutation(n, seed, e)`` order and every sample's
+augmentation is drawn from its own seed (``sample_seed``). The cached-feature head trainer draws
+the same permutation, which is what makes the two paths comparable.
 """
 from __future__ import annotations
 
@@ -25,15 +24,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..console import progress as progress_bar
-from ..data import ResumableSampler, SeededDataset
+from ..data.sampling import ResumableSampler, SeededDataset
 from ..engine.distributed import Dist, barrier
 from ..engine import checkpoint as ckpt
 from ..engine.loop import Trainer, predict
 from ..engine.optim import build_optimizer, build_scheduler
 from ..engine.precision import channels_last_default, compile_model, resolve_precision
 
-__all__ = ["accuracy_metrics", "predict_dataset", "train_network", "epoch_permutation",
-           "make_loader"]
+__all__ = ["accuracy_metrics", "predict_dataset", "train_network", "make_loader"]
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -61,8 +59,6 @@ def make_loader(ds: Dataset, batch_size: int, workers: int, device: torch.device
                       pin_memory=device.type == "cuda", persistent_workers=False, **kw)
 
 
-
-
 def predict_dataset(model: nn.Module, ds: Dataset, *, batch_size: int = 256, workers: int = 0,
                     dist: Dist | None = None, precision: str | None = "fp32",
                     channels_last: bool = False, progress: bool = False, desc: str = "eval"
@@ -86,13 +82,6 @@ def predict_dataset(model: nn.Module, ds: Dataset, *, batch_size: int = 256, wor
 
 
 # ----------------------------------------------------------------------------- training
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The visiting order of epoch ``epoch`` (DistributedSampler's, for one process)."""
-    g = torch.Generator()
-    g.manual_seed(seed + epoch)
-    return torch.randperm(n, generator=g)
-
 
 def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None = None,
                   workers: int = 0, checkpoint: Path | None = None, resume: bool = False,
@@ -118,30 +107,9 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
     sched = build_scheduler(opt, cfg)
     start, history = 0, []
     if resume and checkpoint is not None and ckpt.exists(checkpoint):
-        state, used = ckpt.load(checkpoint, kind="transfer")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start, history = int(state["epoch"]), list(state.get("history", []))
-        if len(state["rng"]) == dist.world_size:
-            ckpt.set_rng_state(state["rng"][dist.rank])
-        changed = {k: (v, cfg.to_dict().get(k)) for k, v in state.get("recipe", {}).items()
-                   if k not in ("epochs", "eval_every", "compile") and cfg.to_dict().get(k) != v}
-        if changed and dist.is_main:
-            warnings.warn(f"Resuming {used} with a different recipe: {changed}")
-        if dist.is_main:
-            log(f"resumed from {used} after epoch {start}/{cfg.epochs}")
-    net = compile_model(model, dev) if cfg.compile else model
-    if dist.enabled:
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    trainer = Trainer(model, opt, device=dev, precision=precision, channels_last=cl,
-                      train_model=net)
-    per_rank = cfg.batch_size // dist.world_size
-    sampler = ResumableSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank,
-                               seed=cfg.seed, batch_size=per_rank)
-    loader = make_loader(SeededDataset(train_ds), per_rank, workers, dev, sampler=sampler,
-                         generator=torch.Generator().manual_seed(cfg.seed))
+        start, history = _resume(checkpoint, model, opt, sched, cfg, dist, log)
+    trainer = _trainer(model, opt, cfg, dist, precision, cl)
+    sampler, loader = _train_loader(train_ds, cfg, dist, workers)
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs):
         sampler.set_epoch(epoch)
@@ -156,15 +124,12 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
                                    channels_last=cl, workers=workers)
             rec.update({f"test_{k}": v for k, v in accuracy_metrics(p, t).items() if k != "n"})
         history.append(rec)
-        rngs = dist_gather_rng(dist)
-        if dist.is_main:
-            if checkpoint is not None:
-                ckpt.save(checkpoint, {"recipe": cfg.to_dict(), "model": model.state_dict(),
-                                       "optimizer": opt.state_dict(),
-                                       "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                                       "history": history, "rng": rngs}, kind="transfer")
-            if not progress:
-                log(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['train_loss']:.4f}")
+        if checkpoint is not None:
+            ckpt.save_run(checkpoint, dist, kind="transfer", model=model, optimizer=opt,
+                          scheduler=sched, recipe=cfg.to_dict(), epoch=epoch + 1,
+                          history=history)
+        if dist.is_main and not progress:
+            log(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['train_loss']:.4f}")
         barrier(dist)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, rec)
@@ -174,7 +139,37 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
             "precision": precision, "channels_last": cl}
 
 
-def dist_gather_rng(dist: Dist) -> list:
-    from ..engine.distributed import all_gather
+def _resume(checkpoint: Path, model: nn.Module, opt, sched, cfg, dist: Dist,
+            log: Callable) -> tuple[int, list]:
+    """(epochs done, history) of the run's checkpoint, its states restored into the run."""
+    state, used = ckpt.load(checkpoint, kind="transfer")
+    start, history = int(state["epoch"]), list(state.get("history", []))
+    ckpt.restore(state, dist, model=model, optimizer=opt, scheduler=sched,
+                 reseed=cfg.seed * 100_003 + start * 101)
+    now = cfg.to_dict()
+    changed = {k: (v, now.get(k)) for k, v in state.get("recipe", {}).items()
+               if k not in ("epochs", "eval_every", "compile") and now.get(k) != v}
+    if dist.is_main:
+        if changed:
+            warnings.warn(f"Resuming {used} with a different recipe: {changed}")
+        log(f"resumed from {used} after epoch {start}/{cfg.epochs}")
+    return start, history
 
-    return all_gather(dist, ckpt.rng_state())
+
+def _trainer(model: nn.Module, opt, cfg, dist: Dist, precision: str, cl: bool) -> Trainer:
+    net = compile_model(model, dist.device) if cfg.compile else model
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    return Trainer(model, opt, device=dist.device, precision=precision, channels_last=cl,
+                   train_model=net)
+
+
+def _train_loader(train_ds: Dataset, cfg, dist: Dist, workers: int
+                  ) -> tuple[ResumableSampler, DataLoader]:
+    per_rank = cfg.batch_size // dist.world_size
+    sampler = ResumableSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank,
+                               seed=cfg.seed, batch_size=per_rank)
+    loader = make_loader(SeededDataset(train_ds), per_rank, workers, dist.device,
+                         sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed))
+    return sampler, loader

@@ -51,7 +51,7 @@ class ProtocolError(UsageError):
 
 
 def default_protocol(mode: str) -> str:
-    """The protocol a config gets when it names none and no legacy option implies one: the
+    """The protocol a config gets when it names none and no other option implies one: the
     paper's, for every mode (no cached approximation matched it; benchmarks/README.md)."""
     parse_mode(mode)
     return "paper"
@@ -251,7 +251,7 @@ def resolve_protocol(cfg: TransferConfig) -> dict[str, Any]:
     training image; None when fresh views are drawn every epoch), ``head_solver``, ``augment``
     (whether training sees RandomResizedCrop + flip views) and ``path`` ("cached"/"network").
 
-    Without ``protocol`` the older options decide, as they always did: ``path="network"`` or
+    Without ``protocol`` the other options decide: ``path="network"`` or
     ``faithful`` → "paper" (or "centre-crop-sgd" with ``augment=False``); ``head_solver="lbfgs"``
     → "centre-crop-lbfgs"; ``views=1`` → "centre-crop-sgd"; ``views=K>1`` →
     "paper-kview-approx" with K views; ``augment=False`` → "centre-crop-sgd"; nothing →

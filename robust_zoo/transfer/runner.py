@@ -123,24 +123,8 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     try:
-        train_tf, test_tf = make_transforms(cfg.image_size, cfg.resize_size, cfg.granularity)
-        if datasets is None:
-            if download and dist.is_main:
-                load_splits(dataset, data_root, download=True)
-            barrier(dist)
-            train_ds, test_ds, spec = load_splits(dataset, data_root)
-        else:
-            train_ds, test_ds, spec = datasets
-        fit_tf = train_tf if cfg.augment else test_tf     # what training sees
-        train_ds = train_ds.with_transform(fit_tf)
-        test_ds = test_ds.with_transform(test_tf)
-
-        if isinstance(model, str):
-            name = model_name or model
-            net = load_model(model, manifest=manifest, pretrained=pretrained, progress=progress)
-        else:
-            name = model_name or getattr(model, "name", None) or model.arch
-            net = copy.deepcopy(model)
+        train_ds, test_ds, spec = _splits(dataset, data_root, cfg, download, dist, datasets)
+        name, net = _source_model(model, model_name, manifest, pretrained, progress)
         meta = _model_meta(net, name)
         num_classes = prepare_model(net, spec, len(train_ds.classes), cfg)
         lr, lr_source = (cfg.lr, "given") if cfg.lr is not None else paper_lr(
@@ -151,47 +135,27 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
             log(f"[{name} → {spec.name}] mode={rcfg.mode} protocol={rcfg.protocol}{views} "
                 f"lr={lr} ({lr_source}) epochs={rcfg.epochs} train={len(train_ds)} "
                 f"test={len(test_ds)} classes={num_classes} path={rcfg.path}")
-
-        timing: dict[str, float] = {}
-        extra: dict[str, Any] = {}
         if rcfg.uses_cache:
             cdir = (default_cache_dir() if cache_dir == DEFAULT_CACHE else
                     Path(cache_dir) if cache_dir else None)
-            fp = model_fingerprint(net)
-            common = dict(cache_dir=cdir, seed=rcfg.seed, tag=name, workers=workers, dist=dist,
-                          progress=progress, log=log, model_fp=fp)
-            ftr, ytr, itr = cached_features(net, train_ds, views=rcfg.views, **common)
-            fte, yte, ite = cached_features(net, test_ds, views=1, **common)
-            timing["extract_s"] = itr["extract_s"] + ite["extract_s"]
-            extra["cache"] = {"train": itr, "test": ite}
-            head = get_head(net)
-            info = train_head(head, ftr, ytr, rcfg, device=dist.device, progress=progress, log=log)
-            preds, labels = head_predict(head, fte[0]), yte
-            net.cpu()
+            preds, labels, info = _fit_cached(net, name, train_ds, test_ds, rcfg, cdir,
+                                              workers=workers, dist=dist, progress=progress,
+                                              log=log)
         else:
-            info = train_network(net, train_ds, rcfg, dist=dist, workers=workers,
-                                 checkpoint=out_dir, resume=resume, progress=progress,
-                                 test_ds=test_ds, log=log, on_epoch_end=on_epoch_end)
-            t0 = time.perf_counter()
-            preds, labels = predict_dataset(net, test_ds, dist=dist, workers=workers,
-                                            precision=info["precision"], progress=progress,
-                                            desc="test")
-            timing["eval_s"] = time.perf_counter() - t0
-            net.cpu()
-        timing["train_s"] = info["train_s"]
+            preds, labels, info = _fit_network(
+                net, train_ds, test_ds, rcfg, out_dir, workers=workers, dist=dist,
+                progress=progress, log=log, resume=resume, on_epoch_end=on_epoch_end)
+        net.cpu()
         m = accuracy_metrics(preds, labels)
-        metric = spec.metric
         result = {**meta, "dataset": spec.name, "mode": rcfg.mode, "protocol": rcfg.protocol,
-                  "train_transform": repr(fit_tf), "views": rcfg.views,
-                  "path": rcfg.path,
-                  "metric": metric, "accuracy": m[metric], "top1": m["top1"],
-                  "mean_per_class": m["mean_per_class"], "num_classes": num_classes,
-                  "n_train": len(train_ds), "n_test": m["n"], "lr": lr, "lr_source": lr_source,
-                  "epochs": rcfg.epochs, "granularity": rcfg.granularity,
-                  "faithful": rcfg.faithful, "seed": rcfg.seed,
-                  "config": rcfg.to_dict(), "history": info["history"],
-                  "time_s": time.perf_counter() - t_start, **timing, **extra,
-                  "out_dir": str(out_dir)}
+                  "train_transform": repr(train_ds.transform), "views": rcfg.views,
+                  "path": rcfg.path, "metric": spec.metric, "accuracy": m[spec.metric],
+                  "top1": m["top1"], "mean_per_class": m["mean_per_class"],
+                  "num_classes": num_classes, "n_train": len(train_ds), "n_test": m["n"],
+                  "lr": lr, "lr_source": lr_source, "epochs": rcfg.epochs,
+                  "granularity": rcfg.granularity, "faithful": rcfg.faithful, "seed": rcfg.seed,
+                  "config": rcfg.to_dict(), "history": info.pop("history"),
+                  "time_s": time.perf_counter() - t_start, **info, "out_dir": str(out_dir)}
         reference = paper_result(spec.name, net.arch, rcfg.mode)
         if rcfg.protocol in PAPER_PROTOCOLS and reference is not None:
             result["paper_reference"] = reference
@@ -199,14 +163,73 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
             _write_outputs(out_dir, net, result, rcfg, save_model)
             if not keep_checkpoint:
                 engine_checkpoint.remove(out_dir)
-            also = f" (top-1 {result['top1']:.2f}%)" if metric != "top1" else ""
-            log(f"[{name} → {spec.name}] {metric} = {result['accuracy']:.2f}%{also} "
+            also = f" (top-1 {result['top1']:.2f}%)" if spec.metric != "top1" else ""
+            log(f"[{name} → {spec.name}] {spec.metric} = {result['accuracy']:.2f}%{also} "
                 f"in {result['time_s']:.1f}s")
         barrier(dist)
         return result
     finally:
         if own_dist:
             cleanup(dist)
+
+
+def _splits(dataset: str, data_root, cfg: TransferConfig, download: bool, dist: Dist,
+            datasets: tuple | None) -> tuple:
+    """(train, test, spec): the train split with the transform training sees (augmented or the
+    centre crop), the test split with the centre crop."""
+    train_tf, test_tf = make_transforms(cfg.image_size, cfg.resize_size, cfg.granularity)
+    if datasets is None:
+        if download and dist.is_main:
+            load_splits(dataset, data_root, download=True)
+        barrier(dist)
+        train_ds, test_ds, spec = load_splits(dataset, data_root)
+    else:
+        train_ds, test_ds, spec = datasets
+    fit_tf = train_tf if cfg.augment else test_tf
+    return train_ds.with_transform(fit_tf), test_ds.with_transform(test_tf), spec
+
+
+def _source_model(model: "str | nn.Module", model_name: str | None, manifest: Any,
+                  pretrained: bool, progress: bool) -> tuple[str, RobustModel]:
+    """(name, a copy to train) of the zoo name or loaded model ``model``."""
+    if isinstance(model, str):
+        net = load_model(model, manifest=manifest, pretrained=pretrained, progress=progress)
+        return model_name or model, net
+    return model_name or getattr(model, "name", None) or model.arch, copy.deepcopy(model)
+
+
+def _fit_cached(net: RobustModel, name: str, train_ds, test_ds, cfg: TransferConfig,
+                cache_dir: Path | None, *, workers: int, dist: Dist, progress: bool,
+                log: Callable) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Fixed-feature protocols: the head trained on cached features; (test predictions, test
+    labels, timing, history and cache records)."""
+    common = dict(cache_dir=cache_dir, seed=cfg.seed, tag=name, workers=workers, dist=dist,
+                  progress=progress, log=log, model_fp=model_fingerprint(net))
+    ftr, ytr, itr = cached_features(net, train_ds, views=cfg.views, **common)
+    fte, yte, ite = cached_features(net, test_ds, views=1, **common)
+    head = get_head(net)
+    info = train_head(head, ftr, ytr, cfg, device=dist.device, progress=progress, log=log)
+    preds = head_predict(head, fte[0])
+    return preds, yte, {"history": info["history"],
+                        "extract_s": itr["extract_s"] + ite["extract_s"],
+                        "train_s": info["train_s"], "cache": {"train": itr, "test": ite}}
+
+
+def _fit_network(net: RobustModel, train_ds, test_ds, cfg: TransferConfig, out_dir: Path, *,
+                 workers: int, dist: Dist, progress: bool, log: Callable, resume: bool,
+                 on_epoch_end: Callable | None
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Training behind the network (checkpointed in ``out_dir``), then the test predictions;
+    (test predictions, test labels, timing and history)."""
+    info = train_network(net, train_ds, cfg, dist=dist, workers=workers, checkpoint=out_dir,
+                         resume=resume, progress=progress, test_ds=test_ds, log=log,
+                         on_epoch_end=on_epoch_end)
+    t0 = time.perf_counter()
+    preds, labels = predict_dataset(net, test_ds, dist=dist, workers=workers,
+                                    precision=info["precision"], progress=progress,
+                                    desc="test")
+    return preds, labels, {"history": info["history"], "eval_s": time.perf_counter() - t0,
+                           "train_s": info["train_s"]}
 
 
 def _write_outputs(out_dir: Path, net: RobustModel, result: dict, cfg: TransferConfig,
