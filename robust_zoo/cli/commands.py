@@ -88,6 +88,7 @@ def cmd_download(args) -> int:
 def cmd_verify(args) -> int:
     """Re-hash every cached file of the named (default: all) entries."""
     from ..hub import factory as api, sources as hub
+    from ..hub.cache import cleanup_stale
     from ..hub.manifest import load_manifest
 
     from ..errors import RobustZooError
@@ -95,7 +96,7 @@ def cmd_verify(args) -> int:
     m = load_manifest(args.manifest)
     bad = 0
     for entry in [m.get(n) for n in args.names] if args.names else m:
-        hub.cleanup_stale()
+        cleanup_stale()
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")

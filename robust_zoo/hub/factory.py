@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .. import validate
-from . import loading as cache, sources as hub
+from . import loading, sources
 from ..models.archs import build, get_arch
 from ..formats.upstream import match_state_dict
 from ..errors import RobustZooError, UsageError
@@ -118,13 +118,13 @@ def load_state_dict(entry: Entry, *, verify: str = "auto", progress: bool = True
                     local_files_only: bool = False
                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(torchvision state dict, metadata) for ``entry``: its files tried in order of preference,
-    each verified and content-checked by ``robust_zoo.cache``."""
+    each verified and content-checked by ``hub.loading``."""
     errors = []
     for spec in entry.files:
         try:
-            loaded = cache.load_spec(entry, spec, verify=verify, progress=progress,
+            loaded = loading.load_spec(entry, spec, verify=verify, progress=progress,
                                      local_files_only=local_files_only)
-        except (hub.SourceUnavailableError, hub.NotCachedError) as e:
+        except (sources.SourceUnavailableError, sources.NotCachedError) as e:
             errors.append(e)
             continue
         if spec.format != "safetensors":  # a converted copy: matched to the arch when written
@@ -132,7 +132,7 @@ def load_state_dict(entry: Entry, *, verify: str = "auto", progress: bool = True
         return _net_keys(loaded.state_dict, entry, spec.describe()), loaded.metadata
     if len(errors) == 1:
         raise errors[0]
-    raise hub.SourceUnavailableError(f"No file of {entry.name} could be fetched:\n  "
+    raise sources.SourceUnavailableError(f"No file of {entry.name} could be fetched:\n  "
                                      + "\n  ".join(str(e) for e in errors))
 
 
@@ -151,7 +151,7 @@ def download(names: list[str] | str, *, manifest: Any = None, progress: bool = T
     for name in [names] if isinstance(names, str) else names:
         entry = get_entry(name, manifest=manifest)
         load_state_dict(entry, verify=verify, progress=progress)
-        out[name] = cache.local_file(entry)
+        out[name] = loading.local_file(entry)
     return out
 
 
@@ -178,7 +178,7 @@ def _export_entry(ref: str) -> Entry:
         cfg_spec = FileSpec(format="safetensors", repo_id=repo, filename="config.json",
                             revision=rev or "main")
         try:
-            cfg_path = hub.hf_download(cfg_spec, progress=False)
+            cfg_path = sources.hf_download(cfg_spec, progress=False)
         except Exception as e:  # noqa: BLE001 — huggingface_hub's own errors, named below
             if isinstance(e, RobustZooError) or type(e).__module__.split(".")[0] not in (
                     "huggingface_hub", "httpx", "httpx2", "requests"):

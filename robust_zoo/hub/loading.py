@@ -3,7 +3,7 @@
 
 ``load_spec`` turns one manifest file into (state dict, metadata):
 
-* a safetensors file is fetched and verified (``hub.fetch_verified``) and read with
+* a safetensors file is fetched and verified (``sources.fetch_verified``) and read with
   ``weights.read_weights``, which recomputes the fast digest of exactly the bytes it maps and
   compares it with the one recorded when the file's sha256 was checked;
 * an upstream pickle is converted once into ``converted/<source sha256>.safetensors`` — only
@@ -21,12 +21,14 @@ import re
 import warnings
 from pathlib import Path
 
-from . import sources as hub
+from . import records, sources
 from ..formats.upstream import CheckpointFormatError, from_robustness, read_checkpoint
 from ..fileio import FAST_DIGEST, atomic_write_text, hash_file
+from .cache import cache_dir, cache_write_error, file_lock
 from .manifest import Entry, FileSpec
 from ..validate import IntegrityError
-from ..formats.safetensors_file import Loaded, read_weights, save_weights, serialized_digest, weights_metadata
+from ..formats.safetensors_file import (Loaded, read_weights, save_weights, serialized_digest,
+                                        weights_metadata)
 
 _FAST_RE = re.compile(r"^[0-9a-f]{32}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -34,7 +36,7 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 def converted_path(source_sha256: str) -> Path:
     """Where the converted copy of the upstream file with this sha256 lives."""
-    return hub.cache_dir() / "converted" / f"{source_sha256}.safetensors"
+    return cache_dir() / "converted" / f"{source_sha256}.safetensors"
 
 
 def load_spec(entry: Entry, spec: FileSpec, *, verify: str = "auto", progress: bool = True,
@@ -49,15 +51,15 @@ def load_spec(entry: Entry, spec: FileSpec, *, verify: str = "auto", progress: b
 def _load_safetensors(entry, spec, verify, progress, local_files_only) -> Loaded:
     what = spec.describe()
     kw = dict(base_dir=entry.base_dir, progress=progress, local_files_only=local_files_only)
-    v = hub.fetch_verified(spec, verify=verify, **kw)
+    v = sources.fetch_verified(spec, verify=verify, **kw)
     try:
         return read_weights(v.path, v.fast, what)
     except IntegrityError as e:
         # Changed since it was verified: re-check by sha256, which deletes and re-downloads a
         # cached Hub/URL file that no longer matches (or refuses a local one).
         warnings.warn(f"{e}; checking it by sha256 again.")
-        hub.forget(v.path)
-        v = hub.fetch_verified(spec, verify="always", **kw)
+        records.forget(v.path)
+        v = sources.fetch_verified(spec, verify="always", **kw)
         return read_weights(v.path, v.fast, what)
 
 
@@ -113,12 +115,12 @@ def converted_copy(entry: Entry, spec: FileSpec, *, verify: str = "auto", progre
         if hit is not None:
             return hit
     # The pickle is unpickled only right after its sha256 was checked in this call.
-    v = hub.fetch_verified(spec, base_dir=entry.base_dir,
+    v = sources.fetch_verified(spec, base_dir=entry.base_dir,
                            verify="never" if verify == "never" else "always",
                            progress=progress, local_files_only=local_files_only)
-    source_sha = spec.sha256 or hub.file_sha256(v.path)
+    source_sha = spec.sha256 or records.file_sha256(v.path)
     out = converted_path(source_sha)
-    with hub.file_lock(f"convert-{source_sha}"):
+    with file_lock(f"convert-{source_sha}"):
         if verify != "always":
             hit = _cached_conversion(source_sha, verify)  # another process may have done it
             if hit is not None:
@@ -156,7 +158,7 @@ def converted_copy(entry: Entry, spec: FileSpec, *, verify: str = "auto", progre
                 out.unlink(missing_ok=True)
             except OSError:
                 pass
-            raise hub.cache_write_error(e, out.parent, f"write the converted copy of "
+            raise cache_write_error(e, out.parent, f"write the converted copy of "
                                         f"{entry.name}") from None
         if fast != fresh:
             raise IntegrityError(f"{out} changed while it was written (digest {fast}, "
@@ -168,14 +170,14 @@ def local_file(entry: Entry) -> Path:
     """The verified local file behind ``entry`` (the converted copy for upstream pickles)."""
     for spec in entry.files:
         try:
-            path = hub.fetch(spec, base_dir=entry.base_dir, progress=False,
+            path = sources.fetch(spec, base_dir=entry.base_dir, progress=False,
                              local_files_only=True)
-        except (hub.NotCachedError, hub.SourceUnavailableError):
+        except (sources.NotCachedError, sources.SourceUnavailableError):
             continue
         if spec.format == "robustness-ckpt":
-            return converted_path(spec.sha256 or hub.file_sha256(path))
+            return converted_path(spec.sha256 or records.file_sha256(path))
         return path
-    raise hub.NotCachedError(f"{entry.name} has no file in the local cache")
+    raise sources.NotCachedError(f"{entry.name} has no file in the local cache")
 
 
 __all__ = ["load_spec", "converted_copy", "converted_path", "local_file"]
