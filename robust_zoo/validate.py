@@ -3,7 +3,7 @@
 package's own error naming the field, what is valid and what was found; nothing here reads the
 network, and nothing downstream needs to re-check what passed here.
 
-Bottom layer: imports only ``errors``, ``naming`` and ``io``.
+Bottom layer: imports only ``errors`` and ``naming``.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ class IntegrityError(RobustZooError, RuntimeError):
 # ----------------------------------------------------------------------------- manifest fields
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_FAST_DIGEST_RE = re.compile(r"^[0-9a-f]{32}$")     # fileio.FAST_DIGEST: xxh3-128, 32 hex digits
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 # A branch or tag name as git allows it, minus anything a file system could read as a path
 # step: no "..", no leading "/" or ".", no "\", no empty component.
@@ -51,6 +52,16 @@ def sha256_hex(value: Any, field: str = "sha256") -> str | None:
     if not isinstance(value, str) or not _SHA256_RE.match(value.lower()):
         raise FieldError(field, f"{value!r} is not a sha256 (64 hex digits) or null")
     return value.lower()
+
+
+def is_sha256(value: Any) -> bool:
+    """``value`` is a sha256 as 64 lower-case hex digits (a Hub LFS etag, a record's field)."""
+    return isinstance(value, str) and bool(_SHA256_RE.match(value))
+
+
+def is_fast_digest(value: Any) -> bool:
+    """``value`` is a ``fileio.FAST_DIGEST`` (xxh3-128) as 32 lower-case hex digits."""
+    return isinstance(value, str) and bool(_FAST_DIGEST_RE.match(value))
 
 
 def revision(value: Any, field: str = "revision") -> str | None:

@@ -55,9 +55,9 @@ def rewrite_converted_with_sidecar(out: Path, side: Path, state_dict, meta: dict
     save_weights(state_dict, out, arch="resnet18", num_classes=1000,
                  **{k: v for k, v in meta.items()
                     if k not in ("format", "arch", "num_classes", "mean", "std")})
-    sha, fast, _ = rz_io.hash_file(out)
+    sha, fast, size = rz_io.hash_file(out)
     rec = json.loads(side.read_text())
-    rec.update(sha256=sha, xxh3_128=fast)
+    rec.update(sha256=sha, xxh3_128=fast, size=size)
     side.write_text(json.dumps(rec))
 
 

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 STALE_SECONDS = 3600        # leftovers older than this are removed
 
-__all__ = ["cache_dir", "offline", "hf_cache", "hf_repo_dir", "CacheWriteError",
-           "cache_write_error", "file_lock", "cleanup_stale", "STALE_SECONDS"]
+__all__ = ["cache_dir", "converted_dir", "converted_path", "offline", "hf_cache", "hf_repo_dir",
+           "CacheWriteError", "cache_write_error", "file_lock", "cleanup_stale", "STALE_SECONDS"]
 
 
 class CacheWriteError(RobustZooError, OSError):
@@ -43,6 +43,16 @@ def cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "robust_zoo"
+
+
+def converted_dir() -> Path:
+    """The folder of converted copies of upstream pickles and their records."""
+    return cache_dir() / "converted"
+
+
+def converted_path(key: str) -> Path:
+    """Where the converted copy with cache key ``key`` lives."""
+    return converted_dir() / f"{key}.safetensors"
 
 
 def offline() -> bool:
@@ -106,7 +116,7 @@ def cleanup_stale(spec: "FileSpec | None" = None, keep: Path | None = None) -> l
     if spec is not None and spec.source == "hf":
         dirs.append((hf_repo_dir(spec.repo_id) / "blobs", ("*.incomplete",)))
     root = cache_dir()
-    dirs += [(root / "converted", ("*.tmp",)), (root / "verified", ("*.tmp",)),
+    dirs += [(converted_dir(), ("*.tmp",)), (root / "verified", ("*.tmp",)),
              (root / "downloads", ("**/*.tmp", "**/*.part")), (root, (".*.tmp",))]
     for d, patterns in dirs:
         if not d.is_dir():

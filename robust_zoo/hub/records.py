@@ -1,76 +1,121 @@
-"""Records of verified files: which bytes were checked against which sha256.
+"""Records of verified files: these bytes, this size, this sha256, this fast digest, checked
+against this pin.
 
-Hashing a 1 GB file by sha256 costs seconds, so a successful check leaves a record in our
-cache: the file's size, its sha256 and its fast digest (``fileio.FAST_DIGEST``), the record of
-exactly which bytes were verified. ``verify="auto"`` trusts the record's sha256 only together
-with a content check: the reader (``formats.safetensors_file.read_weights``) recomputes the fast
-digest of the bytes it loads and compares it with the record's, so any changed byte is caught on
-every load. ``"always"`` re-hashes by sha256; ``"never"`` checks nothing. A record that is
-malformed is treated as absent (the file is re-hashed and the record rewritten).
+Hashing a 1 GB file by sha256 costs seconds, so a successful check leaves a ``Record`` in our
+cache. Two kinds of file have one: a fetched file (its record in ``verified/``, keyed by the
+file's path; ``pinned`` is the sha256 it was checked against, its own) and a converted copy of an
+upstream pickle (its record beside it, ``converted/<key>.json``; ``pinned`` is the sha256 of
+the verified source it was converted from). One reader and one writer serve both.
+
+``verify="auto"`` trusts a record's sha256 only together with a content check: the reader of
+the file (``formats.safetensors_file.read_weights``) recomputes the fast digest of the bytes it
+loads and compares it with the record's, so any changed byte is caught on every load.
+``"always"`` re-hashes by sha256; ``"never"`` checks nothing. A record that is malformed, of
+another version, about another file or of another size is treated as absent (the file is
+re-hashed and the record rewritten).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import validate
 from ..fileio import FAST_DIGEST, atomic_write_text, hash_file
 from ..validate import IntegrityError
-from .cache import cache_dir
+from .cache import cache_dir, converted_dir
 
 VERIFY_MODES = ("auto", "always", "never")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_FAST_RE = re.compile(r"^[0-9a-f]{32}$")
-MARKER_VERSION = 2
+RECORD_VERSION = 3
 
-__all__ = ["VERIFY_MODES", "read_marker", "write_marker", "forget", "verify_file",
-           "file_sha256", "IntegrityError"]
+__all__ = ["VERIFY_MODES", "Record", "record_path", "read", "write", "note", "forget",
+           "check_mode", "verify_file", "file_sha256", "IntegrityError"]
 
 
-def _marker_path(path: Path) -> Path:
-    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()
-    return cache_dir() / "verified" / f"{key}.json"
+@dataclass(frozen=True)
+class Record:
+    """What was verified about one file."""
+
+    file: str              # the file: its name in converted/, else its resolved path
+    size: int
+    sha256: str
+    fast: str              # FAST_DIGEST hex of the same bytes
+    pinned: str | None     # the pinned sha256 the file (or its source) was checked against
+    about: dict[str, Any] = field(default_factory=dict)   # provenance: source, arch, name, ...
+
+    def to_json(self) -> str:
+        return json.dumps({"v": RECORD_VERSION, "file": self.file, "size": self.size,
+                           "sha256": self.sha256, FAST_DIGEST: self.fast,
+                           "pinned": self.pinned, **self.about}, indent=1)
 
 
-def read_marker(path: Path) -> dict | None:
-    """The marker of ``path`` if it is well-formed and matches the file's size, else None."""
+def _identity(path: Path) -> tuple[Path, str]:
+    """(where the record of ``path`` lives, how it names ``path``)."""
+    if path.parent == converted_dir():
+        return path.with_suffix(".json"), path.name
+    resolved = str(path.resolve())
+    key = hashlib.sha1(resolved.encode()).hexdigest()
+    return cache_dir() / "verified" / f"{key}.json", resolved
+
+
+def record_path(path: Path) -> Path:
+    """Where the record of ``path`` lives."""
+    return _identity(path)[0]
+
+
+def read(path: Path) -> Record | None:
+    """The record of ``path`` if it is well-formed, names ``path`` and matches its size."""
+    where, ident = _identity(path)
     try:
-        m = json.loads(_marker_path(path).read_text())
+        d = json.loads(where.read_text())
         size = path.stat().st_size
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return None
-    if (isinstance(m, dict) and m.get("v") == MARKER_VERSION
-            and m.get("path") == str(path.resolve()) and m.get("size") == size
-            and isinstance(m.get("sha256"), str) and _SHA256_RE.match(m["sha256"])
-            and isinstance(m.get(FAST_DIGEST), str) and _FAST_RE.match(m[FAST_DIGEST])):
-        return m
-    return None
+    if not (isinstance(d, dict) and d.get("v") == RECORD_VERSION and d.get("file") == ident
+            and type(d.get("size")) is int and d["size"] == size
+            and validate.is_sha256(d.get("sha256"))
+            and validate.is_fast_digest(d.get(FAST_DIGEST))
+            and (d.get("pinned") is None or validate.is_sha256(d["pinned"]))):
+        return None
+    about = {k: v for k, v in d.items()
+             if k not in ("v", "file", "size", "sha256", FAST_DIGEST, "pinned")}
+    return Record(ident, size, d["sha256"], d[FAST_DIGEST], d.get("pinned"), about)
 
 
-def write_marker(path: Path, sha256: str, fast: str, size: int) -> None:
-    """Record a verification; a cache that cannot be written only costs a re-hash next time."""
+def write(path: Path, sha256: str, fast: str, size: int, pinned: str | None,
+          **about: Any) -> Record:
+    """Record a verification of ``path`` (atomically; an OSError propagates)."""
+    where, ident = _identity(path)
+    rec = Record(ident, size, sha256, fast, pinned, about)
+    atomic_write_text(where, rec.to_json())
+    return rec
+
+
+def note(path: Path, sha256: str, fast: str, size: int, pinned: str | None) -> None:
+    """``write``, for a record that only saves work: a cache that cannot be written costs a
+    re-hash next time, nothing else."""
     try:
-        atomic_write_text(_marker_path(path), json.dumps(
-            {"v": MARKER_VERSION, "path": str(path.resolve()), "size": size, "sha256": sha256,
-             FAST_DIGEST: fast}))
+        write(path, sha256, fast, size, pinned)
     except OSError:
         pass
 
 
 def forget(path: Path) -> None:
-    """Drop the marker of ``path`` (its verification no longer holds)."""
+    """Drop the record of ``path`` (its verification no longer holds)."""
     try:
-        _marker_path(path).unlink()
+        record_path(path).unlink()
     except OSError:
         pass
 
 
-def check_mode(verify: str) -> str:
+def check_mode(verify: Any) -> str:
     """``verify`` if it is one of VERIFY_MODES, else a FieldError naming them."""
     if verify not in VERIFY_MODES:
-        raise validate.FieldError("verify", f"{verify!r}: use one of {VERIFY_MODES}")
+        hint = (f"; did you mean {verify.lower()!r}?"
+                if isinstance(verify, str) and verify.lower() in VERIFY_MODES else "")
+        raise validate.FieldError("verify", f"{verify!r}: use one of {VERIFY_MODES}{hint}")
     return verify
 
 
@@ -78,32 +123,32 @@ def verify_file(path: Path, expected: str | None, what: str, verify: str = "auto
     """Check ``path`` against ``expected`` (sha256); return the fast digest the bytes had when
     verified, which the reader must find again (None: nothing to check against).
 
-    "auto" takes the sha256 from a well-formed marker of the same size; otherwise, and always
-    for "always", the file is hashed (sha256 and fast digest in one read)."""
+    "auto" takes the sha256 from a valid record; otherwise, and always for "always", the file
+    is hashed (sha256 and fast digest in one read)."""
     check_mode(verify)
     if verify == "never" or expected is None:
         return None
     expected = expected.lower()
-    m = read_marker(path) if verify == "auto" else None
-    if m is not None and m["sha256"] == expected:
-        return m[FAST_DIGEST]
+    rec = read(path) if verify == "auto" else None
+    if rec is not None and rec.sha256 == expected:
+        return rec.fast
     sha, fast, size = hash_file(path)
     if sha != expected:
         forget(path)
         raise IntegrityError(f"sha256 mismatch for {what}\n  file:     {path}\n"
                              f"  expected: {expected}\n  actual:   {sha}")
-    write_marker(path, sha, fast, size)
+    note(path, sha, fast, size, expected)
     return fast
 
 
 def file_sha256(path: Path, verify: str = "auto") -> str | None:
-    """sha256 of ``path``, from its marker when one is valid (``verify="auto"``)."""
+    """sha256 of ``path``, from its record when one is valid (``verify="auto"``)."""
     check_mode(verify)
     if verify == "never":
         return None
-    m = read_marker(path) if verify == "auto" else None
-    if m is not None:
-        return m["sha256"]
+    rec = read(path) if verify == "auto" else None
+    if rec is not None:
+        return rec.sha256
     sha, fast, size = hash_file(path)
-    write_marker(path, sha, fast, size)
+    note(path, sha, fast, size, None)
     return sha

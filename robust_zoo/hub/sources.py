@@ -22,7 +22,7 @@ from ..fileio import atomic_path
 from ..validate import IntegrityError
 from .cache import cache_dir, cache_write_error, cleanup_stale, file_lock, hf_cache, offline
 from .manifest import FileSpec
-from .records import _SHA256_RE, check_mode, forget, verify_file
+from .records import check_mode, forget, verify_file
 
 RETRIES = 3                 # attempts per source for transient network errors
 BACKOFF_SECONDS = 1.0       # first wait; doubles per attempt
@@ -220,7 +220,7 @@ def _check_hf(path: Path, spec: FileSpec, what: str, verify: str) -> str | None:
         return verify_file(path, spec.sha256, what, verify)
     # Unpinned: the blob is named after its etag, which for LFS files is the content sha256.
     etag = path.resolve().name
-    if _SHA256_RE.match(etag):
+    if validate.is_sha256(etag):
         warnings.warn(f"{what} has no sha256 in the manifest; checked against the Hub's LFS hash "
                       f"{etag[:12]}… only. Pin it (`robust-zoo pin`) to guard against changes "
                       "on the Hub.", UnpinnedFileWarning, stacklevel=5)
