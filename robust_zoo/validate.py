@@ -12,7 +12,7 @@ import math
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from .errors import RobustZooError
 from .naming import parse_eps
@@ -286,12 +286,6 @@ def safetensors_header(header: bytes, file_size: int, what: str) -> SafetensorsH
                                     f"but the file holds {file_size - data_start} (truncated or "
                                     "trailing bytes)")
     return SafetensorsHeader(data_start, tuple(tensors), dict(meta))
-
-
-def check_state_dict_names(names: Sequence[str], what: str) -> None:
-    bad = [n for n in names if not isinstance(n, str) or not n]
-    if bad:
-        raise CheckpointFormatError(f"{what}: tensor names must be non-empty strings: {bad[:3]}")
 
 
 def metadata_json_list(meta: Mapping[str, str], key: str, what: str) -> tuple[float, ...] | None:
