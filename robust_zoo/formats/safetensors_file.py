@@ -30,6 +30,7 @@ from typing import Any, Mapping
 import torch
 
 from ..fileio import FAST_DIGEST, atomic_path, fast_hasher
+from ..models.archs import IMAGENET_MEAN, IMAGENET_STD
 from ..validate import (DTYPES, CheckpointFormatError, IntegrityError, header_length,
                        safetensors_header)
 
@@ -92,8 +93,8 @@ def serialized_digest(tensors: Mapping[str, torch.Tensor],
     return h.hexdigest()
 
 
-def weights_metadata(arch: str, num_classes: int, mean=(0.485, 0.456, 0.406),
-                     std=(0.229, 0.224, 0.225), **metadata: Any) -> dict[str, str]:
+def weights_metadata(arch: str, num_classes: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                     **metadata: Any) -> dict[str, str]:
     """The metadata ``save_weights`` writes."""
     meta = {"format": FORMAT_TAG, "arch": arch, "num_classes": str(int(num_classes)),
             "mean": json.dumps([float(x) for x in mean]),
@@ -103,8 +104,8 @@ def weights_metadata(arch: str, num_classes: int, mean=(0.485, 0.456, 0.406),
 
 
 def save_weights(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, *,
-                 arch: str, num_classes: int, mean=(0.485, 0.456, 0.406),
-                 std=(0.229, 0.224, 0.225), **metadata: Any) -> Path:
+                 arch: str, num_classes: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 **metadata: Any) -> Path:
     """Write ``state_dict`` atomically as (aligned) safetensors plus the metadata above."""
     return write_safetensors(state_dict, path, weights_metadata(arch, num_classes, mean, std,
                                                                 **metadata))
