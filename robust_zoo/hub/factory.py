@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from .. import validate
-from . import loading, sources
+from . import loading, records, sources
 from ..models.archs import build, get_arch
 from ..formats.upstream import match_state_dict
 from ..errors import RobustZooError, UsageError
+from ..naming import check_norm
 from .manifest import Entry, FileSpec, Manifest, ManifestError, UnknownModelError, load_manifest
 from ..models.robust_model import RobustModel, replace_head
 
@@ -31,21 +32,44 @@ def get_entry(name: str | os.PathLike | None = None, *, arch: str | None = None,
               norm: str | None = None, eps: float | None = None, manifest: Any = None) -> Entry:
     """The manifest entry for a name, an ``hf-hub:org/repo[@rev]`` export, an export folder
     (a path, or ``local-dir:PATH`` as in timm), or (arch, norm, ε)."""
+    eps = _check_selection(name, arch, norm, eps)
     if name is not None:
         name = os.fspath(name)
         if name.startswith(("hf-hub:", "local-dir:")) or _is_export_dir(name):
             return _export_entry(name)
     m = load_manifest(manifest)
     if name is not None:
-        if arch or norm or eps is not None:
-            raise ValueError("Pass either a name or arch/norm/eps, not both")
         if name not in m and (Path(name) / "config.json").is_file():
             return _export_entry(name)    # a bare folder name that is not a zoo name
         return m.get(name)
-    if arch is None or norm is None or eps is None:
-        raise ValueError("Pass a model name, or all of arch=, norm= and eps= "
-                         "(e.g. arch='resnet50', norm='linf', eps=4/255)")
     return m.find(arch, norm, eps)
+
+
+def _check_selection(name: Any, arch: Any, norm: Any, eps: Any) -> float | None:
+    """A name, or all of arch/norm/eps, each of a valid kind; returns ε as a float."""
+    if name is not None:
+        if not isinstance(name, (str, os.PathLike)) or not os.fspath(name):
+            raise UsageError(f"name={name!r} is not a model name: pass a name from "
+                             "robust_zoo.list_models(), an export folder or hf-hub:org/repo")
+        given = [k for k, v in (("arch", arch), ("norm", norm), ("eps", eps)) if v is not None]
+        if given:
+            raise UsageError(f"Pass either a name or arch=/norm=/eps=, not both (got name="
+                             f"{os.fspath(name)!r} and {', '.join(given)})")
+        return None
+    if arch is None or norm is None or eps is None:
+        raise UsageError("Pass a model name, or all of arch=, norm= and eps= "
+                         "(e.g. arch='resnet50', norm='linf', eps=4/255)")
+    if not isinstance(arch, str):
+        raise UsageError(f"arch={arch!r} is not an architecture name (e.g. 'resnet50')")
+    try:
+        get_arch(arch)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    check_norm(norm)
+    try:
+        return validate.eps(eps, "eps")
+    except validate.FieldError as e:
+        raise UsageError(f"eps={eps!r}: {str(e).split(': ', 1)[1]}") from None
 
 
 def arch_of(name: str, *, manifest: Any = None, pretrained: bool = True) -> str:
@@ -82,7 +106,12 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
     (``0``: features only); equal to it, the trained head is kept, as in timm.
     ``model.reset_classifier(N)`` always gives a fresh head.
     ``verify``: "auto" (hash files once, re-hash when they change), "always", "never".
+    Every argument is checked before anything is read or written (a ``UsageError`` naming it).
     """
+    _check_selection(name, arch, norm, eps)
+    _check_load_arguments(pretrained=pretrained, normalize=normalize, progress=progress,
+                          local_files_only=local_files_only, num_classes=num_classes,
+                          device=device, dtype=dtype, verify=verify)
     entry = get_entry(name, arch=arch, norm=norm, eps=eps, manifest=manifest)
     a = get_arch(entry.arch)
     mean, std = entry.mean, entry.std
@@ -103,6 +132,45 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
+
+
+def _check_load_arguments(*, pretrained: Any, normalize: Any, progress: Any,
+                          local_files_only: Any, num_classes: Any, device: Any, dtype: Any,
+                          verify: Any) -> None:
+    """``load``'s arguments other than the model's selection, each of a valid kind and value."""
+    records.check_mode(verify)
+    for k, v in (("pretrained", pretrained), ("normalize", normalize), ("progress", progress),
+                 ("local_files_only", local_files_only)):
+        if not isinstance(v, bool):
+            raise UsageError(f"{k}={v!r}: pass True or False")
+    if num_classes is not None and (isinstance(num_classes, bool)
+                                    or not isinstance(num_classes, int) or num_classes < 0):
+        raise UsageError(f"num_classes={num_classes!r}: pass an integer >= 0 (0: features "
+                         "only) or None (the entry's own head)")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        hint = (f"; did you mean torch.{dtype}?" if isinstance(dtype, str)
+                and isinstance(getattr(torch, dtype, None), torch.dtype) else "")
+        raise UsageError(f"dtype={dtype!r}: pass a floating torch dtype (torch.float32, "
+                         f"torch.float16, torch.bfloat16, torch.float64) or None{hint}")
+    if device is not None:
+        _check_device(device)
+
+
+def _check_device(device: Any) -> None:
+    """``device`` names a device that exists on this machine."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise UsageError(f"device={device!r} is not a device ({str(e).splitlines()[0]}); use "
+                         "e.g. 'cpu', 'cuda' or 'cuda:0'") from None
+    if d.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (d.index or 0) >= n:
+            raise UsageError(f"device={device!r}: this machine has {n} CUDA device(s)"
+                             + ("; use device='cpu'" if n == 0 else
+                                f"; use an index below {n}"))
+    elif d.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"device={device!r}: MPS is not available here; use device='cpu'")
 
 
 def _with_versions(sd: dict[str, torch.Tensor], net: nn.Module) -> "OrderedDict":
@@ -147,6 +215,7 @@ def download(names: list[str] | str, *, manifest: Any = None, progress: bool = T
              verify: str = "auto") -> dict[str, Path]:
     """Fetch, verify (and convert) entries so later loads need no network; returns, per name,
     the local file that later loads read."""
+    records.check_mode(verify)
     out = {}
     for name in [names] if isinstance(names, str) else names:
         entry = get_entry(name, manifest=manifest)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import validate
+from ..errors import UsageError
 from ..fileio import FAST_DIGEST, atomic_write_text, hash_file
 from ..validate import IntegrityError
 from .cache import cache_dir, converted_dir
@@ -111,11 +112,11 @@ def forget(path: Path) -> None:
 
 
 def check_mode(verify: Any) -> str:
-    """``verify`` if it is one of VERIFY_MODES, else a FieldError naming them."""
-    if verify not in VERIFY_MODES:
+    """``verify`` if it is one of VERIFY_MODES, else a UsageError naming them."""
+    if not isinstance(verify, str) or verify not in VERIFY_MODES:
         hint = (f"; did you mean {verify.lower()!r}?"
                 if isinstance(verify, str) and verify.lower() in VERIFY_MODES else "")
-        raise validate.FieldError("verify", f"{verify!r}: use one of {VERIFY_MODES}{hint}")
+        raise UsageError(f"verify={verify!r}: use one of {', '.join(VERIFY_MODES)}{hint}")
     return verify
 
 
