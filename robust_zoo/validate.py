@@ -27,7 +27,9 @@ class FieldError(RobustZooError, ValueError):
 
 
 class CheckpointFormatError(RobustZooError, ValueError):
-    """The file is not a checkpoint of the expected layout."""
+    """A weights file (the zoo's safetensors, an upstream ``robustness`` checkpoint, an export)
+    that is not of the expected layout. A training run's own checkpoint has
+    ``engine.checkpoint.RunCheckpointError``."""
 
 
 class IntegrityError(RobustZooError, RuntimeError):
