@@ -13,7 +13,7 @@ kernels by pointer alignment, and on AVX-512 machines a 4-byte-aligned weight gi
 that differ from torchvision's in the last bits.
 
 Reading (``read_weights``) maps the file once, hashes exactly the mapped bytes with the fast
-digest (``io.FAST_DIGEST``), validates the header (``validate.safetensors_header``) and builds
+digest (``fileio.FAST_DIGEST``), validates the header (``validate.safetensors_header``) and builds
 each tensor as a view of the map when it is 64-byte aligned, else as an aligned copy. So the
 bytes that were hashed are the bytes the model computes with.
 """

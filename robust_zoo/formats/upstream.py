@@ -1,7 +1,7 @@
 """Upstream ``robustness`` checkpoints ⇄ plain torchvision state dicts.
 
 An upstream ``.ckpt`` is ``torch.save``'d ``{"model": DataParallel(AttackerModel).state_dict(),
-"epoch": ..., "optimizer": ..., "schedule": ..., "amp": ...}`` (older files: ``"state_dict"``).
+"epoch": ..., "optimizer": ..., "schedule": ..., "amp": ...}`` (some files: ``"state_dict"``).
 Inside ``model``::
 
     module.normalizer.new_mean / new_std          ImageNet mean/std, shape [3, 1, 1]
@@ -160,7 +160,7 @@ def from_robustness(ckpt: Mapping[str, Any], arch: str, *, mean: Sequence[float]
     key = next((k for k in TOP_LEVEL_KEYS if k in ckpt), None)
     if key is None:
         raise CheckpointFormatError(
-            f"{source} is not a robustness checkpoint: expected a top-level 'model' (or legacy "
+            f"{source} is not a robustness checkpoint: expected a top-level 'model' (or "
             f"'state_dict') entry holding the AttackerModel state dict, found keys "
             f"{sorted(map(str, ckpt))[:10]}")
     sd = ckpt[key]
