@@ -2,16 +2,30 @@
 the caches: deletion scope, cache keys, what "verified" means."""
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 import robust_zoo
+from robust_zoo.cli import commands as cli
 from robust_zoo.errors import UsageError
 from robust_zoo.fileio import sha256_file
-from robust_zoo.hub import cache, records
-from zoo import manifest, publish_upstream
+from robust_zoo.hub import cache, records, sources
+from zoo import ckpt_bytes, manifest, publish_upstream, random_net, reference_logits
+
+X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def same(model, net) -> bool:
+    with torch.no_grad():
+        return torch.equal(model(X), reference_logits(net, X))
+
+
+def sha256_file_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def test_fetched_files_and_converted_copies_have_records_of_one_format(hub_server,
@@ -81,3 +95,59 @@ def test_load_checks_every_argument_before_reading_or_writing(hub_server, isolat
         robust_zoo.load(manifest=manifest(entry), progress=False, **kw)
     assert hub_server.requests == []
     assert not any(p.exists() for p in isolated_caches.values())
+
+
+# ----------------------------------------------------------------------------- deletion scope
+
+def _plant_symlinks(roots, outside: Path) -> dict[Path, bytes]:
+    """Replace every file under ``roots`` by a symlink to a copy outside the caches (the data
+    files' copies with one byte flipped, so that every check fails and every repair runs);
+    returns the outside files and their bytes. huggingface_hub's own lock files (``.locks``)
+    are left as they are: it refuses a symlinked lock (ELOOP), which is its business."""
+    planted = {}
+    for i, p in enumerate(f for r in roots for f in sorted(r.rglob("*"))
+                          if f.is_file() and not f.is_symlink() and ".locks" not in f.parts):
+        data = bytearray(p.read_bytes())
+        if p.suffix in (".safetensors", ".ckpt") or p.parent.name == "blobs":
+            data[len(data) // 2] ^= 0xFF
+        target = outside / f"{i}-{p.name}"
+        target.write_bytes(bytes(data))
+        p.unlink()
+        p.symlink_to(target)
+        planted[target] = bytes(data)
+    return planted
+
+
+def test_repairs_delete_inside_the_caches_never_a_symlinks_target(hub_server, isolated_caches,
+                                                                  tmp_path, monkeypatch,
+                                                                  capsys):
+    """A cache file that is a symlink (a blob, a converted copy, a download, a record, a lock,
+    a partial download) is removed or replaced as the link it is; its target is left alone."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(sources, "BACKOFF_SECONDS", 0.0)
+    hub_entry, hub_net = publish_upstream(hub_server, "resnet18")
+    url_net = random_net("resnet18", seed=1)
+    data = ckpt_bytes(url_net, "resnet18")
+    url_entry = {"name": "resnet18_l2_eps1", "arch": "resnet18", "norm": "l2", "eps": 1.0,
+                 "files": [{"format": "robustness-ckpt", "url": hub_server.add_raw("r.ckpt", data),
+                            "size": len(data), "sha256": sha256_file_bytes(data)}]}
+    mpath = tmp_path / "m.json"
+    mpath.write_text(json.dumps(manifest(hub_entry, url_entry)))
+    for e in (hub_entry, url_entry):
+        robust_zoo.load(e["name"], manifest=mpath, progress=False)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    planted = _plant_symlinks(isolated_caches.values(), outside)
+    part = next(cache.cache_dir().glob("downloads/*/r.ckpt")).with_name("r.ckpt.part")
+    (outside / "part").write_bytes(data[:1000])
+    part.symlink_to(outside / "part")
+    planted[outside / "part"] = data[:1000]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert cli.main(["verify", "--manifest", str(mpath)]) == 1
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.warns(UserWarning):
+        for e, net in ((hub_entry, hub_net), (url_entry, url_net)):
+            assert same(robust_zoo.load(e["name"], manifest=mpath, verify="always",
+                                        progress=False), net)
+    assert {p: p.read_bytes() for p in planted if p.exists()} == planted

@@ -9,6 +9,11 @@ Layout under ``cache_dir()``::
     locks/<key>.lock              inter-process locks
 
 Hub files live in the Hugging Face cache (``hf_cache()``), managed by ``huggingface_hub``.
+
+Deletion stays inside the caches: every file this package removes or replaces there is removed
+as the path inside the cache (``remove``; a symlink goes as a link, never its target), and a
+Hub file's blob is found by reading its snapshot link once (``hf_blob``), never by resolving
+links to wherever they end.
 Leftovers of killed runs (``.incomplete`` blobs of our repositories in the Hugging Face cache,
 our ``.tmp`` and ``.part`` files) older than ``STALE_SECONDS`` are removed by the next download.
 """
@@ -29,7 +34,8 @@ if TYPE_CHECKING:
 STALE_SECONDS = 3600        # leftovers older than this are removed
 
 __all__ = ["cache_dir", "converted_dir", "converted_path", "offline", "hf_cache", "hf_repo_dir",
-           "CacheWriteError", "cache_write_error", "file_lock", "cleanup_stale", "STALE_SECONDS"]
+           "hf_blob", "remove", "CacheWriteError", "cache_write_error", "file_lock",
+           "cleanup_stale", "STALE_SECONDS"]
 
 
 class CacheWriteError(RobustZooError, OSError):
@@ -74,6 +80,26 @@ def hf_repo_dir(repo_id: str) -> Path:
     from huggingface_hub.file_download import repo_folder_name
 
     return Path(hf_cache()) / repo_folder_name(repo_id=repo_id, repo_type="model")
+
+
+def hf_blob(path: Path, repo_id: str) -> Path | None:
+    """The blob that snapshot file ``path`` of ``repo_id`` links to, as a path inside the
+    repository's ``blobs/`` folder: the link is read once and joined lexically, so a blob that
+    is itself a symlink is named, not followed. None when ``path`` is no such link."""
+    if not path.is_symlink():
+        return None
+    target = os.path.normpath(path.parent / os.readlink(path))
+    blobs = os.path.normpath(hf_repo_dir(repo_id) / "blobs")
+    return Path(target) if os.path.dirname(target) == blobs else None
+
+
+def remove(path: Path | None) -> None:
+    """Delete ``path`` itself (a symlink is removed as a link; what it points at stays)."""
+    if path is not None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def cache_write_error(e: OSError, path: Path, doing: str) -> CacheWriteError:
@@ -125,7 +151,7 @@ def cleanup_stale(spec: "FileSpec | None" = None, keep: Path | None = None) -> l
             for p in d.glob(pat):
                 try:
                     if p != keep and p.is_file() and now - p.stat().st_mtime > STALE_SECONDS:
-                        p.unlink()
+                        remove(p)
                         found.append(p)
                 except OSError:
                     pass

@@ -26,7 +26,7 @@ from ..formats.safetensors_file import (Loaded, read_weights, save_weights, seri
                                         weights_metadata)
 from ..formats.upstream import CheckpointFormatError, from_robustness, read_checkpoint
 from ..validate import IntegrityError
-from .cache import cache_write_error, converted_path, file_lock
+from .cache import cache_write_error, converted_path, file_lock, remove
 from .manifest import Entry, FileSpec
 
 __all__ = ["load_spec", "converted_copy", "converted_path", "local_file"]
@@ -62,7 +62,7 @@ def _discard(out: Path, why: str) -> None:
     warnings.warn(f"Discarding a damaged converted checkpoint ({why}); converting again.")
     for p in (out, records.record_path(out)):
         try:
-            p.unlink()
+            remove(p)
         except OSError:
             pass
 
@@ -138,7 +138,7 @@ def converted_copy(entry: Entry, spec: FileSpec, *, verify: str = "auto", progre
                           arch=entry.arch, name=entry.name)
         except OSError as e:
             try:
-                out.unlink(missing_ok=True)
+                remove(out)
             except OSError:
                 pass
             raise cache_write_error(e, out.parent, f"write the converted copy of "

@@ -26,7 +26,7 @@ from .. import validate
 from ..errors import UsageError
 from ..fileio import FAST_DIGEST, atomic_write_text, hash_file
 from ..validate import IntegrityError
-from .cache import cache_dir, converted_dir
+from .cache import cache_dir, converted_dir, remove
 
 VERIFY_MODES = ("auto", "always", "never")
 RECORD_VERSION = 3
@@ -106,7 +106,7 @@ def note(path: Path, sha256: str, fast: str, size: int, pinned: str | None) -> N
 def forget(path: Path) -> None:
     """Drop the record of ``path`` (its verification no longer holds)."""
     try:
-        record_path(path).unlink()
+        remove(record_path(path))
     except OSError:
         pass
 

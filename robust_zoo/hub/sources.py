@@ -20,7 +20,8 @@ from .. import validate
 from ..errors import RobustZooError
 from ..fileio import atomic_path
 from ..validate import IntegrityError
-from .cache import cache_dir, cache_write_error, cleanup_stale, file_lock, hf_cache, offline
+from .cache import (cache_dir, cache_write_error, cleanup_stale, file_lock, hf_blob, hf_cache,
+                    offline, remove)
 from .manifest import FileSpec
 from .records import check_mode, forget, verify_file
 
@@ -143,15 +144,13 @@ def hf_download(spec: FileSpec, progress: bool = True, **kw) -> Path:
             enable_progress_bars()
 
 
-def _forget_hf_file(path: Path) -> None:
-    """Drop a cached Hub file: its blob, the snapshot link that points at it, its marker."""
-    blob = path.resolve()
+def _forget_hf_file(path: Path, repo_id: str) -> None:
+    """Drop a cached Hub file: its record, its snapshot link and the blob that link names,
+    each removed as the path inside the cache (``cache.remove``), never a link's target."""
+    blob = hf_blob(path, repo_id)
     forget(path)
-    for p in (path, blob):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
+    remove(path)
+    remove(blob)
 
 
 def _fetch_hf(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> Verified:
@@ -169,11 +168,11 @@ def _fetch_hf(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> 
                 return Verified(path, _check_hf(path, spec, what, verify), spec.sha256)
             except IntegrityError as e:
                 if local_only:
-                    _forget_hf_file(path)
+                    _forget_hf_file(path, spec.repo_id)
                     raise IntegrityError(f"{e}\nThe corrupted cache entry was deleted; fetch it "
                                          "again with network access.") from None
                 warnings.warn(f"Cached copy of {what} is corrupted; downloading it again.\n{e}")
-                _forget_hf_file(path)
+                _forget_hf_file(path, spec.repo_id)
         if local_only:
             raise NotCachedError(
                 f"{what} is not in the local cache and downloads are off "
@@ -209,7 +208,7 @@ def _fetch_hf(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> 
         try:
             fast = _check_hf(path, spec, what, "always")
         except IntegrityError as e:
-            _forget_hf_file(path)
+            _forget_hf_file(path, spec.repo_id)
             raise IntegrityError(f"{e}\nThe download was deleted and not loaded: the file on the "
                                  "server is not the one the manifest pins.") from None
         return Verified(path, fast, spec.sha256)
@@ -219,7 +218,7 @@ def _check_hf(path: Path, spec: FileSpec, what: str, verify: str) -> str | None:
     if spec.sha256:
         return verify_file(path, spec.sha256, what, verify)
     # Unpinned: the blob is named after its etag, which for LFS files is the content sha256.
-    etag = path.resolve().name
+    etag = (hf_blob(path, spec.repo_id) or path).name
     if validate.is_sha256(etag):
         warnings.warn(f"{what} has no sha256 in the manifest; checked against the Hub's LFS hash "
                       f"{etag[:12]}… only. Pin it (`robust-zoo pin`) to guard against changes "
@@ -240,7 +239,7 @@ def _fetch_url(spec: FileSpec, verify: str, progress: bool, local_only: bool) ->
                                 spec.sha256)
             except IntegrityError as e:
                 warnings.warn(f"Cached copy of {spec.url} is corrupted; downloading it again.\n{e}")
-                dest.unlink()
+                remove(dest)
         if local_only:
             raise NotCachedError(f"{spec.url} is not in the local cache ({dest}) and downloads "
                                  "are off (HF_HUB_OFFLINE / local_files_only).")
@@ -265,7 +264,7 @@ def _fetch_url(spec: FileSpec, verify: str, progress: bool, local_only: bool) ->
         try:
             fast = verify_file(dest, spec.sha256, spec.url, "always")
         except IntegrityError:
-            dest.unlink()
+            remove(dest)
             raise
         if spec.sha256 is None:
             warnings.warn(f"{spec.url} has no sha256 in the manifest: it is not verified.",
@@ -287,6 +286,8 @@ def _download_url(url: str, dest: Path, size: int | None, progress: bool) -> Non
 
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if part.is_symlink():       # never append to whatever a link points at: start over
+        remove(part)
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     with requests.get(url, stream=True, headers=headers, timeout=(10, 60)) as r:
@@ -300,7 +301,7 @@ def _download_url(url: str, dest: Path, size: int | None, progress: bool) -> Non
                 have = 0
             ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if ctype in ("text/html", "application/xhtml+xml"):
-                part.unlink(missing_ok=True)
+                remove(part)
                 raise SourceUnavailableError(f"{url} answered with an HTML page ({ctype}), not "
                                              "the file: a login, error or consent page? Nothing "
                                              "was kept.")
@@ -314,7 +315,7 @@ def _download_url(url: str, dest: Path, size: int | None, progress: bool) -> Non
                         first = False
                         if _looks_like_html(chunk[:64]):
                             f.close()
-                            part.unlink(missing_ok=True)
+                            remove(part)
                             raise SourceUnavailableError(
                                 f"{url} served an HTML page, not the file (a login, error or "
                                 "consent page?). Nothing was kept.")
@@ -323,7 +324,7 @@ def _download_url(url: str, dest: Path, size: int | None, progress: bool) -> Non
     if size is not None and part.stat().st_size != size:
         got = part.stat().st_size
         if got > size:
-            part.unlink()
+            remove(part)
         raise SourceUnavailableError(f"{url}: got {got} bytes, expected {size}"
                                      + ("; the partial file is kept and resumed next time"
                                         if got < size else ""))
