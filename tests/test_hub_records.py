@@ -151,3 +151,27 @@ def test_repairs_delete_inside_the_caches_never_a_symlinks_target(hub_server, is
             assert same(robust_zoo.load(e["name"], manifest=mpath, verify="always",
                                         progress=False), net)
     assert {p: p.read_bytes() for p in planted if p.exists()} == planted
+
+
+# ----------------------------------------------------------------------------- cache keys
+
+@pytest.mark.parametrize("change,match", [
+    (dict(name="resnet18_l2_eps3_mirror"), None),
+    (dict(arch="resnet50"), "does not hold a resnet50"),
+    (dict(num_classes=10), r"fc.weight: file \(1000, 512\) vs resnet18 \(10, 512\)"),
+    (dict(preprocessing={"mean": [0.5] * 3, "std": [0.5] * 3}), "another input normalization"),
+])
+def test_converted_copies_are_keyed_by_every_input_of_the_conversion(hub_server, change, match):
+    """An entry that shares a source with a converted one but differs in its name,
+    architecture, head or normalisation misses the cache: it is converted (or refused) on its
+    own, never served the other entry's copy."""
+    entry, net = publish_upstream(hub_server, "resnet18")
+    robust_zoo.load(entry["name"], manifest=manifest(entry))
+    changed = dict(entry, **change)
+    if match is None:
+        model = robust_zoo.load(changed["name"], manifest=manifest(changed))
+        assert same(model, net) and model.entry.name == changed["name"]
+        assert len(list(cache.converted_dir().glob("*.safetensors"))) == 2
+    else:
+        with pytest.raises(robust_zoo.CheckpointFormatError, match=match):
+            robust_zoo.load(changed["name"], manifest=manifest(changed))

@@ -154,8 +154,10 @@ def _check_normalizer(buf: Mapping[str, torch.Tensor], mean: Sequence[float],
 
 
 def from_robustness(ckpt: Mapping[str, Any], arch: str, *, mean: Sequence[float] = IMAGENET_MEAN,
-                    std: Sequence[float] = IMAGENET_STD, source: str = "checkpoint") -> Converted:
-    """Torchvision state dict of ``arch`` from an upstream checkpoint dict (see module doc)."""
+                    std: Sequence[float] = IMAGENET_STD, num_classes: int | None = None,
+                    source: str = "checkpoint") -> Converted:
+    """Torchvision state dict of ``arch`` from an upstream checkpoint dict (see module doc).
+    ``num_classes``: the head the result must have (None: whatever the file's head has)."""
     a = get_arch(arch)
     key = next((k for k in TOP_LEVEL_KEYS if k in ckpt), None)
     if key is None:
@@ -175,8 +177,10 @@ def from_robustness(ckpt: Mapping[str, Any], arch: str, *, mean: Sequence[float]
     if not net:
         raise CheckpointFormatError(f"{source} has no module.model.* keys (found e.g. "
                                     f"{list(sd)[:5]})")
-    head_w = net.get(a.head + ".weight", net.get("model." + a.head + ".weight"))
-    expected = _expected(a.name, int(head_w.shape[0]) if head_w is not None else 1000)
+    if num_classes is None:
+        head_w = net.get(a.head + ".weight", net.get("model." + a.head + ".weight"))
+        num_classes = int(head_w.shape[0]) if head_w is not None else 1000
+    expected = _expected(a.name, num_classes)
     wrapped = False
     if set(net) != set(expected) and all(k.startswith("model.") for k in net):
         net = {k[len("model."):]: v for k, v in net.items()}

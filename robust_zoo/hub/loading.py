@@ -6,30 +6,36 @@
 * a safetensors file is fetched and verified (``sources.fetch_verified``) and read with
   ``safetensors_file.read_weights``, which recomputes the fast digest of exactly the bytes it
   maps and compares it with the one recorded when the file's sha256 was checked;
-* an upstream pickle is converted once into ``converted/<source sha256>.safetensors``, only
-  after its sha256 was checked in that very call, and only with a torch whose weights-only
-  unpickler is not known to be exploitable. The copy is bound to its source: its metadata
-  carries ``source_sha256`` (compared with the pinned sha256 on every load) and its record
-  (``records``, beside it) holds its sha256, its fast digest and the source sha256 it was
-  converted from. A malformed record counts as absent; a copy that fails a check is discarded
-  and converted again. With ``verify="always"`` the source is re-hashed by sha256 and converted
-  afresh, and the copy must equal that conversion.
+* an upstream pickle is converted once into ``converted/<key>.safetensors``, only after its
+  sha256 was checked in that very call, and only with a torch whose weights-only unpickler is
+  not known to be exploitable. The key (``conversion_key``) is the source sha256 and a digest of
+  every other input that determines the copy's bytes: architecture, number of classes,
+  mean/std, the entry's name and the source's address; two entries that share a source but
+  differ in any of them never share a copy. The copy is bound to its inputs: its metadata
+  carries them (compared with the entry's on every load) and its record (``records``, beside
+  it) holds its sha256, its fast digest and the source sha256 it was converted from. A
+  malformed record counts as absent; a copy that fails a check is discarded and converted
+  again. With ``verify="always"`` the source is re-hashed by sha256 and converted afresh, and
+  the copy must equal that conversion.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from pathlib import Path
 
 from . import records, sources
 from ..fileio import hash_file
-from ..formats.safetensors_file import (Loaded, read_weights, save_weights, serialized_digest,
-                                        weights_metadata)
+from ..formats.safetensors_file import (Loaded, read_weights, serialized_digest, weights_metadata,
+                                        write_safetensors)
 from ..formats.upstream import CheckpointFormatError, from_robustness, read_checkpoint
 from ..validate import IntegrityError
 from .cache import cache_write_error, converted_path, file_lock, remove
 from .manifest import Entry, FileSpec
 
-__all__ = ["load_spec", "converted_copy", "converted_path", "local_file"]
+__all__ = ["load_spec", "converted_copy", "converted_path", "conversion_inputs", "conversion_key",
+           "local_file"]
 
 
 def load_spec(entry: Entry, spec: FileSpec, *, verify: str = "auto", progress: bool = True,
@@ -67,8 +73,23 @@ def _discard(out: Path, why: str) -> None:
             pass
 
 
-def _cached_conversion(source_sha: str, verify: str) -> Loaded | None:
-    out = converted_path(source_sha)
+def conversion_inputs(entry: Entry, spec: FileSpec, source_sha: str) -> dict[str, str]:
+    """The metadata a conversion of ``spec`` for ``entry`` writes, less the epoch (which the
+    source's bytes give): with the source's bytes, all that determines the copy's content."""
+    return weights_metadata(entry.arch, entry.num_classes, entry.mean, entry.std,
+                            name=entry.name, source_sha256=source_sha,
+                            source_file=spec.describe())
+
+
+def conversion_key(inputs: dict[str, str]) -> str:
+    """The converted copy's cache key: its source sha256 and a digest of the other inputs."""
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return f"{inputs['source_sha256']}-{digest[:16]}"
+
+
+def _cached_conversion(inputs: dict[str, str], verify: str) -> Loaded | None:
+    source_sha = inputs["source_sha256"]
+    out = converted_path(conversion_key(inputs))
     if not out.exists():
         return None
     rec = records.read(out)
@@ -82,9 +103,15 @@ def _cached_conversion(source_sha: str, verify: str) -> Loaded | None:
     except (IntegrityError, CheckpointFormatError) as e:
         _discard(out, str(e))
         return None
-    if loaded.metadata.get("source_sha256") != source_sha:
-        _discard(out, f"it says it was converted from {loaded.metadata.get('source_sha256')!r}, "
+    meta = loaded.metadata
+    if meta.get("source_sha256") != source_sha:
+        _discard(out, f"it says it was converted from {meta.get('source_sha256')!r}, "
                  f"not {source_sha}")
+        return None
+    other = next((k for k, v in inputs.items() if meta.get(k) != v), None)
+    if other is not None:
+        _discard(out, f"it was converted with {other}={meta.get(other)!r}, not "
+                 f"{inputs[other]!r}")
         return None
     return loaded
 
@@ -103,50 +130,55 @@ def converted_copy(entry: Entry, spec: FileSpec, *, verify: str = "auto", progre
                    local_files_only: bool = False) -> Loaded:
     """Upstream pickle → safetensors, once; later loads read only the safetensors file."""
     if spec.sha256 and verify != "always":
-        hit = _cached_conversion(spec.sha256, verify)
+        hit = _cached_conversion(conversion_inputs(entry, spec, spec.sha256), verify)
         if hit is not None:
             return hit
     # The pickle is unpickled only right after its sha256 was checked in this call.
     v = sources.fetch_verified(spec, base_dir=entry.base_dir,
                                verify="never" if verify == "never" else "always",
                                progress=progress, local_files_only=local_files_only)
-    source_sha = spec.sha256 or records.file_sha256(v.path)
-    out = converted_path(source_sha)
-    with file_lock(f"convert-{source_sha}"):
+    inputs = conversion_inputs(entry, spec, spec.sha256 or records.file_sha256(v.path))
+    out = converted_path(conversion_key(inputs))
+    with file_lock(f"convert-{out.stem}"):
         if verify != "always":
-            hit = _cached_conversion(source_sha, verify)  # another process may have done it
+            hit = _cached_conversion(inputs, verify)  # another process may have done it
             if hit is not None:
                 return hit
         try:
             conv = from_robustness(read_checkpoint(v.path), entry.arch, mean=entry.mean,
-                                   std=entry.std, source=spec.describe())
+                                   std=entry.std, num_classes=entry.num_classes,
+                                   source=spec.describe())
         except CheckpointFormatError as e:
             raise CheckpointFormatError(f"{entry.name}: {e}") from None
-        meta = dict(name=entry.name, source_sha256=source_sha, source_file=spec.describe(),
-                    source_epoch=str(conv.epoch))
-        fresh = serialized_digest(conv.state_dict, weights_metadata(
-            entry.arch, entry.num_classes, conv.mean, conv.std, **meta))
+        meta = dict(inputs, source_epoch=str(conv.epoch))
+        fresh = serialized_digest(conv.state_dict, meta)
         if out.exists():
             if _matches(out, fresh):
                 return read_weights(out, fresh, f"converted cache {out}")
             _discard(out, "it is not what the verified source converts to")
-        try:
-            save_weights(conv.state_dict, out, arch=entry.arch, num_classes=entry.num_classes,
-                         mean=conv.mean, std=conv.std, **meta)
-            sha, fast, size = hash_file(out)
-            records.write(out, sha, fast, size, source_sha, source=spec.describe(),
-                          arch=entry.arch, name=entry.name)
-        except OSError as e:
-            try:
-                remove(out)
-            except OSError:
-                pass
-            raise cache_write_error(e, out.parent, f"write the converted copy of "
-                                    f"{entry.name}") from None
+        fast = _write_copy(out, conv.state_dict, meta, entry, spec)
         if fast != fresh:
             raise IntegrityError(f"{out} changed while it was written (digest {fast}, "
                                  f"expected {fresh})")
     return read_weights(out, fast, f"converted cache {out}")
+
+
+def _write_copy(out: Path, state_dict, meta: dict[str, str], entry: Entry,
+                spec: FileSpec) -> str:
+    """Write the converted copy and its record; returns the copy's fast digest."""
+    try:
+        write_safetensors(state_dict, out, meta)
+        sha, fast, size = hash_file(out)
+        records.write(out, sha, fast, size, meta["source_sha256"], source=spec.describe(),
+                      arch=entry.arch, name=entry.name)
+    except OSError as e:
+        try:
+            remove(out)
+        except OSError:
+            pass
+        raise cache_write_error(e, out.parent, f"write the converted copy of "
+                                f"{entry.name}") from None
+    return fast
 
 
 def local_file(entry: Entry) -> Path:
@@ -158,6 +190,7 @@ def local_file(entry: Entry) -> Path:
         except (sources.NotCachedError, sources.SourceUnavailableError):
             continue
         if spec.format == "robustness-ckpt":
-            return converted_path(spec.sha256 or records.file_sha256(path))
+            sha = spec.sha256 or records.file_sha256(path)
+            return converted_path(conversion_key(conversion_inputs(entry, spec, sha)))
         return path
     raise sources.NotCachedError(f"{entry.name} has no file in the local cache")
