@@ -175,3 +175,59 @@ def test_converted_copies_are_keyed_by_every_input_of_the_conversion(hub_server,
     else:
         with pytest.raises(robust_zoo.CheckpointFormatError, match=match):
             robust_zoo.load(changed["name"], manifest=manifest(changed))
+
+
+# ----------------------------------------------------------------------------- "verified"
+
+def _verified_once(hub_server, tmp_path):
+    entry, net = publish_upstream(hub_server, "resnet18")
+    mpath = tmp_path / "m.json"
+    mpath.write_text(json.dumps(manifest(entry)))
+    robust_zoo.load(entry["name"], manifest=mpath)
+    return entry, mpath
+
+
+def test_verify_says_per_entry_what_it_hashed_and_against_what(hub_server, tmp_path, capsys):
+    """"Verified" means hashed against a pin: verify names the file it hashed, its sha256 and
+    the pin, and that the converted copy equals a fresh conversion of it."""
+    entry, mpath = _verified_once(hub_server, tmp_path)
+    assert cli.main(["verify", "--manifest", str(mpath)]) == 0
+    out = capsys.readouterr().out
+    blob = next((tmp_path / "hf-cache").rglob("snapshots/*/*"))
+    assert f"{entry['name']}: ok" in out and "all cached files verified" in out
+    assert f"hashed {blob}: sha256 {entry['files'][0]['sha256']} = the manifest's pin" in out
+    copy = next(cache.converted_dir().glob("*.safetensors"))
+    assert f"converted copy {copy} = a fresh conversion of it" in out
+
+
+def test_a_converted_copy_without_its_source_is_unverifiable_yet_downloadable(
+        hub_server, isolated_caches, tmp_path, monkeypatch, capsys):
+    """With the Hub cache cleared, the converted copy cannot be re-hashed against the pin:
+    verify reports it unverifiable (exit 1, never "all cached files verified", even when the
+    copy and its record were replaced by other weights), load(verify="always") refuses it,
+    and download, which reads what a later load reads, still hands it out."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from robust_zoo.fileio import hash_file
+    from robust_zoo.formats.safetensors_file import read_weights, save_weights
+
+    entry, mpath = _verified_once(hub_server, tmp_path)
+    name, pin = entry["name"], entry["files"][0]["sha256"]
+    copy = next(cache.converted_dir().glob("*.safetensors"))
+    shutil.rmtree(isolated_caches["hf"])
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert robust_zoo.download(name, manifest=mpath) == {name: copy}
+    # other weights in place of the copy, its record rewritten to match
+    meta, about = read_weights(copy).metadata, records.read(copy).about
+    save_weights(random_net("resnet18", seed=3).state_dict(), copy, arch="resnet18",
+                 num_classes=1000, **{k: v for k, v in meta.items()
+                                      if k not in ("format", "arch", "num_classes", "mean", "std")})
+    records.write(copy, *hash_file(copy), pin, **about)
+    assert cli.main(["verify", "--manifest", str(mpath)]) == 1
+    out = capsys.readouterr().out
+    assert f"{name}: UNVERIFIABLE" in out and "all cached files verified" not in out
+    assert "could not be verified" in out
+    with pytest.raises(sources.NotCachedError, match="nothing to re-hash against the pin"):
+        robust_zoo.load(name, manifest=mpath, verify="always")

@@ -120,6 +120,7 @@ class Loaded:
     digest: str          # FAST_DIGEST hex of the whole file
     size: int
     copied: int          # tensors that were not 64-byte aligned in the file (copied)
+    path: Path | None = None     # the file read
 
 
 def read_weights(path: str | os.PathLike, expect_digest: str | None = None,
@@ -163,7 +164,7 @@ def read_weights(path: str | os.PathLike, expect_digest: str | None = None,
                                  offset=t.begin).clone().view(dtype)  # allocator: 64-aligned
             copied += 1
         sd[t.name] = x.view(t.shape)
-    return Loaded(sd, head.metadata, digest, size, copied)
+    return Loaded(sd, head.metadata, digest, size, copied, path)
 
 
 def _changed(what: str, path: Path) -> IntegrityError:

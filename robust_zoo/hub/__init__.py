@@ -24,7 +24,7 @@ _LAZY = {
     "load_manifest": "manifest", "ManifestError": "manifest", "UnknownModelError": "manifest",
     "fetch": "sources", "fetch_verified": "sources", "NotCachedError": "sources",
     "SourceUnavailableError": "sources", "UnpinnedFileWarning": "sources",
-    "verify_file": "records", "IntegrityError": "records",
+    "verify_file": "records", "IntegrityError": "records", "UnverifiableError": "loading",
     "cache_dir": "cache", "CacheWriteError": "cache",
     "pin_manifest": "pin", "export": "publish", "model_card": "publish",
 }

@@ -13,6 +13,7 @@ from torch import nn
 from .. import validate
 from . import loading, records, sources
 from ..models.archs import build, get_arch
+from ..formats.safetensors_file import Loaded
 from ..formats.upstream import match_state_dict
 from ..errors import RobustZooError, UsageError
 from ..naming import check_norm
@@ -187,21 +188,25 @@ def load_state_dict(entry: Entry, *, verify: str = "auto", progress: bool = True
                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(torchvision state dict, metadata) for ``entry``: its files tried in order of preference,
     each verified and content-checked by ``hub.loading``."""
+    loaded, spec = _load_first(entry, verify=verify, progress=progress,
+                               local_files_only=local_files_only)
+    if spec.format != "safetensors":  # a converted copy: matched to the arch when written
+        return loaded.state_dict, loaded.metadata
+    return _net_keys(loaded.state_dict, entry, spec.describe()), loaded.metadata
+
+
+def _load_first(entry: Entry, **kw: Any) -> tuple[Loaded, FileSpec]:
+    """The first of ``entry``'s files that can be fetched, verified and read, and its spec."""
     errors = []
     for spec in entry.files:
         try:
-            loaded = loading.load_spec(entry, spec, verify=verify, progress=progress,
-                                     local_files_only=local_files_only)
+            return loading.load_spec(entry, spec, **kw), spec
         except (sources.SourceUnavailableError, sources.NotCachedError) as e:
             errors.append(e)
-            continue
-        if spec.format != "safetensors":  # a converted copy: matched to the arch when written
-            return loaded.state_dict, loaded.metadata
-        return _net_keys(loaded.state_dict, entry, spec.describe()), loaded.metadata
     if len(errors) == 1:
         raise errors[0]
     raise sources.SourceUnavailableError(f"No file of {entry.name} could be fetched:\n  "
-                                     + "\n  ".join(str(e) for e in errors))
+                                         + "\n  ".join(str(e) for e in errors))
 
 
 def _net_keys(sd: dict[str, torch.Tensor], entry: Entry, what: str) -> dict[str, torch.Tensor]:
@@ -219,8 +224,8 @@ def download(names: list[str] | str, *, manifest: Any = None, progress: bool = T
     out = {}
     for name in [names] if isinstance(names, str) else names:
         entry = get_entry(name, manifest=manifest)
-        load_state_dict(entry, verify=verify, progress=progress)
-        out[name] = loading.local_file(entry)
+        loaded, _ = _load_first(entry, verify=verify, progress=progress)
+        out[name] = loaded.path
     return out
 
 

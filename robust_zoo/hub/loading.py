@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import records, sources
@@ -35,7 +36,7 @@ from .cache import cache_write_error, converted_path, file_lock, remove
 from .manifest import Entry, FileSpec
 
 __all__ = ["load_spec", "converted_copy", "converted_path", "conversion_inputs", "conversion_key",
-           "local_file"]
+           "existing_copy", "verify_spec", "Verification", "UnverifiableError"]
 
 
 def load_spec(entry: Entry, spec: FileSpec, *, verify: str = "auto", progress: bool = True,
@@ -126,6 +127,11 @@ def _matches(out: Path, fresh: str) -> bool:
     return fast == fresh and rec is not None and rec.sha256 == sha and rec.fast == fresh
 
 
+class UnverifiableError(sources.NotCachedError):
+    """``verify="always"`` for a converted copy whose source is not in the cache: nothing can be
+    re-hashed against the pin, so the copy is refused rather than called verified."""
+
+
 def converted_copy(entry: Entry, spec: FileSpec, *, verify: str = "auto", progress: bool = True,
                    local_files_only: bool = False) -> Loaded:
     """Upstream pickle → safetensors, once; later loads read only the safetensors file."""
@@ -133,10 +139,34 @@ def converted_copy(entry: Entry, spec: FileSpec, *, verify: str = "auto", progre
         hit = _cached_conversion(conversion_inputs(entry, spec, spec.sha256), verify)
         if hit is not None:
             return hit
-    # The pickle is unpickled only right after its sha256 was checked in this call.
-    v = sources.fetch_verified(spec, base_dir=entry.base_dir,
-                               verify="never" if verify == "never" else "always",
-                               progress=progress, local_files_only=local_files_only)
+    try:
+        v = sources.fetch_verified(spec, base_dir=entry.base_dir,
+                                   verify="never" if verify == "never" else "always",
+                                   progress=progress, local_files_only=local_files_only)
+    except sources.NotCachedError:
+        copy = existing_copy(entry, spec)
+        if verify == "always" and copy is not None:
+            raise UnverifiableError(
+                f"{entry.name}: its converted copy {copy} is cached but its source "
+                f"{spec.describe()} is not, so verify='always' has nothing to re-hash against "
+                "the pin. Fetch the source with network access, or load with verify='auto'."
+            ) from None
+        raise
+    return _convert(entry, spec, v, verify)
+
+
+def existing_copy(entry: Entry, spec: FileSpec) -> Path | None:
+    """The converted copy of pinned ``spec`` for ``entry`` if one is in the cache."""
+    if spec.format == "safetensors" or not spec.sha256:
+        return None
+    out = converted_path(conversion_key(conversion_inputs(entry, spec, spec.sha256)))
+    return out if out.exists() else None
+
+
+def _convert(entry: Entry, spec: FileSpec, v: sources.Verified, verify: str) -> Loaded:
+    """The converted copy of source ``v``, verified in this call (the pickle is unpickled only
+    right after its sha256 was checked): the cached one if it is sound (under "always": if it
+    equals a fresh conversion), else a fresh conversion, written to the cache."""
     inputs = conversion_inputs(entry, spec, spec.sha256 or records.file_sha256(v.path))
     out = converted_path(conversion_key(inputs))
     with file_lock(f"convert-{out.stem}"):
@@ -181,16 +211,52 @@ def _write_copy(out: Path, state_dict, meta: dict[str, str], entry: Entry,
     return fast
 
 
-def local_file(entry: Entry) -> Path:
-    """The verified local file behind ``entry`` (the converted copy for upstream pickles)."""
-    for spec in entry.files:
-        try:
-            path = sources.fetch(spec, base_dir=entry.base_dir, progress=False,
-                                 local_files_only=True)
-        except (sources.NotCachedError, sources.SourceUnavailableError):
-            continue
-        if spec.format == "robustness-ckpt":
-            sha = spec.sha256 or records.file_sha256(path)
-            return converted_path(conversion_key(conversion_inputs(entry, spec, sha)))
-        return path
-    raise sources.NotCachedError(f"{entry.name} has no file in the local cache")
+# ----------------------------------------------------------------------------- verification
+
+@dataclass(frozen=True)
+class Verification:
+    """What ``verify_spec`` re-hashed by sha256, and against what."""
+
+    spec: FileSpec
+    status: str                  # "verified", "unpinned", "unverifiable" or "not cached"
+    file: Path | None = None     # the file hashed (for an upstream pickle: the source)
+    sha256: str | None = None    # the sha256 it has, equal to ``against``'s
+    against: str = ""            # "the manifest's pin" or "the Hub's LFS hash"
+    copy: Path | None = None     # a converted copy: equal to a fresh conversion of ``file``
+
+    def describe(self) -> str:
+        what = self.spec.describe()
+        if self.status == "not cached":
+            return f"{what}: not cached"
+        if self.status == "unverifiable":
+            return (f"{what}: UNVERIFIABLE: its converted copy {self.copy} is cached but the "
+                    "source is not, so nothing can be re-hashed against the pin "
+                    f"{self.spec.sha256} (with network: robust_zoo.load(NAME, verify='always'))")
+        if self.status == "unpinned":
+            return f"{what}: {self.file} is not checked: no sha256 to check it against"
+        line = f"{what}: hashed {self.file}: sha256 {self.sha256} = {self.against}"
+        if self.copy is not None:
+            line += f"\n    converted copy {self.copy} = a fresh conversion of it"
+        return line
+
+
+def verify_spec(entry: Entry, spec: FileSpec) -> Verification:
+    """Re-hash ``spec``'s cached file by sha256 against its pin and, for an upstream pickle,
+    check its converted copy against a fresh conversion; touches no network. A file that does
+    not match is deleted (``IntegrityError``)."""
+    try:
+        v = sources.fetch_verified(spec, base_dir=entry.base_dir, verify="always",
+                                   progress=False, local_files_only=True)
+    except (sources.NotCachedError, sources.SourceUnavailableError):
+        copy = existing_copy(entry, spec)
+        return Verification(spec, "not cached" if copy is None else "unverifiable", copy=copy)
+    if v.fast is None:
+        return Verification(spec, "unpinned", v.path)
+    rec = records.read(v.path)
+    sha = spec.sha256 or (rec.pinned if rec is not None else None)
+    against = "the manifest's pin" if spec.sha256 else "the Hub's LFS hash"
+    if spec.format == "safetensors":
+        read_weights(v.path, v.fast, spec.describe())
+        return Verification(spec, "verified", v.path, sha, against)
+    loaded = _convert(entry, spec, v, "always")
+    return Verification(spec, "verified", v.path, sha, against, loaded.path)
