@@ -3,7 +3,7 @@
 package's own error naming the field, what is valid and what was found; nothing here reads the
 network, and nothing downstream needs to re-check what passed here.
 
-Bottom layer: imports only ``errors``, ``naming`` and ``io``.
+Bottom layer: imports only ``errors`` and ``naming``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import math
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from .errors import RobustZooError
 from .naming import parse_eps
@@ -27,7 +27,9 @@ class FieldError(RobustZooError, ValueError):
 
 
 class CheckpointFormatError(RobustZooError, ValueError):
-    """The file is not a checkpoint of the expected layout."""
+    """A weights file (the zoo's safetensors, an upstream ``robustness`` checkpoint, an export)
+    that is not of the expected layout. A training run's own checkpoint has
+    ``engine.checkpoint.RunCheckpointError``."""
 
 
 class IntegrityError(RobustZooError, RuntimeError):
@@ -38,6 +40,7 @@ class IntegrityError(RobustZooError, RuntimeError):
 # ----------------------------------------------------------------------------- manifest fields
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_FAST_DIGEST_RE = re.compile(r"^[0-9a-f]{32}$")     # fileio.FAST_DIGEST: xxh3-128, 32 hex digits
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 # A branch or tag name as git allows it, minus anything a file system could read as a path
 # step: no "..", no leading "/" or ".", no "\", no empty component.
@@ -51,6 +54,16 @@ def sha256_hex(value: Any, field: str = "sha256") -> str | None:
     if not isinstance(value, str) or not _SHA256_RE.match(value.lower()):
         raise FieldError(field, f"{value!r} is not a sha256 (64 hex digits) or null")
     return value.lower()
+
+
+def is_sha256(value: Any) -> bool:
+    """``value`` is a sha256 as 64 lower-case hex digits (a Hub LFS etag, a record's field)."""
+    return isinstance(value, str) and bool(_SHA256_RE.match(value))
+
+
+def is_fast_digest(value: Any) -> bool:
+    """``value`` is a ``fileio.FAST_DIGEST`` (xxh3-128) as 32 lower-case hex digits."""
+    return isinstance(value, str) and bool(_FAST_DIGEST_RE.match(value))
 
 
 def revision(value: Any, field: str = "revision") -> str | None:
@@ -275,12 +288,6 @@ def safetensors_header(header: bytes, file_size: int, what: str) -> SafetensorsH
                                     f"but the file holds {file_size - data_start} (truncated or "
                                     "trailing bytes)")
     return SafetensorsHeader(data_start, tuple(tensors), dict(meta))
-
-
-def check_state_dict_names(names: Sequence[str], what: str) -> None:
-    bad = [n for n in names if not isinstance(n, str) or not n]
-    if bad:
-        raise CheckpointFormatError(f"{what}: tensor names must be non-empty strings: {bad[:3]}")
 
 
 def metadata_json_list(meta: Mapping[str, str], key: str, what: str) -> tuple[float, ...] | None:

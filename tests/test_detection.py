@@ -11,7 +11,8 @@ from zoo import random_net, safetensors_entry, write_manifest
 
 
 def _manifest(tmp_path):
-    net = random_net("resnet18", seed=3)  # non-trivial BN statistics: a copy that skips buffers shows
+    # non-trivial BN statistics: a copy that skips buffers shows
+    net = random_net("resnet18", seed=3)
     entry = safetensors_entry(tmp_path, "resnet18_l2_eps3", net, "resnet18")
     return write_manifest(tmp_path / "manifest.json", entry), net.state_dict()
 

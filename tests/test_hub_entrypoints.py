@@ -1,6 +1,7 @@
 """torch.hub (source="local"), the robust-zoo CLI, export → robust_zoo/timm, and pin."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import torch
 import robust_zoo
 from robust_zoo.models import archs
 from robust_zoo.cli import commands as cli
-from robust_zoo.hub import sources as hub
+from robust_zoo.fileio import sha256_file
+from robust_zoo.hub import sources
 from robust_zoo.hub.manifest import load_manifest
 from zoo import REPO, ckpt_bytes, manifest, publish_upstream, reference_logits
 
@@ -144,7 +146,7 @@ def test_export_loads_with_robust_zoo_and_timm(hub_server, tmp_path, monkeypatch
         hub_server.add_file("robust-zoo/test-export", p.name, p.read_bytes())
     remote = robust_zoo.load("hf-hub:robust-zoo/test-export")
     assert torch.equal(remote(x), ref)
-    assert published["files"][0]["sha256"] == hub.sha256_file(out / "model.safetensors")
+    assert published["files"][0]["sha256"] == sha256_file(out / "model.safetensors")
     timm = pytest.importorskip("timm")
     tm = timm.create_model("hf-hub:robust-zoo/test-export", pretrained=True).eval()
     cfg = tm.pretrained_cfg
@@ -162,13 +164,13 @@ def test_pin_fills_hashes_from_the_hub(hub_server, tmp_path):
     assert cli.main(["pin", "--manifest", str(mpath)]) == 0
     f = json.loads(mpath.read_text())["models"][0]["files"][0]
     data = hub_server.repos[REPO].files[f["filename"]]
-    assert f["sha256"] == hub.sha256_file.__globals__["hashlib"].sha256(data).hexdigest()
+    assert f["sha256"] == hashlib.sha256(data).hexdigest()
     assert f["size"] == len(data) and f["revision"] == hub_server.repos[REPO].commit
     # the pinned manifest loads without the unpinned warning, at the pinned commit
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error", hub.UnpinnedFileWarning)
+        warnings.simplefilter("error", sources.UnpinnedFileWarning)
         robust_zoo.load(e1["name"], manifest=mpath)
     # a pinned hash the Hub contradicts is an error, not silently re-pinned
     f["sha256"] = "0" * 64

@@ -17,7 +17,7 @@ import robust_zoo
 from robust_zoo import validate
 from robust_zoo.models import archs
 from robust_zoo.cli import commands as cli
-from robust_zoo.hub import sources as hub
+from robust_zoo.hub import cache, sources
 from robust_zoo.formats import upstream as rz_convert
 from robust_zoo import fileio as rz_io
 from robust_zoo.formats import safetensors_file as rz_weights
@@ -32,7 +32,7 @@ X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 @pytest.fixture
 def server(hub_server, monkeypatch):
     """The loopback Hub with its fault modes reset before and after, and no retry waits."""
-    monkeypatch.setattr(hub, "BACKOFF_SECONDS", 0.0)
+    monkeypatch.setattr(sources, "BACKOFF_SECONDS", 0.0)
     monkeypatch.setattr(time, "sleep", lambda s: None)   # huggingface_hub's own resume waits
     hub_server.clear()
     yield hub_server
@@ -55,9 +55,9 @@ def rewrite_converted_with_sidecar(out: Path, side: Path, state_dict, meta: dict
     save_weights(state_dict, out, arch="resnet18", num_classes=1000,
                  **{k: v for k, v in meta.items()
                     if k not in ("format", "arch", "num_classes", "mean", "std")})
-    sha, fast, _ = hub.hash_file(out)
+    sha, fast, size = rz_io.hash_file(out)
     rec = json.loads(side.read_text())
-    rec.update(sha256=sha, xxh3_128=fast)
+    rec.update(sha256=sha, xxh3_128=fast, size=size)
     side.write_text(json.dumps(rec))
 
 
@@ -249,7 +249,7 @@ def test_loaded_weights_are_aligned_and_bit_identical_to_torchvision(arch, tmp_p
                       metadata=dict(meta, format="robust_zoo", arch=arch, num_classes="10"))
         entry = {"name": f"{arch}_l2_eps3", "arch": arch, "norm": "l2", "eps": 3.0,
                  "num_classes": 10, "files": [{"format": "safetensors", "path": str(path),
-                                               "sha256": hub.sha256_file(path)}]}
+                                               "sha256": rz_io.sha256_file(path)}]}
         model = robust_zoo.load(entry["name"], manifest=manifest(entry), normalize=False)
         tensors = list(model.state_dict().values())
         assert all(t.data_ptr() % 64 == 0 for t in tensors if t.numel()), writer
@@ -288,8 +288,8 @@ def test_hub_persistent_faults_end_in_source_unavailable(server, isolated_caches
     server.add_file("org/small", "f.safetensors", os.urandom(200_000))
     server.fault("f.safetensors", kind)
     spec = FileSpec(format="safetensors", repo_id="org/small", filename="f.safetensors")
-    with pytest.raises(hub.SourceUnavailableError, match="could not be downloaded"):
-        hub.fetch(spec, progress=False)
+    with pytest.raises(sources.SourceUnavailableError, match="could not be downloaded"):
+        sources.fetch(spec, progress=False)
     assert not [p for p in isolated_caches["hf"].rglob("blobs/*") if p.is_file()
                 and not p.name.endswith(".incomplete")]
 
@@ -303,7 +303,7 @@ def test_hub_500_once_is_retried(server):
 def test_hub_html_with_200_is_refused_and_not_kept(server, isolated_caches):
     entry, net = publish_upstream(server, "resnet18")
     server.fault(entry["files"][0]["filename"], "html", times=1)
-    with pytest.raises((hub.IntegrityError, hub.SourceUnavailableError)):
+    with pytest.raises((sources.IntegrityError, sources.SourceUnavailableError)):
         robust_zoo.load(entry["name"], manifest=manifest(entry))
     assert not [p for p in isolated_caches["hf"].rglob("blobs/*") if p.is_file()
                 and not p.name.endswith(".incomplete")]
@@ -323,13 +323,13 @@ def _url_entry(server, name="r18.ckpt"):
 def test_url_html_page_with_200_is_not_kept_or_resumed(server, isolated_caches, ctype):
     entry, net = _url_entry(server)
     # a partial download exists, and the server then answers with a page (ignoring Range)
-    server.fault("/raw/r18.ckpt", "drop", times=hub.RETRIES, at=3_000_000)
-    with pytest.raises(hub.SourceUnavailableError, match="kept and resumed"):
+    server.fault("/raw/r18.ckpt", "drop", times=sources.RETRIES, at=3_000_000)
+    with pytest.raises(sources.SourceUnavailableError, match="kept and resumed"):
         robust_zoo.load(entry["name"], manifest=manifest(entry), progress=False)
     server.faults.clear()
     # with no telling content type, the HTML prefix must be recognised
     server.fault("/raw/r18.ckpt", "html", times=1, ctype=ctype)
-    with pytest.raises(hub.SourceUnavailableError, match="HTML page"):
+    with pytest.raises(sources.SourceUnavailableError, match="HTML page"):
         robust_zoo.load(entry["name"], manifest=manifest(entry), progress=False)
     assert not list(isolated_caches["robust_zoo"].rglob("*.part"))
     assert same(robust_zoo.load(entry["name"], manifest=manifest(entry), progress=False), net)
@@ -344,8 +344,8 @@ def test_hostile_revision_is_refused_and_nothing_is_written_outside(server, tmp_
         robust_zoo.load(entry["name"], manifest=manifest(entry))
     spec = FileSpec(format="robustness-ckpt", repo_id=REPO, filename=entry["files"][0]["filename"],
                     revision="../../../../escaped")
-    with pytest.raises(hub.SourceUnavailableError, match="revision"):
-        hub.fetch(spec)
+    with pytest.raises(sources.SourceUnavailableError, match="revision"):
+        sources.fetch(spec)
     with pytest.raises(robust_zoo.UnknownModelError, match="revision"):
         robust_zoo.load("hf-hub:org/repo@../../../../escaped")
     assert set(tmp_path.parent.iterdir()) == before
@@ -358,7 +358,7 @@ def test_stale_leftovers_are_cleaned_by_the_next_download(server, isolated_cache
 
     rz = isolated_caches["robust_zoo"]
     blobs = isolated_caches["hf"] / repo_folder_name(repo_id=REPO, repo_type="model") / "blobs"
-    old = time.time() - 2 * hub.STALE_SECONDS
+    old = time.time() - 2 * cache.STALE_SECONDS
     stale = [blobs / ("a" * 64 + ".incomplete"), rz / "converted" / ".x.safetensors.abc.tmp",
              rz / "downloads" / ("b" * 64) / "f.ckpt.part"]
     fresh = blobs / ("c" * 64 + ".incomplete")
@@ -418,7 +418,7 @@ def test_unwritable_cache_gives_a_cache_write_error(server, isolated_caches):
     rz = isolated_caches["robust_zoo"]
     rz.mkdir(parents=True)
     (rz / "converted").write_text("a file where a folder must be")
-    with pytest.raises(hub.CacheWriteError, match="a file is where a folder must be") as ei:
+    with pytest.raises(cache.CacheWriteError, match="a file is where a folder must be") as ei:
         robust_zoo.load(entry["name"], manifest=manifest(entry))
     assert isinstance(ei.value, RobustZooError) and "ROBUST_ZOO_CACHE" in str(ei.value)
 
@@ -435,7 +435,7 @@ def test_full_disk_gives_a_cache_write_error(server, monkeypatch):
         yield
 
     monkeypatch.setattr(robust_zoo.formats.safetensors_file, "atomic_path", full)
-    with pytest.raises(hub.CacheWriteError, match="the disk is full"):
+    with pytest.raises(cache.CacheWriteError, match="the disk is full"):
         robust_zoo.load(entry["name"], manifest=manifest(entry))
 
 
@@ -464,7 +464,7 @@ def test_malformed_safetensors_is_refused_with_a_reason(tmp_path, header, data, 
     with pytest.raises(robust_zoo.CheckpointFormatError, match=match):
         read_weights(p)
     entry = {"name": "resnet18_l2_eps3", "arch": "resnet18", "norm": "l2", "eps": 3.0,
-             "files": [{"format": "safetensors", "path": str(p), "sha256": hub.sha256_file(p)}]}
+             "files": [{"format": "safetensors", "path": str(p), "sha256": rz_io.sha256_file(p)}]}
     with pytest.raises(robust_zoo.CheckpointFormatError):
         robust_zoo.load(entry["name"], manifest=manifest(entry))
 
@@ -512,7 +512,7 @@ def test_export_with_hostile_weight_metadata_is_refused(server, tmp_path):
     save_weights(sd, out / "model.safetensors", arch="resnet18", num_classes=1000,
                  mean=(0.5, 0.5))
     cfg = json.loads((out / "config.json").read_text())
-    cfg["robust_zoo"]["sha256"] = hub.sha256_file(out / "model.safetensors")
+    cfg["robust_zoo"]["sha256"] = rz_io.sha256_file(out / "model.safetensors")
     cfg["robust_zoo"]["size"] = (out / "model.safetensors").stat().st_size
     (out / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(robust_zoo.CheckpointFormatError, match="metadata.mean"):

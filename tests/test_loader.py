@@ -11,7 +11,7 @@ import torch
 
 import robust_zoo
 from robust_zoo.models import archs
-from robust_zoo.hub import sources as hub
+from robust_zoo.hub import cache, sources
 from robust_zoo.formats.upstream import CheckpointFormatError
 from robust_zoo.hub.manifest import UnknownModelError
 from zoo import REPO, ckpt_bytes, manifest, publish_upstream, random_net, reference_logits
@@ -22,7 +22,7 @@ ALL_ARCHS = archs.list_archs()
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch):
     """Retries of transient network errors without the waits between them."""
-    monkeypatch.setattr(hub, "BACKOFF_SECONDS", 0.0)
+    monkeypatch.setattr(sources, "BACKOFF_SECONDS", 0.0)
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)
@@ -73,7 +73,7 @@ def test_load_by_arch_norm_eps_and_errors(hub_server):
 def test_public_names_resolve_to_their_classes():
     assert robust_zoo.UnknownModelError is UnknownModelError
     assert robust_zoo.CheckpointFormatError is CheckpointFormatError
-    assert robust_zoo.IntegrityError is hub.IntegrityError
+    assert robust_zoo.IntegrityError is sources.IntegrityError
     import importlib
 
     for name, module in robust_zoo._LAZY.items():    # every public name is its module's object
@@ -87,7 +87,7 @@ def test_sha_mismatch_is_refused_and_nothing_kept(hub_server, isolated_caches):
     good = entry["files"][0]["sha256"]
     evil = ckpt_bytes(random_net("shufflenet_v2_x1_0", seed=7), "shufflenet_v2_x1_0")
     hub_server.tamper[f"{REPO}/{entry['files'][0]['filename']}"] = evil
-    with pytest.raises(hub.IntegrityError) as ei:
+    with pytest.raises(sources.IntegrityError) as ei:
         robust_zoo.load(entry["name"], manifest=manifest(entry))
     msg = str(ei.value)
     assert good in msg and entry["files"][0]["filename"] in msg and "actual" in msg
@@ -125,20 +125,20 @@ def test_offline_loads_from_cache_and_explains_when_not_cached(hub_server, monke
     robust_zoo.load(cached["name"], manifest=m)
     # Only the Hub blob, not our converted copy: offline must still find it via refs/main.
     import shutil
-    shutil.rmtree(hub.cache_dir() / "converted")
+    shutil.rmtree(cache.cache_dir() / "converted")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     n = len(hub_server.requests)
     model = robust_zoo.load(cached["name"], manifest=m)
     assert len(hub_server.requests) == n
     x = torch.rand(1, 3, 32, 32)
     assert torch.equal(model(x), reference_logits(net, x))
-    with pytest.raises(hub.NotCachedError, match="robust-zoo download"):
+    with pytest.raises(sources.NotCachedError, match="robust-zoo download"):
         robust_zoo.load(other["name"], manifest=m)
 
 
 def test_unpinned_file_checked_against_lfs_hash_with_warning(hub_server):
     entry, net = publish_upstream(hub_server, "resnet18", pin=False)
-    with pytest.warns(hub.UnpinnedFileWarning, match="no sha256"):
+    with pytest.warns(sources.UnpinnedFileWarning, match="no sha256"):
         model = robust_zoo.load(entry["name"], manifest=manifest(entry))
     x = torch.rand(1, 3, 32, 32)
     assert torch.equal(model(x), reference_logits(net, x))
@@ -153,7 +153,7 @@ def test_pinned_commit_revision(hub_server):
     hub_server.requests.clear()
     # A fresh cache key (different sha) so the converted copy is not used.
     entry["files"][0]["sha256"] = None
-    with pytest.raises(hub.SourceUnavailableError, match="Revision"):
+    with pytest.raises(sources.SourceUnavailableError, match="Revision"):
         robust_zoo.load(entry["name"], manifest=manifest(entry))
 
 
@@ -175,7 +175,7 @@ def test_two_processes_load_the_same_name_at_once(hub_server, subprocess_env, tm
     ref = reference_logits(net, x)
     for i in range(2):
         assert torch.equal(torch.load(tmp_path / f"y{i}.pt"), ref)
-    assert len(list((hub.cache_dir() / "converted").glob("*.safetensors"))) == 1
+    assert len(list((cache.cache_dir() / "converted").glob("*.safetensors"))) == 1
     assert hub_server.count("GET", entry["files"][0]["filename"]) == 1
 
 
@@ -188,7 +188,7 @@ def test_url_source_resumes_interrupted_download(hub_server, isolated_caches):
     entry = {"name": "resnet18_l2_eps1", "arch": "resnet18", "norm": "l2", "eps": 1.0,
              "files": [{"format": "robustness-ckpt", "url": url, "size": len(data),
                         "sha256": hashlib.sha256(data).hexdigest()}]}
-    with pytest.raises(hub.SourceUnavailableError, match="kept and resumed"):
+    with pytest.raises(sources.SourceUnavailableError, match="kept and resumed"):
         robust_zoo.load(entry["name"], manifest=manifest(entry), progress=False)
     assert not list(isolated_caches["robust_zoo"].rglob("r18.ckpt"))  # nothing half-written
     del hub_server.fail_after["/raw/r18.ckpt"]
@@ -197,7 +197,7 @@ def test_url_source_resumes_interrupted_download(hub_server, isolated_caches):
     assert torch.equal(model(x), reference_logits(net, x))
     gets = [p for m, p in hub_server.requests if m == "GET"]
     # RETRIES attempts, each resuming where the last was cut, then one that completes
-    assert gets == ["/raw/r18.ckpt"] * (hub.RETRIES + 1)
+    assert gets == ["/raw/r18.ckpt"] * (sources.RETRIES + 1)
 
 
 def test_fallback_to_next_file_when_first_is_missing(hub_server):

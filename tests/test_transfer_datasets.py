@@ -17,8 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from robust_zoo.transfer.datasets import (DATASETS, DatasetNotFoundError, UnknownDatasetError,
-                                          get_spec, load_splits, make_transforms)
+from robust_zoo.transfer.datasets import (TRANSFER_DATASETS, DatasetNotFoundError,
+                                          UnknownDatasetError, get_spec, load_splits,
+                                          make_transforms)
 
 rng = np.random.default_rng(0)
 # fake trees have a handful of classes; the adapters warn about that, as they should
@@ -344,10 +345,11 @@ def test_registry_matches_the_paper():
     paper = {"cifar10": 10, "cifar100": 100, "aircraft": 100, "food101": 101,
              "stanford_cars": 196, "pets": 37, "flowers": 102, "sun397": 397,
              "caltech101": 101, "caltech256": 257, "dtd": 47, "birdsnap": 500}
-    assert {n: s.num_classes for n, s in DATASETS.items() if n != "imagefolder"} == paper
-    per_class = {n for n, s in DATASETS.items() if s.metric == "mean_per_class"}
+    assert {n: s.num_classes for n, s in TRANSFER_DATASETS.items() if n != "imagefolder"} == paper
+    per_class = {n for n, s in TRANSFER_DATASETS.items() if s.metric == "mean_per_class"}
     assert per_class == {"pets", "caltech101", "caltech256", "flowers", "aircraft"}
-    faithful_norm = {n for n, s in DATASETS.items() if s.faithful_norm[1] != (1.0, 1.0, 1.0)}
+    faithful_norm = {n for n, s in TRANSFER_DATASETS.items()
+                     if s.faithful_norm[1] != (1.0, 1.0, 1.0)}
     assert faithful_norm == {"cifar10", "cifar100"}
 
 

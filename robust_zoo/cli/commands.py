@@ -86,40 +86,56 @@ def cmd_download(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    """Re-hash every cached file of the named (default: all) entries."""
-    from ..hub import factory as api, sources as hub
+    """Re-hash every cached file of the named (default: all) entries against its pin, and say
+    per entry what was hashed and against what."""
+    from ..hub.cache import cleanup_stale
     from ..hub.manifest import load_manifest
 
-    from ..errors import RobustZooError
-
     m = load_manifest(args.manifest)
-    bad = 0
+    bad = unverifiable = 0
     for entry in [m.get(n) for n in args.names] if args.names else m:
-        hub.cleanup_stale()
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                api.load_state_dict(entry, progress=False, local_files_only=True,
-                                    verify="always")
-            repairs = [str(w.message).splitlines()[0] for w in caught
-                       if issubclass(w.category, UserWarning)
-                       and not issubclass(w.category, hub.UnpinnedFileWarning)]
-            status = "ok" if not repairs else "repaired: " + "; ".join(repairs)
-        except hub.NotCachedError:
-            status = "not cached"
-        except hub.SourceUnavailableError as e:
-            status = f"unavailable ({e})"
-        except hub.IntegrityError as e:
-            status = f"MISMATCH (deleted)\n{e}"
-            bad += 1
-        except RobustZooError as e:  # a bad file or entry: report it and go on to the next
-            status = f"FAILED ({type(e).__name__}: {e})"
-            bad += 1
+        cleanup_stale()
+        status, lines = _verify_entry(entry)
+        bad += status.startswith(("MISMATCH", "FAILED"))
+        unverifiable += status.startswith("UNVERIFIABLE")
         if args.names or status != "not cached":
-            print(f"{entry.name}: {status}")
-    print("all cached files verified" if not bad else f"{bad} entr{'y' if bad == 1 else 'ies'} "
-          "failed verification (corrupted files were removed)")
-    return 1 if bad else 0
+            print(f"{entry.name}: {status}" + "".join(f"\n  {ln}" for ln in lines))
+    if not bad and not unverifiable:
+        print("all cached files verified")
+        return 0
+    if bad:
+        print(f"{bad} entr{'y' if bad == 1 else 'ies'} failed verification (corrupted files "
+              "were removed)")
+    if unverifiable:
+        print(f"{unverifiable} entr{'y' if unverifiable == 1 else 'ies'} could not be verified "
+              "(a converted copy whose source is not cached)")
+    return 1
+
+
+def _verify_entry(entry) -> tuple[str, list[str]]:
+    """(status, what was hashed against what) of one entry's cached files."""
+    from ..errors import RobustZooError
+    from ..hub import sources
+    from ..hub.loading import verify_spec
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            checks = [c for c in (verify_spec(entry, spec) for spec in entry.files)
+                      if c.status != "not cached"]
+    except sources.IntegrityError as e:
+        return f"MISMATCH (deleted)\n{e}", []
+    except RobustZooError as e:  # a bad file or entry: report it and go on to the next
+        return f"FAILED ({type(e).__name__}: {e})", []
+    lines = [c.describe() for c in checks]
+    if not checks:
+        return "not cached", lines
+    if any(c.status == "unverifiable" for c in checks):
+        return "UNVERIFIABLE", lines
+    repairs = [str(w.message).splitlines()[0] for w in caught
+               if issubclass(w.category, UserWarning)
+               and not issubclass(w.category, sources.UnpinnedFileWarning)]
+    return ("ok" if not repairs else "repaired: " + "; ".join(repairs)), lines
 
 
 def cmd_convert(args) -> int:

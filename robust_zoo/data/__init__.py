@@ -23,19 +23,17 @@ from .sampling import ResumableSampler, SeededDataset, fixed_subset, sample_seed
 from .training import (DATASET_DEFAULTS, DATASET_STATS, TRAINING_DATASETS, DataSpec,
                        TensorImages, build_datasets, dataset_kind, digits_tensors,
                        parse_digit_classes)
-from .transfer_sets import (DATASETS as TRANSFER_DATASETS, PAPER_DATASETS, DatasetSpec,
-                            TransferDataset, get_spec, list_datasets, load_splits)
+from .transfer_sets import (PAPER_DATASETS, TRANSFER_DATASETS, DatasetSpec, TransferDataset,
+                            get_spec, list_datasets, load_splits)
 from .transforms import (AUGMENTATIONS, IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, Lighting,
                          eval_resize, eval_transforms, make_transforms, train_transforms)
-
-DATASETS = TRAINING_DATASETS      # the recipe's data set kinds (transfer: TRANSFER_DATASETS)
 
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "DIGITS_MEAN", "DIGITS_STD",
     "IMAGENET_MEAN", "IMAGENET_STD", "NO_NORM", "DataError", "DatasetNotFoundError",
     "UnknownDatasetError", "MAX_PIXELS", "checked_image_folder", "load_rgb", "ResumableSampler",
     "SeededDataset", "fixed_subset", "sample_seed", "DATASET_DEFAULTS", "DATASET_STATS",
-    "TRAINING_DATASETS", "DATASETS", "DataSpec", "TensorImages", "build_datasets",
+    "TRAINING_DATASETS", "DataSpec", "TensorImages", "build_datasets",
     "dataset_kind", "digits_tensors", "parse_digit_classes", "TRANSFER_DATASETS",
     "PAPER_DATASETS", "DatasetSpec", "TransferDataset", "get_spec", "list_datasets",
     "load_splits", "AUGMENTATIONS", "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC", "Lighting",

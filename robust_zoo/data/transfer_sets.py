@@ -35,8 +35,8 @@ from .common import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, NO_
 from .images import checked_image_folder
 from .transforms import make_transforms
 
-__all__ = ["DatasetSpec", "TransferDataset", "DATASETS", "PAPER_DATASETS", "get_spec",
-           "list_datasets", "load_splits", "make_transforms", "DatasetNotFoundError",
+__all__ = ["DatasetSpec", "TransferDataset", "TRANSFER_DATASETS", "PAPER_DATASETS",
+           "get_spec", "list_datasets", "load_splits", "make_transforms", "DatasetNotFoundError",
            "UnknownDatasetError", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN",
            "CIFAR100_STD"]
 
@@ -318,11 +318,11 @@ def _image_folder(sub: str | None, test_names: Sequence[str]):
 # ----------------------------------------------------------------------------- registry
 
 _DL = "--download"
-DATASETS: dict[str, DatasetSpec] = {}
+TRANSFER_DATASETS: dict[str, DatasetSpec] = {}
 
 
 def _add(spec: DatasetSpec) -> None:
-    DATASETS[spec.name] = spec
+    TRANSFER_DATASETS[spec.name] = spec
 
 
 _add(DatasetSpec("cifar10", "CIFAR-10", 10, "top1", "train", "test", (50000, 10000), "CIFAR10",
@@ -374,11 +374,11 @@ _add(DatasetSpec("imagefolder", "ImageFolder", 0, "top1", "train/", "val/ or tes
                  "ImageFolder", "Arrange DATA_ROOT/train/<class>/ and DATA_ROOT/val/<class>/ "
                  "(or test/).", None, loader=_image_folder(None, ("val", "test"))))
 
-PAPER_DATASETS = tuple(n for n in DATASETS if n != "imagefolder")
+PAPER_DATASETS = tuple(n for n in TRANSFER_DATASETS if n != "imagefolder")
 
 
 def list_datasets() -> list[str]:
-    return list(DATASETS)
+    return list(TRANSFER_DATASETS)
 
 
 def _norm(s: str) -> str:
@@ -388,13 +388,14 @@ def _norm(s: str) -> str:
 def get_spec(name: str) -> DatasetSpec:
     """The data set called ``name`` (case, '-', '_' ignored; paper-code names work too)."""
     key = _norm(name)
-    for spec in DATASETS.values():
+    for spec in TRANSFER_DATASETS.values():
         if key in {_norm(n) for n in (spec.name, spec.rmt_name or "", *spec.aliases) if n}:
             return spec
-    names = list(DATASETS) + [a for s in DATASETS.values() for a in s.aliases]
+    names = list(TRANSFER_DATASETS) + [a for s in TRANSFER_DATASETS.values() for a in s.aliases]
     close = difflib.get_close_matches(name.strip().lower(), names, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise UnknownDatasetError(f"Unknown data set {name!r}.{hint} Known: {', '.join(DATASETS)}.")
+    raise UnknownDatasetError(f"Unknown data set {name!r}.{hint} Known: "
+                              f"{', '.join(TRANSFER_DATASETS)}.")
 
 
 def load_splits(name: str, root: "str | os.PathLike", *, train_transform=None,

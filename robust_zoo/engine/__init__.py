@@ -23,7 +23,7 @@ _LAZY = {
     "build_optimizer": "optim", "build_scheduler": "optim",
     "Trainer": "loop", "TrainStats": "loop", "predict": "loop", "TrainingDivergedError": "loop",
     "evaluate_loader": "evaluation", "EvalResult": "evaluation",
-    "CheckpointError": "checkpoint", "ResumeError": "checkpoint",
+    "RunCheckpointError": "checkpoint", "ResumeError": "checkpoint",
 }
 __all__ = sorted(_LAZY)
 

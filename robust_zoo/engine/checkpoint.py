@@ -42,8 +42,9 @@ MAGIC = b"ROBUST_ZOO_CHECKPOINT 2\n"
 CHECKPOINT = "checkpoint.pt"
 
 
-class CheckpointError(RobustZooError, ValueError):
-    """A checkpoint file that is empty, truncated, damaged or not a robust_zoo checkpoint."""
+class RunCheckpointError(RobustZooError, ValueError):
+    """A training or transfer run's checkpoint file (``checkpoint.pt``) that is empty, truncated,
+    damaged or not a robust_zoo run checkpoint. Weight files have ``CheckpointFormatError``."""
 
 
 class ResumeError(RobustZooError, ValueError):
@@ -144,22 +145,22 @@ def save(where: str | os.PathLike, state: dict[str, Any], *, kind: str) -> Path:
 
 
 def read(path: str | os.PathLike) -> dict[str, Any]:
-    """One checkpoint file, verified (format tag and content checksum); ``CheckpointError``
+    """One checkpoint file, verified (format tag and content checksum); ``RunCheckpointError``
     says what is wrong with it."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise CheckpointError(f"{path} cannot be read: {e}") from None
+        raise RunCheckpointError(f"{path} cannot be read: {e}") from None
     if not raw:
-        raise CheckpointError(f"{path} is empty (0 bytes): its write was interrupted")
+        raise RunCheckpointError(f"{path} is empty (0 bytes): its write was interrupted")
     if raw.startswith(MAGIC):
         head = len(MAGIC)
         recorded = raw[head:head + 64].decode("ascii", "replace")
         payload = raw[head + 65:]
         actual = hashlib.sha256(payload).hexdigest()
         if raw[head + 64:head + 65] != b"\n" or actual != recorded:
-            raise CheckpointError(
+            raise RunCheckpointError(
                 f"{path} is corrupt: the sha256 of its content ({actual[:16]}…) is not the one "
                 f"recorded when it was written ({recorded[:16]}…); it was truncated or damaged "
                 "on disk")
@@ -173,7 +174,7 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
                           "content checksum; it is read as is")
     if not isinstance(state, dict) or state.get("format") not in formats:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path} is not a robust_zoo checkpoint (format {got!r}, "
+        raise RunCheckpointError(f"{path} is not a robust_zoo checkpoint (format {got!r}, "
                               f"expected {FORMAT!r})")
     state.setdefault("kind", "train")
     return state
@@ -183,7 +184,7 @@ def _unpickle(src, path: Path) -> Any:
     try:
         return torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:   # truncated or foreign files: say which file, not a pickle traceback
-        raise CheckpointError(f"{path} is not a readable checkpoint: {type(e).__name__}: "
+        raise RunCheckpointError(f"{path} is not a readable checkpoint: {type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
 
 
@@ -205,7 +206,7 @@ def load(where: str | os.PathLike, *, kind: str | None = None) -> tuple[dict[str
             continue
         try:
             state = read(p)
-        except CheckpointError as e:
+        except RunCheckpointError as e:
             problems.append(str(e))
             continue
         if kind is not None and state["kind"] != kind:

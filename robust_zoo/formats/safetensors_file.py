@@ -13,7 +13,7 @@ kernels by pointer alignment, and on AVX-512 machines a 4-byte-aligned weight gi
 that differ from torchvision's in the last bits.
 
 Reading (``read_weights``) maps the file once, hashes exactly the mapped bytes with the fast
-digest (``io.FAST_DIGEST``), validates the header (``validate.safetensors_header``) and builds
+digest (``fileio.FAST_DIGEST``), validates the header (``validate.safetensors_header``) and builds
 each tensor as a view of the map when it is 64-byte aligned, else as an aligned copy. So the
 bytes that were hashed are the bytes the model computes with.
 """
@@ -30,6 +30,7 @@ from typing import Any, Mapping
 import torch
 
 from ..fileio import FAST_DIGEST, atomic_path, fast_hasher
+from ..models.archs import IMAGENET_MEAN, IMAGENET_STD
 from ..validate import (DTYPES, CheckpointFormatError, IntegrityError, header_length,
                        safetensors_header)
 
@@ -92,8 +93,8 @@ def serialized_digest(tensors: Mapping[str, torch.Tensor],
     return h.hexdigest()
 
 
-def weights_metadata(arch: str, num_classes: int, mean=(0.485, 0.456, 0.406),
-                     std=(0.229, 0.224, 0.225), **metadata: Any) -> dict[str, str]:
+def weights_metadata(arch: str, num_classes: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                     **metadata: Any) -> dict[str, str]:
     """The metadata ``save_weights`` writes."""
     meta = {"format": FORMAT_TAG, "arch": arch, "num_classes": str(int(num_classes)),
             "mean": json.dumps([float(x) for x in mean]),
@@ -103,8 +104,8 @@ def weights_metadata(arch: str, num_classes: int, mean=(0.485, 0.456, 0.406),
 
 
 def save_weights(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, *,
-                 arch: str, num_classes: int, mean=(0.485, 0.456, 0.406),
-                 std=(0.229, 0.224, 0.225), **metadata: Any) -> Path:
+                 arch: str, num_classes: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 **metadata: Any) -> Path:
     """Write ``state_dict`` atomically as (aligned) safetensors plus the metadata above."""
     return write_safetensors(state_dict, path, weights_metadata(arch, num_classes, mean, std,
                                                                 **metadata))
@@ -119,6 +120,7 @@ class Loaded:
     digest: str          # FAST_DIGEST hex of the whole file
     size: int
     copied: int          # tensors that were not 64-byte aligned in the file (copied)
+    path: Path | None = None     # the file read
 
 
 def read_weights(path: str | os.PathLike, expect_digest: str | None = None,
@@ -162,7 +164,7 @@ def read_weights(path: str | os.PathLike, expect_digest: str | None = None,
                                  offset=t.begin).clone().view(dtype)  # allocator: 64-aligned
             copied += 1
         sd[t.name] = x.view(t.shape)
-    return Loaded(sd, head.metadata, digest, size, copied)
+    return Loaded(sd, head.metadata, digest, size, copied, path)
 
 
 def _changed(what: str, path: Path) -> IntegrityError:

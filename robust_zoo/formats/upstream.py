@@ -1,7 +1,7 @@
 """Upstream ``robustness`` checkpoints ⇄ plain torchvision state dicts.
 
 An upstream ``.ckpt`` is ``torch.save``'d ``{"model": DataParallel(AttackerModel).state_dict(),
-"epoch": ..., "optimizer": ..., "schedule": ..., "amp": ...}`` (older files: ``"state_dict"``).
+"epoch": ..., "optimizer": ..., "schedule": ..., "amp": ...}`` (some files: ``"state_dict"``).
 Inside ``model``::
 
     module.normalizer.new_mean / new_std          ImageNet mean/std, shape [3, 1, 1]
@@ -154,13 +154,15 @@ def _check_normalizer(buf: Mapping[str, torch.Tensor], mean: Sequence[float],
 
 
 def from_robustness(ckpt: Mapping[str, Any], arch: str, *, mean: Sequence[float] = IMAGENET_MEAN,
-                    std: Sequence[float] = IMAGENET_STD, source: str = "checkpoint") -> Converted:
-    """Torchvision state dict of ``arch`` from an upstream checkpoint dict (see module doc)."""
+                    std: Sequence[float] = IMAGENET_STD, num_classes: int | None = None,
+                    source: str = "checkpoint") -> Converted:
+    """Torchvision state dict of ``arch`` from an upstream checkpoint dict (see module doc).
+    ``num_classes``: the head the result must have (None: whatever the file's head has)."""
     a = get_arch(arch)
     key = next((k for k in TOP_LEVEL_KEYS if k in ckpt), None)
     if key is None:
         raise CheckpointFormatError(
-            f"{source} is not a robustness checkpoint: expected a top-level 'model' (or legacy "
+            f"{source} is not a robustness checkpoint: expected a top-level 'model' (or "
             f"'state_dict') entry holding the AttackerModel state dict, found keys "
             f"{sorted(map(str, ckpt))[:10]}")
     sd = ckpt[key]
@@ -175,8 +177,10 @@ def from_robustness(ckpt: Mapping[str, Any], arch: str, *, mean: Sequence[float]
     if not net:
         raise CheckpointFormatError(f"{source} has no module.model.* keys (found e.g. "
                                     f"{list(sd)[:5]})")
-    head_w = net.get(a.head + ".weight", net.get("model." + a.head + ".weight"))
-    expected = _expected(a.name, int(head_w.shape[0]) if head_w is not None else 1000)
+    if num_classes is None:
+        head_w = net.get(a.head + ".weight", net.get("model." + a.head + ".weight"))
+        num_classes = int(head_w.shape[0]) if head_w is not None else 1000
+    expected = _expected(a.name, num_classes)
     wrapped = False
     if set(net) != set(expected) and all(k.startswith("model.") for k in net):
         net = {k[len("model."):]: v for k, v in net.items()}

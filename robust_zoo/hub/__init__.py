@@ -2,8 +2,11 @@
 verified state dict on disk.
 
 * ``manifest``: ``weights_manifest.json`` as validated data (``Entry``, ``FileSpec``).
+* ``cache``: the cache folder (where, what lives in it), its locks and the cleanup of leftovers.
+* ``records``: records of verified files (size, sha256, fast digest, the pin they were checked
+  against) and the check of a file against its pin.
 * ``sources``: fetching one manifest file (Hugging Face Hub, plain URL, local path), verified
-  against its pinned sha256.
+  against its pinned sha256, with retries.
 * ``loading``: the load step: a fetched file → a content-checked state dict (upstream pickles
   converted once into cached safetensors).
 * ``factory``: ``load``, ``get_entry``, ``list_models``, ``download`` (timm's ``_factory``).
@@ -19,10 +22,10 @@ _LAZY = {
     "load_state_dict": "factory",
     "Entry": "manifest", "FileSpec": "manifest", "Manifest": "manifest",
     "load_manifest": "manifest", "ManifestError": "manifest", "UnknownModelError": "manifest",
-    "fetch": "sources", "fetch_verified": "sources", "verify_file": "sources",
-    "cache_dir": "sources", "IntegrityError": "sources", "NotCachedError": "sources",
-    "SourceUnavailableError": "sources", "CacheWriteError": "sources",
-    "UnpinnedFileWarning": "sources",
+    "fetch": "sources", "fetch_verified": "sources", "NotCachedError": "sources",
+    "SourceUnavailableError": "sources", "UnpinnedFileWarning": "sources",
+    "verify_file": "records", "IntegrityError": "records", "UnverifiableError": "loading",
+    "cache_dir": "cache", "CacheWriteError": "cache",
     "pin_manifest": "pin", "export": "publish", "model_card": "publish",
 }
 __all__ = sorted(_LAZY)

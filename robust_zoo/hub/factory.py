@@ -11,10 +11,12 @@ import torch
 from torch import nn
 
 from .. import validate
-from . import loading as cache, sources as hub
+from . import loading, records, sources
 from ..models.archs import build, get_arch
+from ..formats.safetensors_file import Loaded
 from ..formats.upstream import match_state_dict
 from ..errors import RobustZooError, UsageError
+from ..naming import check_norm
 from .manifest import Entry, FileSpec, Manifest, ManifestError, UnknownModelError, load_manifest
 from ..models.robust_model import RobustModel, replace_head
 
@@ -31,21 +33,44 @@ def get_entry(name: str | os.PathLike | None = None, *, arch: str | None = None,
               norm: str | None = None, eps: float | None = None, manifest: Any = None) -> Entry:
     """The manifest entry for a name, an ``hf-hub:org/repo[@rev]`` export, an export folder
     (a path, or ``local-dir:PATH`` as in timm), or (arch, norm, ε)."""
+    eps = _check_selection(name, arch, norm, eps)
     if name is not None:
         name = os.fspath(name)
         if name.startswith(("hf-hub:", "local-dir:")) or _is_export_dir(name):
             return _export_entry(name)
     m = load_manifest(manifest)
     if name is not None:
-        if arch or norm or eps is not None:
-            raise ValueError("Pass either a name or arch/norm/eps, not both")
         if name not in m and (Path(name) / "config.json").is_file():
             return _export_entry(name)    # a bare folder name that is not a zoo name
         return m.get(name)
-    if arch is None or norm is None or eps is None:
-        raise ValueError("Pass a model name, or all of arch=, norm= and eps= "
-                         "(e.g. arch='resnet50', norm='linf', eps=4/255)")
     return m.find(arch, norm, eps)
+
+
+def _check_selection(name: Any, arch: Any, norm: Any, eps: Any) -> float | None:
+    """A name, or all of arch/norm/eps, each of a valid kind; returns ε as a float."""
+    if name is not None:
+        if not isinstance(name, (str, os.PathLike)) or not os.fspath(name):
+            raise UsageError(f"name={name!r} is not a model name: pass a name from "
+                             "robust_zoo.list_models(), an export folder or hf-hub:org/repo")
+        given = [k for k, v in (("arch", arch), ("norm", norm), ("eps", eps)) if v is not None]
+        if given:
+            raise UsageError(f"Pass either a name or arch=/norm=/eps=, not both (got name="
+                             f"{os.fspath(name)!r} and {', '.join(given)})")
+        return None
+    if arch is None or norm is None or eps is None:
+        raise UsageError("Pass a model name, or all of arch=, norm= and eps= "
+                         "(e.g. arch='resnet50', norm='linf', eps=4/255)")
+    if not isinstance(arch, str):
+        raise UsageError(f"arch={arch!r} is not an architecture name (e.g. 'resnet50')")
+    try:
+        get_arch(arch)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    check_norm(norm)
+    try:
+        return validate.eps(eps, "eps")
+    except validate.FieldError as e:
+        raise UsageError(f"eps={eps!r}: {str(e).split(': ', 1)[1]}") from None
 
 
 def arch_of(name: str, *, manifest: Any = None, pretrained: bool = True) -> str:
@@ -82,7 +107,12 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
     (``0``: features only); equal to it, the trained head is kept, as in timm.
     ``model.reset_classifier(N)`` always gives a fresh head.
     ``verify``: "auto" (hash files once, re-hash when they change), "always", "never".
+    Every argument is checked before anything is read or written (a ``UsageError`` naming it).
     """
+    _check_selection(name, arch, norm, eps)
+    _check_load_arguments(pretrained=pretrained, normalize=normalize, progress=progress,
+                          local_files_only=local_files_only, num_classes=num_classes,
+                          device=device, dtype=dtype, verify=verify)
     entry = get_entry(name, arch=arch, norm=norm, eps=eps, manifest=manifest)
     a = get_arch(entry.arch)
     mean, std = entry.mean, entry.std
@@ -105,6 +135,45 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
     return model
 
 
+def _check_load_arguments(*, pretrained: Any, normalize: Any, progress: Any,
+                          local_files_only: Any, num_classes: Any, device: Any, dtype: Any,
+                          verify: Any) -> None:
+    """``load``'s arguments other than the model's selection, each of a valid kind and value."""
+    records.check_mode(verify)
+    for k, v in (("pretrained", pretrained), ("normalize", normalize), ("progress", progress),
+                 ("local_files_only", local_files_only)):
+        if not isinstance(v, bool):
+            raise UsageError(f"{k}={v!r}: pass True or False")
+    if num_classes is not None and (isinstance(num_classes, bool)
+                                    or not isinstance(num_classes, int) or num_classes < 0):
+        raise UsageError(f"num_classes={num_classes!r}: pass an integer >= 0 (0: features "
+                         "only) or None (the entry's own head)")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        hint = (f"; did you mean torch.{dtype}?" if isinstance(dtype, str)
+                and isinstance(getattr(torch, dtype, None), torch.dtype) else "")
+        raise UsageError(f"dtype={dtype!r}: pass a floating torch dtype (torch.float32, "
+                         f"torch.float16, torch.bfloat16, torch.float64) or None{hint}")
+    if device is not None:
+        _check_device(device)
+
+
+def _check_device(device: Any) -> None:
+    """``device`` names a device that exists on this machine."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise UsageError(f"device={device!r} is not a device ({str(e).splitlines()[0]}); use "
+                         "e.g. 'cpu', 'cuda' or 'cuda:0'") from None
+    if d.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (d.index or 0) >= n:
+            raise UsageError(f"device={device!r}: this machine has {n} CUDA device(s)"
+                             + ("; use device='cpu'" if n == 0 else
+                                f"; use an index below {n}"))
+    elif d.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"device={device!r}: MPS is not available here; use device='cpu'")
+
+
 def _with_versions(sd: dict[str, torch.Tensor], net: nn.Module) -> "OrderedDict":
     """``sd`` with the module versions of ``net`` attached. Files (safetensors, converted
     pickles) carry no ``_metadata``, and some torchvision modules (MNASNet) refuse a state dict
@@ -118,22 +187,26 @@ def load_state_dict(entry: Entry, *, verify: str = "auto", progress: bool = True
                     local_files_only: bool = False
                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(torchvision state dict, metadata) for ``entry``: its files tried in order of preference,
-    each verified and content-checked by ``robust_zoo.cache``."""
+    each verified and content-checked by ``hub.loading``."""
+    loaded, spec = _load_first(entry, verify=verify, progress=progress,
+                               local_files_only=local_files_only)
+    if spec.format != "safetensors":  # a converted copy: matched to the arch when written
+        return loaded.state_dict, loaded.metadata
+    return _net_keys(loaded.state_dict, entry, spec.describe()), loaded.metadata
+
+
+def _load_first(entry: Entry, **kw: Any) -> tuple[Loaded, FileSpec]:
+    """The first of ``entry``'s files that can be fetched, verified and read, and its spec."""
     errors = []
     for spec in entry.files:
         try:
-            loaded = cache.load_spec(entry, spec, verify=verify, progress=progress,
-                                     local_files_only=local_files_only)
-        except (hub.SourceUnavailableError, hub.NotCachedError) as e:
+            return loading.load_spec(entry, spec, **kw), spec
+        except (sources.SourceUnavailableError, sources.NotCachedError) as e:
             errors.append(e)
-            continue
-        if spec.format != "safetensors":  # a converted copy: matched to the arch when written
-            return loaded.state_dict, loaded.metadata
-        return _net_keys(loaded.state_dict, entry, spec.describe()), loaded.metadata
     if len(errors) == 1:
         raise errors[0]
-    raise hub.SourceUnavailableError(f"No file of {entry.name} could be fetched:\n  "
-                                     + "\n  ".join(str(e) for e in errors))
+    raise sources.SourceUnavailableError(f"No file of {entry.name} could be fetched:\n  "
+                                         + "\n  ".join(str(e) for e in errors))
 
 
 def _net_keys(sd: dict[str, torch.Tensor], entry: Entry, what: str) -> dict[str, torch.Tensor]:
@@ -147,11 +220,12 @@ def download(names: list[str] | str, *, manifest: Any = None, progress: bool = T
              verify: str = "auto") -> dict[str, Path]:
     """Fetch, verify (and convert) entries so later loads need no network; returns, per name,
     the local file that later loads read."""
+    records.check_mode(verify)
     out = {}
     for name in [names] if isinstance(names, str) else names:
         entry = get_entry(name, manifest=manifest)
-        load_state_dict(entry, verify=verify, progress=progress)
-        out[name] = cache.local_file(entry)
+        loaded, _ = _load_first(entry, verify=verify, progress=progress)
+        out[name] = loaded.path
     return out
 
 
@@ -178,7 +252,7 @@ def _export_entry(ref: str) -> Entry:
         cfg_spec = FileSpec(format="safetensors", repo_id=repo, filename="config.json",
                             revision=rev or "main")
         try:
-            cfg_path = hub.hf_download(cfg_spec, progress=False)
+            cfg_path = sources.hf_download(cfg_spec, progress=False)
         except Exception as e:  # noqa: BLE001 — huggingface_hub's own errors, named below
             if isinstance(e, RobustZooError) or type(e).__module__.split(".")[0] not in (
                     "huggingface_hub", "httpx", "httpx2", "requests"):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .. import validate
-from ..models.archs import get_arch, list_archs
+from ..models.archs import IMAGENET_MEAN, IMAGENET_STD, get_arch, list_archs
 from ..errors import RobustZooError
 from ..naming import check_norm, eps_close, eps_display, model_name
 
@@ -102,11 +102,11 @@ class Entry:
 
     @property
     def mean(self) -> tuple[float, ...]:
-        return tuple(self.preprocessing.get("mean", (0.485, 0.456, 0.406)))
+        return tuple(self.preprocessing.get("mean", IMAGENET_MEAN))
 
     @property
     def std(self) -> tuple[float, ...]:
-        return tuple(self.preprocessing.get("std", (0.229, 0.224, 0.225)))
+        return tuple(self.preprocessing.get("std", IMAGENET_STD))
 
     def metric(self, name: str, **match: Any) -> dict | None:
         """The first claimed metric record called ``name`` whose fields equal ``match``."""

@@ -42,8 +42,9 @@ def pin_manifest(manifest: str | Path | None = None, out: str | Path | None = No
                                         f"at {commit}")
             sha = info.lfs.sha256 if getattr(info, "lfs", None) else None
             if f.get("sha256") and sha and f["sha256"] != sha:
-                raise IntegrityError(f"{m['name']}: the manifest pins {f['sha256']} but the Hub has "
-                                 f"{sha} for {f['filename']} at {commit}; refusing to re-pin")
+                raise IntegrityError(f"{m['name']}: the manifest pins {f['sha256']} but the Hub "
+                                     f"has {sha} for {f['filename']} at {commit}; refusing to "
+                                     "re-pin")
             new = {"sha256": f.get("sha256") or sha, "size": info.size, "revision": commit}
             if any(f.get(k) != v for k, v in new.items()):
                 f.update(new)

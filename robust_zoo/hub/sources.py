@@ -1,48 +1,32 @@
 """Getting a manifest file onto disk, verified: Hub (``huggingface_hub``), plain URL, local path.
 
-Every file is checked against the sha256 the manifest pins before anything reads it. Hashing a
-1 GB file by sha256 costs seconds, so a successful check leaves a marker in our cache: the file's
-size, its sha256 and its fast digest (``io.FAST_DIGEST``) — the record of exactly which bytes
-were verified. ``verify="auto"`` trusts the marker's sha256 only together with a content check:
-the caller (``cache.read_verified``) recomputes the fast digest of the bytes it loads and
-compares it with the marker's, so any changed byte is caught on every load. ``"always"``
-re-hashes by sha256; ``"never"`` checks nothing. A marker that is malformed is treated as
-absent (the file is re-hashed and the marker rewritten). A cached file that fails the check is
-deleted and fetched once more; a freshly downloaded file that fails it is deleted and refused.
-
-Transient network failures (dropped connections, 5xx) are retried with backoff; what still
-fails is a ``SourceUnavailableError``. Leftovers of killed runs (``.incomplete`` blobs of our
-repositories in the Hugging Face cache, our ``.tmp`` and ``.part`` files) older than
-``STALE_SECONDS`` are removed by the next download.
+Every file is checked against the sha256 the manifest pins before anything reads it
+(``records.verify_file``). A cached file that fails the check is deleted and fetched once more;
+a freshly downloaded file that fails it is deleted and refused. Transient network failures
+(dropped connections, 5xx) are retried with backoff; what still fails is a
+``SourceUnavailableError``.
 """
 from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
-import re
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from .. import validate
 from ..errors import RobustZooError
+from ..fileio import atomic_path
 from ..validate import IntegrityError
-from ..fileio import (FAST_DIGEST, atomic_path, atomic_write_text, hash_file,  # noqa: F401
-                 sha256_file)
+from .cache import (cache_dir, cache_write_error, cleanup_stale, file_lock, hf_blob, hf_cache,
+                    offline, remove)
 from .manifest import FileSpec
+from .records import check_mode, forget, verify_file
 
-VERIFY_MODES = ("auto", "always", "never")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_FAST_RE = re.compile(r"^[0-9a-f]{32}$")
-MARKER_VERSION = 2
 RETRIES = 3                 # attempts per source for transient network errors
 BACKOFF_SECONDS = 1.0       # first wait; doubles per attempt
-STALE_SECONDS = 3600        # leftovers older than this are removed
 
 
 class NotCachedError(RobustZooError, FileNotFoundError):
@@ -53,148 +37,14 @@ class SourceUnavailableError(RobustZooError, OSError):
     """The file could not be fetched from this source (missing, unreachable)."""
 
 
-class CacheWriteError(RobustZooError, OSError):
-    """The cache could not be written (disk full, read-only, permissions)."""
-
-
 class UnpinnedFileWarning(UserWarning):
     """A manifest file without a sha256: checked against the Hub's LFS hash only."""
 
 
-__all__ = ["fetch", "fetch_verified", "hf_download", "verify_file", "forget", "cache_dir",
-           "file_lock", "cleanup_stale", "IntegrityError", "NotCachedError",
-           "SourceUnavailableError", "CacheWriteError", "UnpinnedFileWarning", "Verified"]
+__all__ = ["fetch", "fetch_verified", "hf_download", "IntegrityError", "NotCachedError",
+           "SourceUnavailableError", "UnpinnedFileWarning", "Verified", "RETRIES",
+           "BACKOFF_SECONDS"]
 
-
-def cache_dir() -> Path:
-    """``$ROBUST_ZOO_CACHE``, else ``$XDG_CACHE_HOME/robust_zoo``, else ``~/.cache/robust_zoo``."""
-    env = os.environ.get("ROBUST_ZOO_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "robust_zoo"
-
-
-def offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def cache_write_error(e: OSError, path: Path, doing: str) -> CacheWriteError:
-    """The specific error for a cache that cannot be written."""
-    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-           errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-           errno.EPERM: "permission denied", errno.ENOTDIR: "a file is where a folder must be",
-           errno.EEXIST: "a file is where a folder must be"
-           }.get(e.errno, e.strerror or type(e).__name__)
-    return CacheWriteError(f"Could not {doing} in the cache ({path}): {why}. Free space, fix "
-                           "the permissions, or point ROBUST_ZOO_CACHE at a writable folder.")
-
-
-@contextmanager
-def file_lock(key: str) -> Iterator[None]:
-    """Inter-process lock, so two processes fetching or converting one file do it once. In a
-    cache that cannot be written there is nothing to protect, so no lock is taken."""
-    from filelock import FileLock
-
-    d = cache_dir() / "locks"
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(d / f"{key}.lock"))
-        lock.acquire()
-    except OSError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-# ----------------------------------------------------------------------------- verification
-
-def _marker_path(path: Path) -> Path:
-    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()
-    return cache_dir() / "verified" / f"{key}.json"
-
-
-def read_marker(path: Path) -> dict | None:
-    """The marker of ``path`` if it is well-formed and matches the file's size, else None."""
-    try:
-        m = json.loads(_marker_path(path).read_text())
-        size = path.stat().st_size
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    if (isinstance(m, dict) and m.get("v") == MARKER_VERSION
-            and m.get("path") == str(path.resolve()) and m.get("size") == size
-            and isinstance(m.get("sha256"), str) and _SHA256_RE.match(m["sha256"])
-            and isinstance(m.get(FAST_DIGEST), str) and _FAST_RE.match(m[FAST_DIGEST])):
-        return m
-    return None
-
-
-def write_marker(path: Path, sha256: str, fast: str, size: int) -> None:
-    """Record a verification; a cache that cannot be written only costs a re-hash next time."""
-    try:
-        atomic_write_text(_marker_path(path), json.dumps(
-            {"v": MARKER_VERSION, "path": str(path.resolve()), "size": size, "sha256": sha256,
-             FAST_DIGEST: fast}))
-    except OSError:
-        pass
-
-
-def forget(path: Path) -> None:
-    """Drop the marker of ``path`` (its verification no longer holds)."""
-    try:
-        _marker_path(path).unlink()
-    except OSError:
-        pass
-
-
-def verify_file(path: Path, expected: str | None, what: str, verify: str = "auto") -> str | None:
-    """Check ``path`` against ``expected`` (sha256); return the fast digest the bytes had when
-    verified, which the reader must find again (None: nothing to check against).
-
-    "auto" takes the sha256 from a well-formed marker of the same size; otherwise, and always
-    for "always", the file is hashed (sha256 and fast digest in one read)."""
-    if verify not in VERIFY_MODES:
-        raise validate.FieldError("verify", f"{verify!r}: use one of {VERIFY_MODES}")
-    if verify == "never" or expected is None:
-        return None
-    expected = expected.lower()
-    m = read_marker(path) if verify == "auto" else None
-    if m is not None and m["sha256"] == expected:
-        return m[FAST_DIGEST]
-    sha, fast, size = hash_file(path)
-    if sha != expected:
-        forget(path)
-        raise IntegrityError(f"sha256 mismatch for {what}\n  file:     {path}\n"
-                             f"  expected: {expected}\n  actual:   {sha}")
-    write_marker(path, sha, fast, size)
-    return fast
-
-
-def file_sha256(path: Path, verify: str = "auto") -> str | None:
-    """sha256 of ``path``, from its marker when one is valid (``verify="auto"``)."""
-    if verify not in VERIFY_MODES:
-        raise validate.FieldError("verify", f"{verify!r}: use one of {VERIFY_MODES}")
-    if verify == "never":
-        return None
-    m = read_marker(path) if verify == "auto" else None
-    if m is not None:
-        return m["sha256"]
-    sha, fast, size = hash_file(path)
-    write_marker(path, sha, fast, size)
-    return sha
-
-
-def check_sha256(path: Path, expected: str | None, what: str, verify: str = "auto") -> None:
-    """Raise IntegrityError unless ``path`` hashes to ``expected`` (None: nothing to check)."""
-    verify_file(path, expected, what, verify)
-
-
-# ----------------------------------------------------------------------------- sources
 
 @dataclass(frozen=True)
 class Verified:
@@ -215,8 +65,7 @@ def fetch(spec: FileSpec, *, base_dir: Path | None = None, verify: str = "auto",
 def fetch_verified(spec: FileSpec, *, base_dir: Path | None = None, verify: str = "auto",
                    progress: bool = True, local_files_only: bool = False) -> Verified:
     """``fetch``, also returning the fast digest the caller must find in the bytes it reads."""
-    if verify not in VERIFY_MODES:
-        raise validate.FieldError("verify", f"{verify!r}: use one of {VERIFY_MODES}")
+    check_mode(verify)
     if spec.source == "path":
         return _fetch_path(spec, base_dir, verify)
     if spec.source == "url":
@@ -295,62 +144,13 @@ def hf_download(spec: FileSpec, progress: bool = True, **kw) -> Path:
             enable_progress_bars()
 
 
-_hf_download = hf_download  # the name older code used
-
-
-def _forget_hf_file(path: Path) -> None:
-    """Drop a cached Hub file: its blob, the snapshot link that points at it, its marker."""
-    blob = path.resolve()
+def _forget_hf_file(path: Path, repo_id: str) -> None:
+    """Drop a cached Hub file: its record, its snapshot link and the blob that link names,
+    each removed as the path inside the cache (``cache.remove``), never a link's target."""
+    blob = hf_blob(path, repo_id)
     forget(path)
-    for p in (path, blob):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def forget_file(spec: FileSpec, path: Path) -> None:
-    """Remove a local copy that failed its check, so the next fetch downloads it again
-    (a ``path`` source is the user's own file: only its marker is dropped)."""
-    if spec.source == "hf":
-        _forget_hf_file(path)
-    elif spec.source == "url":
-        forget(path)
-        path.unlink(missing_ok=True)
-    else:
-        forget(path)
-
-
-def _hf_repo_dir(repo_id: str) -> Path:
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
-
-    return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
-
-
-def cleanup_stale(spec: FileSpec | None = None, keep: Path | None = None) -> list[Path]:
-    """Remove leftovers of killed runs older than STALE_SECONDS: ``.incomplete`` blobs of
-    ``spec``'s Hub repository, our ``.tmp`` files and ``.part`` downloads (except ``keep``)."""
-    now = time.time()
-    found: list[Path] = []
-    dirs = []
-    if spec is not None and spec.source == "hf":
-        dirs.append((_hf_repo_dir(spec.repo_id) / "blobs", ("*.incomplete",)))
-    root = cache_dir()
-    dirs += [(root / "converted", ("*.tmp",)), (root / "verified", ("*.tmp",)),
-             (root / "downloads", ("**/*.tmp", "**/*.part")), (root, (".*.tmp",))]
-    for d, patterns in dirs:
-        if not d.is_dir():
-            continue
-        for pat in patterns:
-            for p in d.glob(pat):
-                try:
-                    if p != keep and p.is_file() and now - p.stat().st_mtime > STALE_SECONDS:
-                        p.unlink()
-                        found.append(p)
-                except OSError:
-                    pass
-    return found
+    remove(path)
+    remove(blob)
 
 
 def _fetch_hf(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> Verified:
@@ -368,17 +168,17 @@ def _fetch_hf(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> 
                 return Verified(path, _check_hf(path, spec, what, verify), spec.sha256)
             except IntegrityError as e:
                 if local_only:
-                    _forget_hf_file(path)
+                    _forget_hf_file(path, spec.repo_id)
                     raise IntegrityError(f"{e}\nThe corrupted cache entry was deleted; fetch it "
                                          "again with network access.") from None
                 warnings.warn(f"Cached copy of {what} is corrupted; downloading it again.\n{e}")
-                _forget_hf_file(path)
+                _forget_hf_file(path, spec.repo_id)
         if local_only:
             raise NotCachedError(
                 f"{what} is not in the local cache and downloads are off "
                 f"({'HF_HUB_OFFLINE=1' if offline() else 'local_files_only=True'}). Fetch it on a "
                 "machine with network (`robust-zoo download NAME`) and copy the Hugging Face cache "
-                f"({_hf_cache()}) and {cache_dir()}, or unset HF_HUB_OFFLINE.")
+                f"({hf_cache()}) and {cache_dir()}, or unset HF_HUB_OFFLINE.")
         cleanup_stale(spec)
         try:
             path = _retrying(lambda: hf_download(spec, progress, force_download=False), what)
@@ -389,7 +189,7 @@ def _fetch_hf(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> 
             raise
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
-                raise cache_write_error(e, Path(_hf_cache()), f"download {what}") from None
+                raise cache_write_error(e, Path(hf_cache()), f"download {what}") from None
             raise SourceUnavailableError(f"{what} could not be downloaded ({type(e).__name__}: "
                                          f"{str(e).splitlines()[0][:300]})") from None
         except RecursionError:
@@ -408,7 +208,7 @@ def _fetch_hf(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> 
         try:
             fast = _check_hf(path, spec, what, "always")
         except IntegrityError as e:
-            _forget_hf_file(path)
+            _forget_hf_file(path, spec.repo_id)
             raise IntegrityError(f"{e}\nThe download was deleted and not loaded: the file on the "
                                  "server is not the one the manifest pins.") from None
         return Verified(path, fast, spec.sha256)
@@ -418,8 +218,8 @@ def _check_hf(path: Path, spec: FileSpec, what: str, verify: str) -> str | None:
     if spec.sha256:
         return verify_file(path, spec.sha256, what, verify)
     # Unpinned: the blob is named after its etag, which for LFS files is the content sha256.
-    etag = path.resolve().name
-    if _SHA256_RE.match(etag):
+    etag = (hf_blob(path, spec.repo_id) or path).name
+    if validate.is_sha256(etag):
         warnings.warn(f"{what} has no sha256 in the manifest; checked against the Hub's LFS hash "
                       f"{etag[:12]}… only. Pin it (`robust-zoo pin`) to guard against changes "
                       "on the Hub.", UnpinnedFileWarning, stacklevel=5)
@@ -427,12 +227,6 @@ def _check_hf(path: Path, spec: FileSpec, what: str, verify: str) -> str | None:
     warnings.warn(f"{what} has no sha256 in the manifest and the Hub gave no LFS hash: "
                   "it is not verified.", UnpinnedFileWarning, stacklevel=5)
     return None
-
-
-def _hf_cache() -> str:
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
 
 
 def _fetch_url(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> Verified:
@@ -445,7 +239,7 @@ def _fetch_url(spec: FileSpec, verify: str, progress: bool, local_only: bool) ->
                                 spec.sha256)
             except IntegrityError as e:
                 warnings.warn(f"Cached copy of {spec.url} is corrupted; downloading it again.\n{e}")
-                dest.unlink()
+                remove(dest)
         if local_only:
             raise NotCachedError(f"{spec.url} is not in the local cache ({dest}) and downloads "
                                  "are off (HF_HUB_OFFLINE / local_files_only).")
@@ -470,7 +264,7 @@ def _fetch_url(spec: FileSpec, verify: str, progress: bool, local_only: bool) ->
         try:
             fast = verify_file(dest, spec.sha256, spec.url, "always")
         except IntegrityError:
-            dest.unlink()
+            remove(dest)
             raise
         if spec.sha256 is None:
             warnings.warn(f"{spec.url} has no sha256 in the manifest: it is not verified.",
@@ -492,6 +286,8 @@ def _download_url(url: str, dest: Path, size: int | None, progress: bool) -> Non
 
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if part.is_symlink():       # never append to whatever a link points at: start over
+        remove(part)
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     with requests.get(url, stream=True, headers=headers, timeout=(10, 60)) as r:
@@ -505,7 +301,7 @@ def _download_url(url: str, dest: Path, size: int | None, progress: bool) -> Non
                 have = 0
             ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if ctype in ("text/html", "application/xhtml+xml"):
-                part.unlink(missing_ok=True)
+                remove(part)
                 raise SourceUnavailableError(f"{url} answered with an HTML page ({ctype}), not "
                                              "the file: a login, error or consent page? Nothing "
                                              "was kept.")
@@ -519,7 +315,7 @@ def _download_url(url: str, dest: Path, size: int | None, progress: bool) -> Non
                         first = False
                         if _looks_like_html(chunk[:64]):
                             f.close()
-                            part.unlink(missing_ok=True)
+                            remove(part)
                             raise SourceUnavailableError(
                                 f"{url} served an HTML page, not the file (a login, error or "
                                 "consent page?). Nothing was kept.")
@@ -528,7 +324,7 @@ def _download_url(url: str, dest: Path, size: int | None, progress: bool) -> Non
     if size is not None and part.stat().st_size != size:
         got = part.stat().st_size
         if got > size:
-            part.unlink()
+            remove(part)
         raise SourceUnavailableError(f"{url}: got {got} bytes, expected {size}"
                                      + ("; the partial file is kept and resumed next time"
                                         if got < size else ""))

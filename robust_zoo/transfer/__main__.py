@@ -21,7 +21,7 @@ import os
 import sys
 
 from .core import MODES
-from .datasets import DATASETS
+from .datasets import TRANSFER_DATASETS
 from .hparams import DEFAULT_VIEWS, HEAD_SOLVERS, PROTOCOLS
 
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="zoo model name(s), e.g. resnet50_l2_eps3; with --pretrained false an "
                         "architecture name (resnet18) gives random weights")
     p.add_argument("--dataset", nargs="+", required=True,
-                   help=f"data set name(s): {', '.join(DATASETS)}")
+                   help=f"data set name(s): {', '.join(TRANSFER_DATASETS)}")
     p.add_argument("--mode", nargs="+", default=["fixed-feature"],
                    help=f"fixed (fixed-feature), full, or a ResNet freeze level layer1..layer4 "
                         f"(= 1..4); several modes make a sweep. Canonical: {', '.join(MODES)}")

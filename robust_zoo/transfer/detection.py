@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..models.archs import build, get_arch, list_archs
+from ..models.archs import IMAGENET_MEAN, IMAGENET_STD, build, get_arch, list_archs
 
 __all__ = ["backbone", "faster_rcnn", "detection_archs"]
 
@@ -61,7 +61,7 @@ def backbone(name: str, trainable_layers: int = 3, pretrained: bool = True, mani
             f"trainable_layers must be in 0..5 (5: every layer), got {trainable_layers}")
     norm_layer = norm_layer or FrozenBatchNorm2d
     net = arch.builder(weights=None, num_classes=1000, norm_layer=norm_layer)
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
     if pretrained:
         from ..hub.factory import load
 

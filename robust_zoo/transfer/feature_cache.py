@@ -43,7 +43,7 @@ __all__ = ["default_cache_dir", "model_fingerprint", "cache_key", "extract_featu
 
 
 def default_cache_dir() -> Path:
-    from ..hub.sources import cache_dir
+    from ..hub.cache import cache_dir
 
     return cache_dir() / "features"
 
