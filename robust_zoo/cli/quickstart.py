@@ -9,7 +9,7 @@ table (plus ``quickstart.png``, the class-synthesis panel ``quickstart_synthesis
 ``results.json``).
 
     robust-zoo quickstart [--out runs/quickstart] [--fast]
-    python -m robust_zoo.quickstart --fast
+    python -m robust_zoo.cli.quickstart --fast
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from ..console import ArgumentParser, command
+from ..errors import UsageError
 from ..naming import arg_type, parse_int
 
 ARCH = "mini_resnet"
@@ -38,7 +40,7 @@ def _int_at_least(low: int, what: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="robust-zoo quickstart",
         description="Train a standard and a robust model on scikit-learn's digits, attack both, "
                     "load them back from their manifest and transfer them to new classes. "
@@ -46,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/quickstart", help="output folder (default: %(default)s)")
     p.add_argument("--fast", action="store_true",
                    help="fewer epochs and attack strengths (about a third of the time)")
-    p.add_argument("--epochs", type=_int_at_least(1, "--epochs"), help="training epochs per model (default 8; --fast 3)")
-    p.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0, help="seed of both runs (default 0)")
+    p.add_argument("--epochs", type=_int_at_least(1, "--epochs"),
+                   help="training epochs per model (default 8; --fast 3)")
+    p.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0,
+                   help="seed of both runs (default 0)")
     p.add_argument("--threads", type=_int_at_least(0, "--threads"), default=1,
                    help="torch CPU threads (default 1: the tensors are tiny, and on a busy "
                         "machine several threads stall each other at every op; 0 = torch's "
@@ -233,21 +237,21 @@ def _is_quickstart_run(run: Path) -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:       # argparse printed the usage error (2) or the help (0)
-        return int(e.code or 0)
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     threads = torch.get_num_threads()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
-        return _main(args)
+        return _run(args)
     finally:
         torch.set_num_threads(threads)
 
 
-def _main(args: argparse.Namespace) -> int:
+main = command(_main)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..hub.factory import load
     from ..data import digits_tensors, parse_digit_classes
 
@@ -257,9 +261,8 @@ def _main(args: argparse.Namespace) -> int:
         run = out / kind
         if (run / "checkpoint.pt").exists() or (run / "model.safetensors").exists():
             if not _is_quickstart_run(run):
-                print(f"robust-zoo quickstart: error: {run} holds a run that the quickstart did "
-                      "not write; pass another --out", file=sys.stderr)
-                return 2
+                raise UsageError(f"{run} holds a run that the quickstart did not write; pass "
+                                 "another --out")
             print(f"replacing the previous quickstart run in {run}", flush=True)
             shutil.rmtree(run)
     epochs = args.epochs or (3 if args.fast else 8)
