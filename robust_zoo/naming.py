@@ -74,6 +74,22 @@ def arg_type(parse, **kwargs):
     return convert
 
 
+def parse_device(text: str, what: str = "--device") -> str:
+    """A torch device this machine has (``cpu``, ``cuda``, ``cuda:1``), as given; ``UsageError``
+    for a string torch cannot read or CUDA on a machine without it."""
+    import torch
+
+    s = str(text).strip()
+    try:
+        dev = torch.device(s)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{what}: {text!r} is not a torch device; use cpu, cuda or cuda:N"
+                         ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"{what} {s}: CUDA is not available here; pass --device cpu")
+    return s
+
+
 def parse_eps(text: "str | float | int", what: str = "eps") -> float:
     """ε in [0, 1] pixel units: a finite number >= 0; fractions allowed (``4/255``)."""
     return parse_number(text, what=what, minimum=0.0)

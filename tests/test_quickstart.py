@@ -23,7 +23,7 @@ def result(tmp_path_factory):
 
 def test_quickstart_outputs_load_and_robust_beats_standard(result):
     out = result
-    for f in ("weights_manifest.json", "quickstart.png", "results.json",
+    for f in ("weights_manifest.json", "quickstart.png", "quickstart_synthesis.png", "results.json",
               "standard/model.safetensors", "robust/model.safetensors",
               "standard/training_curves.png", "robust/README.md", "robust/metrics.jsonl"):
         assert (out / f).is_file(), f
@@ -40,6 +40,10 @@ def test_quickstart_outputs_load_and_robust_beats_standard(result):
     assert std["clean"] > 90 and rob["clean"] > 90
     assert rob["pgd"] >= std["pgd"] + 20, res["rows"]
     assert rob["transfer_clean"] > 80 and std["transfer_clean"] > 80
+    # the synthesis panel grows class-conditional seeds; the robust model's are recognised at
+    # least as often as the blurred seeds they start from
+    synth = res["synthesis"]
+    assert synth["judge_recognised_percent"]["robust"] >= synth["seeds_judge_recognised_percent"]
 
     for entry, row in zip(manifest["models"], res["rows"]):
         # each run folder's own manifest loads too, and the loaded weights are the trained ones

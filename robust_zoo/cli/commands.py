@@ -1,5 +1,5 @@
 """``robust-zoo``: list | info | download | verify | convert | export | pin, and the
-quickstart, train, evaluate and transfer programs under one name.
+quickstart, train, evaluate, transfer and viz programs under one name.
 
 Exit codes: 0 success; 1 a check found a problem (``verify``: a corrupted file; ``pin``: the Hub
 contradicts a pinned hash); 2 bad input or an unavailable source, with a message that says what
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import warnings
 from pathlib import Path
 
+from ..console import ArgumentParser, command, report_error
+from ..errors import RobustZooError, UsageError
 from ..naming import arg_type, parse_eps
 
 
@@ -61,8 +62,6 @@ def cmd_info(args) -> int:
         for f in entry.files:
             print(f"file: {f.describe()}  format={f.format}  sha256={f.sha256 or 'unpinned'}  "
                   f"size={f.size or '?'}")
-        from ..errors import RobustZooError
-
         try:
             cached = _cached(entry)
         except RobustZooError as e:  # a cached file that cannot be read counts as not cached
@@ -78,8 +77,7 @@ def cmd_download(args) -> int:
 
     names = load_manifest(args.manifest).names() if args.all else args.names
     if not names:
-        print("name one or more models, or pass --all", file=sys.stderr)
-        return 2
+        raise UsageError("download: name one or more models, or pass --all")
     for name, path in download(names, manifest=args.manifest, progress=not args.quiet).items():
         print(f"{name}: {path}")
     return 0
@@ -146,8 +144,7 @@ def cmd_convert(args) -> int:
 
     ckpt = Path(args.ckpt)
     if not ckpt.is_file():
-        print(f"{ckpt} does not exist", file=sys.stderr)
-        return 2
+        raise UsageError(f"convert: {ckpt} does not exist (give a robustness .ckpt file)")
     source_sha = sha256_file(ckpt)
     conv = from_robustness(read_checkpoint(ckpt), args.arch, source=str(ckpt))
     num_classes = int(conv.state_dict[get_arch(conv.arch).head + ".weight"].shape[0])
@@ -181,14 +178,14 @@ def cmd_pin(args) -> int:
 # Subcommands that are whole programs of their own (each also runs as ``python -m MODULE``):
 # their arguments go to that program's own parser untouched.
 PROGRAMS = {
-    "quickstart": ("robust_zoo.cli.quickstart", "offline demo: train, attack, load and transfer"),
+    "quickstart": ("robust_zoo.cli.quickstart", "offline demo: train, attack, load and "
+                   "transfer"),
     "train": ("robust_zoo.train.cli", "train a model from a recipe (python -m robust_zoo.train)"),
     "evaluate": ("robust_zoo.evaluate.cli", "clean and PGD/AutoAttack accuracy vs the claimed "
                  "metrics (python -m robust_zoo.evaluate)"),
     "transfer": ("robust_zoo.transfer.__main__", "fixed-feature / full-network transfer "
                  "(python -m robust_zoo.transfer)"),
-    "viz": ("robust_zoo.cli.viz", "saliency, class synthesis, inversion, feature pictures "
-            "(python -m robust_zoo.cli.viz)"),
+    "viz": ("robust_zoo.cli.viz", "saliency, class synthesis, inversion, feature pictures"),
 }
 
 
@@ -200,15 +197,14 @@ def run_program(name: str, argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="robust-zoo", description="Adversarially robust ImageNet "
-                                "models (Salman et al. 2020): list, fetch, verify, convert, "
-                                "export.")
+    p = ArgumentParser(prog="robust-zoo", description="Adversarially robust ImageNet models "
+                       "(Salman et al. 2020): list, fetch, verify, convert, export.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     s = sub.add_parser("list", help="list zoo models")
     s.add_argument("--arch")
     s.add_argument("--norm", choices=["l2", "linf"])
-    s.add_argument("--eps", type=arg_type(parse_eps), help="e.g. 3 or 4/255")
+    s.add_argument("--eps", type=arg_type(parse_eps, what="--eps"), help="e.g. 3 or 4/255")
     s.add_argument("--json", action="store_true")
     _manifest_arg(s)
     s.set_defaults(func=cmd_list)
@@ -258,26 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in PROGRAMS:
         return run_program(argv[0], argv[1:])
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:       # argparse printed the usage error (2) or the help (0)
-        return int(e.code or 0)
-    from ..errors import RobustZooError, message
-    from ..hub.sources import IntegrityError
-    from ..hub.manifest import ManifestError, UnknownModelError
+    args = build_parser().parse_args(argv)
+    from ..validate import IntegrityError
 
     try:
         return args.func(args)
-    except IntegrityError as e:
-        print(f"robust-zoo {args.cmd}: error: {message(e)}", file=sys.stderr)
+    except IntegrityError as e:    # a check found a corrupted file: exit 1 (module docstring)
+        report_error(e)
         return 1
-    except (RobustZooError, UnknownModelError, ManifestError, ValueError, OSError) as e:
-        print(f"robust-zoo {args.cmd}: error: {message(e)}", file=sys.stderr)
-        return 2
 
 
+main = command(_main)

@@ -24,11 +24,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Sequence
 
 import torch
 
-from ..errors import RobustZooError, UsageError
+from ..console import ArgumentParser, command
+from ..errors import UsageError
+from ..naming import arg_type, parse_device, parse_int, parse_number
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MODES = ("saliency", "synthesize", "invert", "feature")
@@ -122,8 +125,16 @@ def saliency_image(g: torch.Tensor) -> torch.Tensor:
 
 # -- command line -----------------------------------------------------------------------------
 
+def _number(what: str, minimum: float | None = None, allow_zero: bool = True):
+    return arg_type(parse_number, what=what, minimum=minimum, allow_zero=allow_zero)
+
+
+def _int(what: str, minimum: int):
+    return arg_type(parse_int, what=what, minimum=minimum)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="robust-zoo viz",
         description="Saliency, class synthesis, representation inversion or feature "
                     "visualisation of a zoo model, written as an image grid (PNG).")
@@ -132,27 +143,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", metavar="DIR_OR_FILE",
                    help="input images (folders: their image files, sorted): the images to "
                         "explain (saliency) or invert; start points for synthesize / feature")
-    p.add_argument("--target", help="classes, e.g. 3 or 0-4 or 1,7: what to synthesise "
-                   "(required), or the class each saliency map explains (default: prediction)")
-    p.add_argument("--unit", help="penultimate units for feature, e.g. 0-7 or 5,12")
-    p.add_argument("--eps", help="L2 radius around the start in [0, 1] pixel units "
-                   "(default: the function's, see docs/representations.md)")
-    p.add_argument("--steps", type=int, help="PGD steps (default: the function's)")
-    p.add_argument("--step-size", help="L2 step size (default: the function's)")
-    p.add_argument("--smooth", type=int, default=0, help="saliency: SmoothGrad copies (default 0)")
+    p.add_argument("--target", type=arg_type(parse_indices, what="--target"),
+                   help="classes, e.g. 3 or 0-4 or 1,7: what to synthesise (required), or the "
+                        "class each saliency map explains (default: prediction)")
+    p.add_argument("--unit", type=arg_type(parse_indices, what="--unit"),
+                   help="penultimate units for feature, e.g. 0-7 or 5,12")
+    p.add_argument("--eps", type=_number("--eps", 0.0, allow_zero=False),
+                   help="L2 radius around the start in [0, 1] pixel units; fractions allowed "
+                        "(default: the function's, see docs/representations.md)")
+    p.add_argument("--steps", type=_int("--steps", 1), help="PGD steps (default: the function's)")
+    p.add_argument("--step-size", type=_number("--step-size", 0.0, allow_zero=False),
+                   help="L2 step size (default: the function's)")
+    p.add_argument("--smooth", type=_int("--smooth", 0), default=0,
+                   help="saliency: SmoothGrad copies (default 0)")
     p.add_argument("--compare", metavar="OTHER_NAME", help="a second model, rendered as a "
                    "second row (e.g. the standard model next to a robust one)")
     p.add_argument("--manifest", help="manifest file or folder (default: $ROBUST_ZOO_MANIFEST or "
                    "the zoo's own)")
-    p.add_argument("--limit", type=int, default=16, help="at most this many images (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise starts (default 0)")
-    p.add_argument("--device", help="e.g. cuda or cpu (default: cuda when available)")
+    p.add_argument("--limit", type=_int("--limit", 1), default=16,
+                   help="at most this many images (default 16)")
+    p.add_argument("--seed", type=_int("--seed", 0), default=0,
+                   help="seed of the noise starts (default 0)")
+    p.add_argument("--device", type=arg_type(parse_device),
+                   help="e.g. cuda or cpu (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="PNG file to write")
     return p
 
 
-def parse_indices(text: str, what: str) -> list[int]:
+def parse_indices(text: str, what: str = "indices") -> list[int]:
     """``"3"``, ``"0-4"``, ``"1,7,9"``, ``"0-2,5"`` → a list of ints."""
     out: list[int] = []
     try:
@@ -198,131 +217,127 @@ def load_images(files: Sequence[Path], entry) -> torch.Tensor:
     return torch.stack(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from ..hub.sources import IntegrityError, NotCachedError, SourceUnavailableError
-    from ..hub.manifest import ManifestError, UnknownModelError
-
-    try:
-        return _main(args)
-    except (RobustZooError, UnknownModelError, ManifestError, IntegrityError, NotCachedError,
-            SourceUnavailableError, FileNotFoundError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"robust-zoo viz: error: {msg}", file=sys.stderr)
-        return 2
-
-
-def _main(args: argparse.Namespace) -> int:
-    from .. import representations as R
-    from ..hub.factory import load
-    from ..naming import parse_eps, parse_number
-
-    eps = None if args.eps is None else parse_eps(args.eps, "--eps")
-    if eps is not None and eps <= 0:
-        raise UsageError(f"--eps must be > 0, got {args.eps!r}")
-    step_size = (None if args.step_size is None else
-                 parse_number(args.step_size, what="--step-size", minimum=0.0, allow_zero=False))
-    if args.steps is not None and args.steps < 1:
-        raise UsageError(f"--steps must be >= 1, got {args.steps}")
-    if args.limit < 1:
-        raise UsageError(f"--limit must be >= 1, got {args.limit}")
-    if args.smooth and args.mode != "saliency":
-        raise UsageError("--smooth applies to saliency only")
-    targets = parse_indices(args.target, "--target") if args.target else None
-    units = parse_indices(args.unit, "--unit") if args.unit else None
-    files = collect_images(args.images, args.limit) if args.images else []
+def _check_mode(args: argparse.Namespace, files: list[Path]) -> None:
+    """The flags that the mode needs, and none that it ignores."""
     mode = args.mode
+    if args.smooth and mode != "saliency":
+        raise UsageError("--smooth applies to saliency only")
     if mode in ("saliency", "invert") and not files:
         verb = "explain" if mode == "saliency" else "invert"
         raise UsageError(f"{mode} needs --images (the images to {verb})")
-    if mode == "synthesize" and not targets:
+    if mode == "synthesize" and not args.target:
         raise UsageError("synthesize needs --target (the classes to draw, e.g. 0-4)")
-    if mode == "feature" and not units:
+    if mode == "feature" and not args.unit:
         raise UsageError("feature needs --unit (penultimate units, e.g. 0-7)")
-    if units and mode != "feature":
+    if args.unit and mode != "feature":
         raise UsageError("--unit applies to feature only")
-    if targets and mode in ("invert", "feature"):
+    if args.target and mode in ("invert", "feature"):
         raise UsageError(f"--target does not apply to {mode}")
 
+
+def _main(argv: list[str]) -> int:
+    from ..hub.factory import load
+
+    args = build_parser().parse_args(argv)
+    files = collect_images(args.images, args.limit) if args.images else []
+    _check_mode(args, files)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     names = [args.name] + ([args.compare] if args.compare else [])
-    models = [load(n, manifest=args.manifest, device=device,
-                              progress=not args.no_progress) for n in names]
-    entry = models[0].entry
-    x = load_images(files, entry) if files else None
-    progress = not args.no_progress
-
-    # one start shared by every model, so the rows differ only by the model
-    count = max(len(files), len(targets or units or [])) if mode in ("synthesize", "feature") \
-        else len(files)
-    labels = _broadcast(targets, count, "--target") if targets else None
-    units = _broadcast(units, count, "--unit") if units else None
-    if x is not None and mode in ("synthesize", "feature"):
-        x = x[_broadcast(list(range(len(x))), count, "--images")]
-    crop = int(entry.preprocessing.get("crop", 224))
-    start = x if x is not None else R._noise((count, 3, crop, crop), args.seed)
-    if mode in ("invert",):
-        start = R._noise(tuple(x.shape), args.seed)
-
-    first = [(x if x is not None else start)[i] for i in range(count)]
-    stems = [f.stem for f in files] if files else []
-    if mode == "synthesize":
-        head = [[stems[i] if stems else "noise", f"-> class {labels[i]}"] for i in range(count)]
-    elif mode == "feature":
-        head = [[stems[i] if stems else "noise", f"-> unit {units[i]}"] for i in range(count)]
-    else:
-        head = [[stems[i], f"y={labels[i]}" if labels else ""] for i in range(count)]
-    rows = [("inputs" if x is not None else "starts", list(zip(first, head)))]
-    fn = {"synthesize": "synthesize", "invert": "invert", "feature": "visualize_feature"}
-    shape = tuple(start.shape)
+    models = [load(n, manifest=args.manifest, device=device, progress=not args.no_progress)
+              for n in names]
+    job = _inputs(args, files, models[0].entry)
+    rows = [("inputs" if job.x is not None else "starts", list(zip(job.first, job.head)))]
     summary = []
     for name, model in zip(names, models):
-        if mode == "saliency":
-            g = R.saliency(model, x, labels, smooth=args.smooth, progress=progress)
-            shown = [saliency_image(gi) for gi in g]
-            probs = _probs(model, x)
-        elif mode == "synthesize":
-            shown = R.synthesize(model, labels, start, eps=eps, steps=args.steps,
-                                 step_size=step_size, progress=progress)
-            probs = _probs(model, shown)
-        elif mode == "invert":
-            shown = R.invert(model, x, start, eps=eps, steps=args.steps, step_size=step_size,
-                             progress=progress)
-            probs = _probs(model, shown)
-        else:
-            shown = R.visualize_feature(model, units, start, eps=eps, steps=args.steps,
-                                        step_size=step_size, progress=progress)
-            probs = _probs(model, shown)
-        p, k = probs.max(1)
-        caps = [[f"pred {int(k[i])} ({100 * float(p[i]):.0f}%)"] for i in range(count)]
-        if mode == "invert":
-            f_t = R.penultimate(model, x)
-            d = ((R.penultimate(model, shown) - f_t).norm(dim=1) / f_t.norm(dim=1)).tolist()
-            for c, di, ki in zip(caps, d, _probs(model, x).argmax(1).tolist()):
-                c.append(f"dist {di:.2f} (y {ki})")
-            summary.append(f"mean representation distance {sum(d) / len(d):.3f}")
-        elif mode == "synthesize":
-            hits = sum(int(k[i]) == labels[i] for i in range(count))
-            summary.append(f"{hits}/{count} classified as their target")
-        elif mode == "feature":
-            act = R.penultimate(model, shown)[torch.arange(count), torch.tensor(units)]
-            for c, a in zip(caps, act.tolist()):
-                c.append(f"unit act {a:.2f}")
-            summary.append(f"mean unit activation {float(act.mean()):.3f}")
-        else:
-            summary.append(f"predictions {k.tolist()}")
-        rows.append((name, list(zip(list(shown), caps))))
-    title = mode
-    if mode != "saliency":
-        e, s, a = R.budget(fn[mode], shape, eps, args.steps, step_size)
-        title = f"{mode}: L2 eps {e:.3g}, {s} steps, step {a:.3g}"
-    elif args.smooth:
-        title = f"saliency (SmoothGrad, {args.smooth} copies)"
-    out = render_grid(rows, args.out, title=title)
+        tiles, line = _model_row(args, job, model)
+        rows.append((name, tiles))
+        summary.append(line)
+    out = render_grid(rows, args.out, title=_title(args, tuple(job.start.shape)))
     for name, line in zip(names, summary):
         print(f"{name}: {line}")
     print(f"wrote {out}")
     return 0
+
+
+main = command(_main)
+
+
+def _inputs(args: argparse.Namespace, files: list[Path], entry) -> SimpleNamespace:
+    """What every model starts from, shared so that the rows differ only by the model: the
+    images ``x`` (or None), the starts, the per-image targets / units, and the first row's
+    tiles and captions."""
+    from .. import representations as R
+
+    mode, x = args.mode, (load_images(files, entry) if files else None)
+    count = (max(len(files), len(args.target or args.unit or [])) if mode in ("synthesize",
+             "feature") else len(files))
+    labels = _broadcast(args.target, count, "--target") if args.target else None
+    units = _broadcast(args.unit, count, "--unit") if args.unit else None
+    if x is not None and mode in ("synthesize", "feature"):
+        x = x[_broadcast(list(range(len(x))), count, "--images")]
+    crop = int(entry.preprocessing.get("crop", 224))
+    start = x if x is not None else R._noise((count, 3, crop, crop), args.seed)
+    if mode == "invert":
+        start = R._noise(tuple(x.shape), args.seed)
+    stems = [f.stem for f in files] if files else []
+    if mode in ("synthesize", "feature"):
+        arrow = [f"-> class {c}" for c in labels] if mode == "synthesize" else \
+            [f"-> unit {u}" for u in units]
+        head = [[stems[i] if stems else "noise", arrow[i]] for i in range(count)]
+    else:
+        head = [[stems[i], f"y={labels[i]}" if labels else ""] for i in range(count)]
+    first = [(x if x is not None else start)[i] for i in range(count)]
+    return SimpleNamespace(x=x, start=start, labels=labels, units=units, count=count,
+                           first=first, head=head)
+
+
+def _model_row(args: argparse.Namespace, job: SimpleNamespace, model
+               ) -> tuple[list[Tile], str]:
+    """One model's row of tiles (result, prediction and the mode's measure) and its summary."""
+    from .. import representations as R
+
+    mode, progress = args.mode, not args.no_progress
+    budget = dict(eps=args.eps, steps=args.steps, step_size=args.step_size, progress=progress)
+    if mode == "saliency":
+        g = R.saliency(model, job.x, job.labels, smooth=args.smooth, progress=progress)
+        shown, probs = [saliency_image(gi) for gi in g], _probs(model, job.x)
+    else:
+        if mode == "synthesize":
+            shown = R.synthesize(model, job.labels, job.start, **budget)
+        elif mode == "invert":
+            shown = R.invert(model, job.x, job.start, **budget)
+        else:
+            shown = R.visualize_feature(model, job.units, job.start, **budget)
+        probs = _probs(model, shown)
+    p, k = probs.max(1)
+    caps = [[f"pred {int(k[i])} ({100 * float(p[i]):.0f}%)"] for i in range(job.count)]
+    if mode == "invert":
+        f_t = R.penultimate(model, job.x)
+        d = ((R.penultimate(model, shown) - f_t).norm(dim=1) / f_t.norm(dim=1)).tolist()
+        for c, di, ki in zip(caps, d, _probs(model, job.x).argmax(1).tolist()):
+            c.append(f"dist {di:.2f} (y {ki})")
+        line = f"mean representation distance {sum(d) / len(d):.3f}"
+    elif mode == "synthesize":
+        hits = sum(int(k[i]) == job.labels[i] for i in range(job.count))
+        line = f"{hits}/{job.count} classified as their target"
+    elif mode == "feature":
+        act = R.penultimate(model, shown)[torch.arange(job.count), torch.tensor(job.units)]
+        for c, a in zip(caps, act.tolist()):
+            c.append(f"unit act {a:.2f}")
+        line = f"mean unit activation {float(act.mean()):.3f}"
+    else:
+        line = f"predictions {k.tolist()}"
+    return list(zip(list(shown), caps)), line
+
+
+def _title(args: argparse.Namespace, shape: tuple[int, ...]) -> str:
+    from .. import representations as R
+
+    if args.mode == "saliency":
+        return f"saliency (SmoothGrad, {args.smooth} copies)" if args.smooth else "saliency"
+    fn = {"synthesize": "synthesize", "invert": "invert", "feature": "visualize_feature"}
+    e, s, a = R.budget(fn[args.mode], shape, args.eps, args.steps, args.step_size)
+    return f"{args.mode}: L2 eps {e:.3g}, {s} steps, step {a:.3g}"
 
 
 def _broadcast(values: list[int], count: int, what: str) -> list[int]:

@@ -10,11 +10,14 @@ import json
 import os
 import sys
 
+from ..console import ArgumentParser, command
 from ..engine import distributed
-from ..errors import RobustZooError
+from ..errors import UsageError
 from ..naming import arg_type, parse_eps, parse_int, parse_number
 from ..recipe import Precision, choices
 from .run import DEFAULT_STEPS, evaluate, format_report
+
+
 def _int(what: str, minimum: int):
     return arg_type(parse_int, what=what, minimum=minimum)
 
@@ -24,7 +27,7 @@ def _arg(parse):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m robust_zoo.evaluate",
         description="Clean and PGD (and AutoAttack) top-1 of a zoo model on an ImageFolder tree, "
                     "compared with the accuracy its manifest entry claims.")
@@ -73,29 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:          # argparse's usage errors (exit 2) and --help (exit 0)
-        return int(e.code or 0)
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     if not args.data:
-        print("error: pass --data DIR (an ImageFolder tree such as ImageNet val/) or set "
-              "ROBUST_ZOO_DATA", file=sys.stderr)
-        return 2
+        raise UsageError("pass --data DIR (an ImageFolder tree such as ImageNet val/) or set "
+                         "ROBUST_ZOO_DATA")
     try:
         result = evaluate(
             args.name, args.data, norm=args.norm, eps=args.eps, steps=args.steps,
             step_size=args.step_size, restarts=args.restarts, random_start=args.random_start,
             keep_best=args.keep_best, autoattack=args.autoattack, limit=args.limit,
-            batch_size=args.batch_size,
-            workers=args.workers, device=args.device, manifest=args.manifest,
-            tolerance=args.tolerance, precision=args.precision, compile=args.compile,
-            progress=args.progress)
-    except (RobustZooError, ValueError, KeyError, OSError, _integrity_error()) as e:
-        # OSError: missing files; KeyError: unknown model names
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+            batch_size=args.batch_size, workers=args.workers, device=args.device,
+            manifest=args.manifest, tolerance=args.tolerance, precision=args.precision,
+            compile=args.compile, progress=args.progress)
     finally:
         distributed.shutdown()
     if result["world_size"] == 1 or int(os.environ.get("RANK", "0")) == 0:
@@ -107,10 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _integrity_error() -> type[Exception]:
-    from ..hub.sources import IntegrityError
-
-    return IntegrityError
+main = command(_main)
 
 
 if __name__ == "__main__":

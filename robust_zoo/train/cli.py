@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import naming
-from ..errors import RobustZooError, message
+from ..console import ArgumentParser, command
 from ..recipe import META_FIELDS, Decoder, Recipe, choices, field_choices
 
 HELP = {
@@ -81,10 +81,11 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         if "bool" in kind:
             kw["action"] = argparse.BooleanOptionalAction
         elif "int" in kind:
-            kw.update(type=parse_int, metavar="N")
+            kw.update(type=naming.arg_type(naming.parse_int, what=flags[0]), metavar="N")
         elif "float" in kind:
-            kw.update(type=eps_type if f.name in ("eps", "attack_step_size") else parse_number,
-                      metavar="X")
+            parse = naming.parse_eps if f.name in ("eps", "attack_step_size") else \
+                naming.parse_number
+            kw.update(type=naming.arg_type(parse, what=flags[0]), metavar="X")
         else:
             kw.update(type=str, metavar="NAME")
             if f.name in CHOICES:
@@ -93,7 +94,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m robust_zoo.train",
         description="Train a (robust) classifier with the robustness recipe: PGD adversarial "
                     "training, checkpoints, resume, torchrun DDP. Ends with model.safetensors and "
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint.pt")
     p.add_argument("--name", help="manifest name (default: {arch}_{norm}_eps{ε})")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--device", type=naming.arg_type(naming.parse_device),
+                   help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--workers", type=parse_int, metavar="N",
                    help="data-loading processes per rank (default: 0 for in-memory data, "
                         "else min(8, CPUs))")
@@ -163,80 +165,93 @@ def explicit_recipe_values(args: argparse.Namespace) -> dict[str, Any]:
 def resolve_recipe(args: argparse.Namespace, *, cuda: bool = False) -> tuple[Recipe, list[str]]:
     """The run's Recipe from the command line, and the notes to print about where values
     came from (defaults filled in for unknown fields, unconfirmed fields, device choices)."""
-    from ..data import DATASET_DEFAULTS, dataset_kind, parse_digit_classes
-
     explicit = explicit_recipe_values(args)
     notes: list[str] = []
-    names = [f.name for f in recipe_fields()]
     if args.resume and not args.from_manifest and "arch" not in explicit:
         saved = _saved_recipe(Path(args.out))
+        names = [f.name for f in recipe_fields()]
         values = {**{k: v for k, v in saved.to_dict().items() if k in names}, **explicit}
         return _make(values, saved.source), notes
     if args.from_manifest:
-        from ..hub.manifest import load_manifest
-
-        manifest = load_manifest(args.manifest)
-        entry = manifest.get(args.from_manifest)
-        if not entry.recipe:
-            raise ValueError(f"Manifest entry {entry.name!r} records no recipe; give the recipe "
-                             "with --arch --norm --eps ... instead")
-        rec = dict(entry.recipe)
-        unknown, unconfirmed = list(rec.get("unknown") or []), list(rec.get("unconfirmed") or [])
-        values, used = {}, []
-        for f in recipe_fields():
-            v = rec.get(f.name)
-            if f.name in explicit:
-                continue
-            if v is None:
-                v = field_default(f)
-                hint = " (2.5·eps/steps)" if f.name == "attack_step_size" and v is None else ""
-                used.append(f"{f.name}={v!r}{hint}")
-            values[f.name] = v
-        src = rec.get("source")
-        if isinstance(src, dict):
-            nosrc = sorted(k for k, v in src.items() if str(v).startswith("no source"))
-            src = "per-field sources in the entry" + (
-                f"; no source for {', '.join(nosrc)}" if nosrc else "")
-        notes.append(f"Recipe of {entry.name} from {manifest.path or 'the zoo manifest'}"
-                     + (f" (source: {src})" if src else ""))
-        if unknown:
-            notes.append(f"Not documented upstream (unknown): {', '.join(unknown)}")
-        if used:
-            notes.append(f"Recipe defaults used for missing values: {', '.join(used)}")
-        if unconfirmed:
-            shown = [f"{k}={values.get(k, explicit.get(k))!r}" for k in unconfirmed]
-            notes.append(f"Unconfirmed upstream values (secondary sources): {', '.join(shown)}")
-        values.update(explicit)
-        overridden = sorted(set(explicit) & set(names))
-        if overridden:
-            notes.append(f"Overridden on the command line: {', '.join(overridden)}")
-        source = (f"robust_zoo.train --from-manifest {entry.name}"
-                  + (f"; Recipe defaults used for {', '.join(u.split('=')[0] for u in used)}"
-                     if used else "")
-                  + (f"; upstream-unconfirmed: {', '.join(unconfirmed)}" if unconfirmed else "")
-                  + (f"; overridden: {', '.join(overridden)}" if overridden else ""))
+        values, source = _manifest_recipe(args, explicit, notes)
     else:
-        if "arch" not in explicit:
-            raise ValueError("Give --arch (and --norm/--eps/...) for a new model, or "
-                             "--from-manifest NAME to reproduce a zoo entry's recipe")
-        values = {}
-        kind = dataset_kind(explicit.get("dataset", "imagenet"))
-        for k, v in DATASET_DEFAULTS.get(kind, {}).items():
-            if k not in explicit:
-                values[k] = v
-        if kind == "digits" and "num_classes" not in explicit:
-            values["num_classes"] = len(parse_digit_classes(explicit["dataset"]))
-        if kind == "imagefolder" and "num_classes" not in explicit and args.data:
-            train_dir = Path(args.data).expanduser() / "train"
-            if train_dir.is_dir():
-                values["num_classes"] = sum(1 for p in train_dir.iterdir() if p.is_dir()) or 1000
-        values.update(explicit)
-        source = "robust_zoo.train"
+        values, source = _new_recipe(args, explicit), "robust_zoo.train"
     if (cuda and not args.from_manifest and "precision" not in explicit
             and values.get("precision") in (None, "fp32")):
         values["precision"] = "bf16"
         notes.append("CUDA: bf16 autocast (pass --precision fp32 to train in fp32)")
     return _make(values, source), notes
+
+
+def _manifest_recipe(args: argparse.Namespace, explicit: dict[str, Any], notes: list[str]
+                     ) -> tuple[dict[str, Any], str]:
+    """--from-manifest: the entry's recorded recipe under the explicit flags, Recipe defaults
+    for what it does not record; the notes say which values came from where."""
+    from ..hub.manifest import load_manifest
+
+    manifest = load_manifest(args.manifest)
+    entry = manifest.get(args.from_manifest)
+    if not entry.recipe:
+        raise ValueError(f"Manifest entry {entry.name!r} records no recipe; give the recipe "
+                         "with --arch --norm --eps ... instead")
+    rec = dict(entry.recipe)
+    unknown, unconfirmed = list(rec.get("unknown") or []), list(rec.get("unconfirmed") or [])
+    values, used = {}, []
+    for f in recipe_fields():
+        v = rec.get(f.name)
+        if f.name in explicit:
+            continue
+        if v is None:
+            v = field_default(f)
+            hint = " (2.5·eps/steps)" if f.name == "attack_step_size" and v is None else ""
+            used.append(f"{f.name}={v!r}{hint}")
+        values[f.name] = v
+    src = rec.get("source")
+    if isinstance(src, dict):
+        nosrc = sorted(k for k, v in src.items() if str(v).startswith("no source"))
+        src = "per-field sources in the entry" + (
+            f"; no source for {', '.join(nosrc)}" if nosrc else "")
+    notes.append(f"Recipe of {entry.name} from {manifest.path or 'the zoo manifest'}"
+                 + (f" (source: {src})" if src else ""))
+    if unknown:
+        notes.append(f"Not documented upstream (unknown): {', '.join(unknown)}")
+    if used:
+        notes.append(f"Recipe defaults used for missing values: {', '.join(used)}")
+    if unconfirmed:
+        shown = [f"{k}={values.get(k, explicit.get(k))!r}" for k in unconfirmed]
+        notes.append(f"Unconfirmed upstream values (secondary sources): {', '.join(shown)}")
+    values.update(explicit)
+    overridden = sorted(set(explicit) & {f.name for f in recipe_fields()})
+    if overridden:
+        notes.append(f"Overridden on the command line: {', '.join(overridden)}")
+    source = (f"robust_zoo.train --from-manifest {entry.name}"
+              + (f"; Recipe defaults used for {', '.join(u.split('=')[0] for u in used)}"
+                 if used else "")
+              + (f"; upstream-unconfirmed: {', '.join(unconfirmed)}" if unconfirmed else "")
+              + (f"; overridden: {', '.join(overridden)}" if overridden else ""))
+    return values, source
+
+
+def _new_recipe(args: argparse.Namespace, explicit: dict[str, Any]) -> dict[str, Any]:
+    """A recipe given by flags: the data set's defaults (CIFAR: 32 px, ...) under them."""
+    from ..data import DATASET_DEFAULTS, dataset_kind, parse_digit_classes
+
+    if "arch" not in explicit:
+        raise ValueError("Give --arch (and --norm/--eps/...) for a new model, or "
+                         "--from-manifest NAME to reproduce a zoo entry's recipe")
+    values = {}
+    kind = dataset_kind(explicit.get("dataset", "imagenet"))
+    for k, v in DATASET_DEFAULTS.get(kind, {}).items():
+        if k not in explicit:
+            values[k] = v
+    if kind == "digits" and "num_classes" not in explicit:
+        values["num_classes"] = len(parse_digit_classes(explicit["dataset"]))
+    if kind == "imagefolder" and "num_classes" not in explicit and args.data:
+        train_dir = Path(args.data).expanduser() / "train"
+        if train_dir.is_dir():
+            values["num_classes"] = sum(1 for p in train_dir.iterdir() if p.is_dir()) or 1000
+    values.update(explicit)
+    return values
 
 
 def _make(values: dict[str, Any], source: str | dict | None) -> Recipe:
@@ -250,45 +265,38 @@ def _saved_recipe(run_dir: Path) -> Recipe:
     if checkpoint.exists(run_dir):
         return Recipe.from_dict(checkpoint.load(run_dir, kind="train")[0]["recipe"])
     if path.is_file():
-        raise checkpoint.ResumeError(f"{run_dir} has a recipe.json but no checkpoint.pt: the run never "
-                          "finished a checkpoint; start it again without --resume")
-    raise checkpoint.ResumeError(f"No run to resume in {run_dir} (no checkpoint.pt); start it without "
-                      "--resume")
+        raise checkpoint.ResumeError(f"{run_dir} has a recipe.json but no checkpoint.pt: the run "
+                                     "never finished a checkpoint; start it again without "
+                                     "--resume")
+    raise checkpoint.ResumeError(f"No run to resume in {run_dir} (no checkpoint.pt); start it "
+                                 "without --resume")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:       # argparse has printed the usage error (exit 2) or --help (0)
-        return int(e.code or 0)
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     import torch
 
     from .run import RunOptions, train
 
     cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    try:
-        recipe, notes = resolve_recipe(args, cuda=cuda)
-        if args.print_recipe:
-            for n in notes:
-                print(n, file=sys.stderr)
-            print(json.dumps(recipe.to_dict(), indent=2))
-            return 0
-        options = RunOptions(
-            out=args.out, data=args.data, download=args.download, resume=args.resume,
-            name=args.name, device=args.device, workers=args.workers, decoder=args.decoder,
-            ckpt_every_steps=args.ckpt_every_steps, log_every=args.log_every,
-            deterministic=args.deterministic, compile=args.compile, sync_bn=args.sync_bn,
-            eval_every=args.eval_every, eval_limit=args.eval_limit,
-            final_eval_steps=args.final_eval_steps, final_eval_norm=args.final_eval_norm,
-            final_eval_eps=args.final_eval_eps, final_eval_limit=args.final_eval_limit,
-            progress=not args.no_progress, argv=["python", "-m", "robust_zoo.train", *argv],
-            notes=notes)
-        train(recipe, options)
-    except (RobustZooError, ValueError, KeyError, FileNotFoundError) as e:
-        if isinstance(e, KeyError) and not isinstance(e, RobustZooError):
-            raise
-        print(f"{parser.prog}: error: {message(e)}", file=sys.stderr)
-        return 2
+    recipe, notes = resolve_recipe(args, cuda=cuda)
+    if args.print_recipe:
+        for n in notes:
+            print(n, file=sys.stderr)
+        print(json.dumps(recipe.to_dict(), indent=2))
+        return 0
+    options = RunOptions(
+        out=args.out, data=args.data, download=args.download, resume=args.resume,
+        name=args.name, device=args.device, workers=args.workers, decoder=args.decoder,
+        ckpt_every_steps=args.ckpt_every_steps, log_every=args.log_every,
+        deterministic=args.deterministic, compile=args.compile, sync_bn=args.sync_bn,
+        eval_every=args.eval_every, eval_limit=args.eval_limit,
+        final_eval_steps=args.final_eval_steps, final_eval_norm=args.final_eval_norm,
+        final_eval_eps=args.final_eval_eps, final_eval_limit=args.final_eval_limit,
+        progress=not args.no_progress, argv=["python", "-m", "robust_zoo.train", *argv],
+        notes=notes)
+    train(recipe, options)
     return 0
+
+
+main = command(_main)

@@ -8,10 +8,10 @@
         --dataset cifar10 --mode full --data-root DIR --out runs/t --resume
     python -m robust_zoo.transfer plot runs/sweep/results.csv --out runs/sweep
 
-Protocols (--protocol; default: paper, the paper code's path, for every mode) and the older
-flags that select them: --slow → paper (fixed-feature head behind the frozen network),
---views K>1 → paper-kview-approx with K views, --views 1 or --no-augment → centre-crop-sgd,
---head-solver lbfgs → centre-crop-lbfgs. See docs/transfer.md.
+Protocols (--protocol; default: paper, the paper code's path, for every mode). Four flags select
+one too: --slow → paper (fixed-feature head behind the frozen network), --views K>1 →
+paper-kview-approx with K views, --views 1 or --no-augment → centre-crop-sgd, --head-solver
+lbfgs → centre-crop-lbfgs. See docs/transfer.md.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import dataclasses
 import os
 import sys
 
+from ..console import ArgumentParser, command
+from ..naming import arg_type, parse_device, parse_int, parse_number
 from .core import MODES
 from .datasets import TRANSFER_DATASETS
 from .hparams import DEFAULT_VIEWS, HEAD_SOLVERS, PROTOCOLS
@@ -34,8 +36,16 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
 
 
+def _int(what: str, minimum: int):
+    return arg_type(parse_int, what=what, minimum=minimum)
+
+
+def _number(what: str, allow_zero: bool = True):
+    return arg_type(parse_number, what=what, minimum=0.0, allow_zero=allow_zero)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m robust_zoo.transfer",
         description="Transfer zoo models to the paper's 12 data sets (or any ImageFolder). "
                     "Defaults are the paper's recipe; see docs/transfer.md.",
@@ -60,24 +70,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reproduce the paper code's quirks (no ImageNet normalization except "
                         "CIFAR mean/std, BN statistics updating in fixed-feature mode, DTD head "
                         "of 57)")
-    r = p.add_argument_group("recipe (defaults: the paper's)")
-    r.add_argument("--lr", type=float, help="default: the paper's table per (data set, arch, mode)")
-    r.add_argument("--epochs", type=int, default=150)
-    r.add_argument("--batch-size", type=int, default=64, help="global batch size")
-    r.add_argument("--step-lr", type=int, default=50, help="lr x0.1 every N epochs")
-    r.add_argument("--weight-decay", "--wd", type=float, default=5e-4)
-    r.add_argument("--momentum", type=float, default=0.9)
-    r.add_argument("--image-size", type=int, default=224)
-    r.add_argument("--granularity", type=int, metavar="PX",
+    _recipe_arguments(p.add_argument_group("recipe (defaults: the paper's)"))
+    _protocol_arguments(p.add_argument_group("protocol and fixed-feature fast path"))
+    _execution_arguments(p.add_argument_group("execution"))
+    return p
+
+
+def _recipe_arguments(r) -> None:
+    r.add_argument("--lr", type=_number("--lr", allow_zero=False),
+                   help="default: the paper's table per (data set, arch, mode)")
+    r.add_argument("--epochs", type=_int("--epochs", 1), default=150)
+    r.add_argument("--batch-size", type=_int("--batch-size", 1), default=64,
+                   help="global batch size")
+    r.add_argument("--step-lr", type=_int("--step-lr", 1), default=50,
+                   help="lr x0.1 every N epochs")
+    r.add_argument("--weight-decay", "--wd", type=_number("--weight-decay"), default=5e-4)
+    r.add_argument("--momentum", type=_number("--momentum"), default=0.9)
+    r.add_argument("--image-size", type=_int("--image-size", 1), default=224)
+    r.add_argument("--granularity", type=_int("--granularity", 1), metavar="PX",
                    help="shrink images to PX (shorter side) before the usual resizing, e.g. 32 "
                         "(the paper's granularity experiment)")
     r.add_argument("--no-augment", action="store_true",
                    help="train on centre crops, no RandomResizedCrop/flip (protocol "
                         "centre-crop-sgd)")
-    r.add_argument("--hidden", type=int, nargs="*", default=[],
+    r.add_argument("--hidden", type=_int("--hidden", 1), nargs="*", default=[],
                    help="hidden layer widths in front of the new head")
-    r.add_argument("--seed", type=int, default=0)
-    f = p.add_argument_group("protocol and fixed-feature fast path")
+    r.add_argument("--seed", type=_int("--seed", 0), default=0)
+
+
+def _protocol_arguments(f) -> None:
     f.add_argument("--protocol", choices=PROTOCOLS,
                    help="what training sees: paper = fresh RandomResizedCrop+flip views behind "
                         "the (frozen) network every epoch, the paper code's path; "
@@ -88,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(Kornblith et al. 2019). Default: paper")
     f.add_argument("--slow", action="store_true",
                    help="fixed-feature: train the head behind the frozen network every epoch "
-                        "(protocol paper, the default; kept for older command lines)")
-    f.add_argument("--views", type=int,
+                        "(the same as --protocol paper, the default)")
+    f.add_argument("--views", type=_int("--views", 1),
                    help="cached path: 1 = centre-crop features (protocol centre-crop-sgd); K > 1 "
                         f"= K augmented views (paper-kview-approx; default {DEFAULT_VIEWS})")
     f.add_argument("--head-solver", choices=HEAD_SOLVERS,
@@ -97,14 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "protocol)")
     f.add_argument("--cache-dir", help="feature cache (default: $ROBUST_ZOO_CACHE/features)")
     f.add_argument("--no-cache", action="store_true", help="extract features without caching")
-    x = p.add_argument_group("execution")
-    x.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
-    x.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+
+
+def _execution_arguments(x) -> None:
+    x.add_argument("--device", type=arg_type(parse_device),
+                   help="cpu, cuda, cuda:1 (default: cuda if available)")
+    x.add_argument("--workers", type=_int("--workers", 0), default=min(8, os.cpu_count() or 1),
                    help="data loader workers per process (default %(default)s)")
     x.add_argument("--resume", action="store_true",
                    help="continue interrupted runs from their last epoch checkpoint")
     x.add_argument("--force", action="store_true", help="redo runs whose result.json exists")
-    x.add_argument("--eval-every", type=int, default=0, help="evaluate every N epochs too")
+    x.add_argument("--eval-every", type=_int("--eval-every", 0), default=0,
+                   help="evaluate every N epochs too")
     x.add_argument("--amp", type=_bool, metavar="true|false", help="bf16 autocast (default: CUDA)")
     x.add_argument("--channels-last", type=_bool, metavar="true|false",
                    help="default: on for CUDA")
@@ -116,12 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write model.safetensors (default: for modes that train the backbone)")
     x.add_argument("--no-plots", action="store_true")
     x.add_argument("--no-progress", action="store_true")
-    return p
 
 
 def _plot_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m robust_zoo.transfer plot",
-                                description="Figures from a sweep's results.csv / results.json")
+    p = ArgumentParser(prog="python -m robust_zoo.transfer plot",
+                       description="Figures from a sweep's results.csv / results.json")
     p.add_argument("results")
     p.add_argument("--out", help="folder for the PNGs (default: next to the results)")
     a = p.parse_args(argv)
@@ -136,50 +160,50 @@ def _plot_main(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["plot"]:
         return _plot_main(argv[1:])
     args = build_parser().parse_args(argv)
-    from ..errors import RobustZooError
     from .core import parse_mode
-    from .datasets import DatasetNotFoundError, UnknownDatasetError, get_spec
-    from .hparams import TransferConfig
+    from .datasets import DatasetNotFoundError, get_spec
     from .sweep import sweep
 
-    try:
-        modes = list(dict.fromkeys(parse_mode(m) for m in args.mode))
-        datasets = [get_spec(d).name for d in args.dataset]
-        if args.arch:
-            for m in args.model:
-                _check_arch(m, args.arch, args.manifest, args.pretrained)
-        cfg = TransferConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                             lr_step=args.step_lr, weight_decay=args.weight_decay,
-                             momentum=args.momentum, image_size=args.image_size,
-                             granularity=args.granularity, augment=not args.no_augment,
-                             hidden=tuple(args.hidden), faithful=args.faithful, seed=args.seed,
-                             path="network" if args.slow else "auto", views=args.views,
-                             head_solver=args.head_solver, eval_every=args.eval_every,
-                             precision=None if args.amp is None else ("bf16" if args.amp else "fp32"),
-                             channels_last=args.channels_last, compile=args.compile,
-                             protocol=args.protocol)
-        for mode in modes:          # a protocol that one of the modes cannot run: fail now
-            dataclasses.replace(cfg, mode=mode).resolved()
-        if args.data_root is None:
-            raise DatasetNotFoundError("--data-root DIR is required (the folder holding the "
-                                       "data sets; add --download to fetch them into it)")
-        cache = None if args.no_cache else (args.cache_dir or "default")
-        sweep(args.model, datasets, data_root=args.data_root, out=args.out, modes=modes,
-              config=cfg, manifest=args.manifest, pretrained=args.pretrained,
-              download=args.download, cache_dir=cache, resume=args.resume, force=args.force,
-              progress=not args.no_progress, workers=args.workers, device=args.device,
-              save_model=args.save_model, plots=not args.no_plots)
-    except (RobustZooError, DatasetNotFoundError, UnknownDatasetError, ValueError,
-            KeyError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    modes = list(dict.fromkeys(parse_mode(m) for m in args.mode))
+    datasets = [get_spec(d).name for d in args.dataset]
+    if args.arch:
+        for m in args.model:
+            _check_arch(m, args.arch, args.manifest, args.pretrained)
+    cfg = _config(args)
+    for mode in modes:          # a protocol that one of the modes cannot run: fail now
+        dataclasses.replace(cfg, mode=mode).resolved()
+    if args.data_root is None:
+        raise DatasetNotFoundError("--data-root DIR is required (the folder holding the "
+                                   "data sets; add --download to fetch them into it)")
+    cache = None if args.no_cache else (args.cache_dir or "default")
+    sweep(args.model, datasets, data_root=args.data_root, out=args.out, modes=modes,
+          config=cfg, manifest=args.manifest, pretrained=args.pretrained,
+          download=args.download, cache_dir=cache, resume=args.resume, force=args.force,
+          progress=not args.no_progress, workers=args.workers, device=args.device,
+          save_model=args.save_model, plots=not args.no_plots)
     return 0
+
+
+main = command(_main)
+
+
+def _config(args: argparse.Namespace):
+    """The ``TransferConfig`` the flags describe (mode: the default; each sweep cell sets its
+    own)."""
+    from .hparams import TransferConfig
+
+    return TransferConfig(
+        lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, lr_step=args.step_lr,
+        weight_decay=args.weight_decay, momentum=args.momentum, image_size=args.image_size,
+        granularity=args.granularity, augment=not args.no_augment, hidden=tuple(args.hidden),
+        faithful=args.faithful, seed=args.seed, path="network" if args.slow else "auto",
+        views=args.views, head_solver=args.head_solver, eval_every=args.eval_every,
+        precision=None if args.amp is None else ("bf16" if args.amp else "fp32"),
+        channels_last=args.channels_last, compile=args.compile, protocol=args.protocol)
 
 
 def _check_arch(model: str, arch: str, manifest, pretrained: bool) -> None:
