@@ -27,11 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # Small enough for seconds on 2 cores, but every moving part runs: ImageFolder decoding, the
 # robustness ImageNet augmentation (with Lighting), L2 PGD with random start and keep_best,
 # BatchNorm in eval during the attack, 14 steps per epoch, checkpoints every 2 steps (so a kill
-# right after the first checkpoint has 12 steps of margin before the epoch ends).
+# right after the first checkpoint has 12 steps of margin before the epoch ends). Every run
+# option that shapes the outputs differs from its default, so a resume that forgets them shows.
 RUN_ARGS = ["--arch", "mini_resnet", "--dataset", "imagefolder", "--input-size", "16",
             "--norm", "l2", "--eps", "0.5", "--random-start", "--epochs", "2", "--batch-size", "4",
             "--lr", "0.05", "--ckpt-every-steps", "2", "--log-every", "3", "--deterministic",
-            "--no-progress", "--final-eval-steps", "3"]
+            "--no-progress", "--final-eval-steps", "3", "--eval-limit", "10",
+            "--final-eval-limit", "8", "--name", "r10"]
 
 
 def child_env() -> dict[str, str]:
@@ -198,7 +200,8 @@ def test_restore_puts_back_the_generators_or_reseeds_on_another_world_size():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """An uninterrupted run and, beside it, the same run SIGKILLed after a mid-epoch
-    checkpoint and resumed (with a different number of loader workers)."""
+    checkpoint and resumed by ``--resume --out`` alone (with a different number of loader
+    workers): data, cadence, evaluation settings and kernels are the interrupted run's."""
     tmp = tmp_path_factory.mktemp("train")
     data = make_image_folder(tmp / "data")
     full, killed = tmp / "full", tmp / "killed"
@@ -216,9 +219,8 @@ def runs(tmp_path_factory):
     at, _ = ckpt.load(killed)      # what --resume reads (checksummed)
     out, err = ref.communicate(timeout=300)
     assert ref.returncode == 0, err
-    resumed = subprocess.run(train_cmd("--resume", "--out", killed, "--data", data,
-                                       "--deterministic", "--no-progress", "--workers", "0",
-                                       "--log-every", "3", "--final-eval-steps", "3"),
+    resumed = subprocess.run(train_cmd("--resume", "--out", killed, "--no-progress",
+                                       "--workers", "0"),
                              env=child_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     return {"data": data, "full": full, "killed": killed, "killed_at": at,
@@ -243,6 +245,41 @@ def test_sigkilled_and_resumed_run_is_bit_identical(runs):
         r["loss"] for r in ref if r["type"] == "step"]
 
 
+def test_resume_restores_the_interrupted_runs_options(runs):
+    """Resumed with ``--resume --out DIR --workers 0 --no-progress`` only, the run kept its data
+    folder, name, log cadence (--log-every 3), checkpoint cadence (--ckpt-every-steps 2),
+    validation subset (--eval-limit 10) and final evaluation (PGD-3 on 8 images)."""
+    killed = runs["killed"]
+    recs = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["global_step"] for r in recs if r["type"] == "step"] == list(range(3, 29, 3))
+    assert [r["val_n"] for r in recs if r["type"] == "epoch"] == [10, 10]
+    assert ckpt.read(killed / "checkpoint.prev.pt")["global_step"] == 26   # step 12 of epoch 2
+    (entry,) = json.loads((killed / "weights_manifest.json").read_text())["models"]
+    assert entry["name"] == "r10"
+    pgd = next(m for m in entry["metrics"] if m["name"] == "pgd_top1")
+    assert (pgd["attack"]["steps"], pgd["n_examples"]) == (3, 8)
+    assert entry["provenance"]["deterministic"] is True
+    assert "note:" not in runs["resume_log"]
+
+
+def test_an_option_given_on_resume_wins_with_a_note(runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["full"], run)
+    rc = main(["--resume", "--out", str(run), "--no-progress", "--workers", "0",
+               "--final-eval-steps", "2", "--log-every", "3"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert ("--final-eval-steps 2 given on the command line; the run used --final-eval-steps 3"
+            in err)
+    assert "--log-every" not in err                   # the same as the run's: no note
+    (entry,) = json.loads((run / "weights_manifest.json").read_text())["models"]
+    pgd = next(m for m in entry["metrics"] if m["name"] == "pgd_top1")
+    assert (pgd["attack"]["steps"], pgd["n_examples"]) == (2, 8)
+    assert any("--final-eval-steps 2" in n for n in entry["provenance"]["notes"])
+
+
 def test_a_run_leaves_a_loadable_entry_and_its_records(runs):
     run = runs["full"]
     for f in ("model.safetensors", "weights_manifest.json", "README.md", "metrics.jsonl",
@@ -254,7 +291,7 @@ def test_a_run_leaves_a_loadable_entry_and_its_records(runs):
 
     jsonschema.validate(manifest, schema)
     (entry,) = manifest["models"]
-    assert entry["name"] == "mini_resnet_l2_eps0_5" and entry["num_classes"] == 2
+    assert entry["name"] == "r10" and entry["num_classes"] == 2
     assert entry["recipe"] == json.loads((run / "recipe.json").read_text())
     assert entry["recipe"]["random_start"] is True and entry["recipe"]["augmentation"] == \
         "robustness-imagenet"
@@ -282,7 +319,7 @@ def test_a_run_leaves_a_loadable_entry_and_its_records(runs):
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["type"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2] and all("val_adv_acc" in e for e in epochs)
-    assert "# mini_resnet_l2_eps0_5" in (run / "README.md").read_text()
+    assert "# r10" in (run / "README.md").read_text()
 
 
 def test_resume_refuses_a_different_recipe_and_a_fresh_run_refuses_an_old_folder(runs, capsys):

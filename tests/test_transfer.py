@@ -266,6 +266,114 @@ def test_cached_features_match_training_behind_the_network(folder, tmp_path):
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 4
 
 
+def test_feature_cache_misses_when_the_images_are_overwritten(tmp_path):
+    """Every image overwritten (same names, same labels): the next run extracts again and
+    reports what a run without the cache reports, not the old images' accuracy."""
+    data = make_folder(tmp_path / "data", per_train=8, per_test=4, size=16)
+    model = zoo_model("mini_resnet")
+    cfg = TransferConfig(protocol="centre-crop-lbfgs", image_size=16, lbfgs_iters=30)
+    first = _run(model, data, tmp_path / "first", cfg, cache_dir=tmp_path / "cache")
+    rng = np.random.default_rng(1)
+    for p in sorted(data.rglob("*.png")):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(p)
+    again = _run(model, data, tmp_path / "again", cfg, cache_dir=tmp_path / "cache")
+    fresh = _run(model, data, tmp_path / "fresh", cfg, cache_dir=None)
+    assert first["cache"]["train"]["hit"] is False
+    assert (again["cache"]["train"]["hit"], again["cache"]["test"]["hit"]) == (False, False)
+    assert again["accuracy"] == fresh["accuracy"]
+
+
+def test_feature_cache_key_covers_files_model_transform_and_protocol(tmp_path):
+    """Each input of the features changed in turn is a miss (and unchanged, a hit): an image
+    rewritten in place with its size and mtime restored, one replaced by a copy with the same
+    size and mtime, a touched one, the backbone's weights, its normalization, the transform,
+    the views and their seed, the extraction precision, in-memory tensors; the head, which the
+    features do not depend on, is not in the key."""
+    from torch.utils.data import TensorDataset
+
+    from robust_zoo.data import TransferDataset
+    from robust_zoo.transfer.datasets import load_splits, make_transforms
+    from robust_zoo.transfer.feature_cache import cached_features
+
+    data = make_folder(tmp_path / "data", per_train=3, per_test=2, size=16)
+    img = sorted((data / "val").rglob("*.png"))[0]
+    rng = np.random.default_rng(2)
+
+    def rewrite():       # uncompressed PNG: every rewrite has the same size
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+            img, compress_level=0)
+
+    rewrite()
+    aug, centre = make_transforms(16)
+    _, test, _ = load_splits("imagefolder", data, test_transform=centre)
+    net = copy.deepcopy(zoo_model("mini_resnet"))
+    replace_head(net, 3)
+    net.eval()
+
+    def hit(model=net, ds=test, **kw) -> bool:
+        return cached_features(model, ds, cache_dir=tmp_path / "cache", log=lambda *a: None,
+                               **kw)[2]["hit"]
+
+    def miss_then_hit(**kw) -> bool:
+        return not hit(**kw) and hit(**kw)
+
+    assert miss_then_hit()
+    st = img.stat()
+    rewrite()                                         # in place, size and mtime restored
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))
+    now = img.stat()
+    assert (now.st_size, now.st_mtime_ns, now.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    assert miss_then_hit()
+    copy_ = img.with_suffix(".tmp")                   # cp -p: same size and mtime, new file
+    rewrite()
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))
+    import shutil
+
+    shutil.copy2(img, copy_)
+    assert miss_then_hit()
+    os.replace(copy_, img)
+    assert miss_then_hit()
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))   # touch
+    assert miss_then_hit()
+
+    other = copy.deepcopy(net)
+    with torch.no_grad():
+        get_head(other).weight.add_(1.0)              # the head: same features, same key
+    assert hit(model=other)
+    with torch.no_grad():
+        other.model.conv1.weight.mul_(1.01)           # a backbone weight
+    assert miss_then_hit(model=other)
+    other = copy.deepcopy(net)
+    other.normalize.mean.add_(0.1)                    # --faithful's normalization
+    assert miss_then_hit(model=other)
+    assert miss_then_hit(ds=test.with_transform(make_transforms(12)[1]))     # image size
+    train = test.with_transform(aug)
+    assert miss_then_hit(ds=train, views=2, seed=0)   # K views of the augmentation
+    assert miss_then_hit(ds=train, views=3, seed=0)
+    assert miss_then_hit(ds=train, views=2, seed=1)
+    assert miss_then_hit(amp=True)                    # bf16 extraction
+    x = torch.rand(4, 3, 16, 16)
+    mem = TransferDataset([TensorDataset(x, torch.zeros(4))], [(0, i) for i in range(4)],
+                          [0, 1, 0, 1], ["a", "b"], name="tensors", split="train", root="-")
+    assert miss_then_hit(ds=mem)
+    x[2, 0, 0, 0] += 0.5                              # the tensors themselves
+    assert miss_then_hit(ds=mem)
+
+
+def test_feature_cache_is_shared_by_protocols_that_extract_the_same_views(folder, tmp_path):
+    """The protocol enters the key through what it extracts: the K-view protocol misses on the
+    training split's centre-crop cache and shares the test split's; the L-BFGS probe reads both
+    files of the SGD one (the same centre crops)."""
+    model = zoo_model("mini_resnet")
+    kw = dict(image_size=16, epochs=1, batch_size=16)
+    runs = {p: _run(model, folder, tmp_path / p, TransferConfig(protocol=p, **kw),
+                    cache_dir=tmp_path / "cache")["cache"]
+            for p in ("centre-crop-sgd", "paper-kview-approx", "centre-crop-lbfgs")}
+    hits = {p: (c["train"]["hit"], c["test"]["hit"]) for p, c in runs.items()}
+    assert hits == {"centre-crop-sgd": (False, False), "paper-kview-approx": (False, True),
+                    "centre-crop-lbfgs": (True, True)}
+
+
 def test_augmented_views_and_lbfgs(folder, tmp_path):
     from robust_zoo.transfer.runner import run_transfer
 

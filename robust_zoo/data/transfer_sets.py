@@ -109,11 +109,72 @@ class TransferDataset(Dataset):
                                transform=transform)
 
     def fingerprint(self) -> str:
-        """Identity of the samples (data set, root, split, labels), for feature-cache keys."""
+        """Identity and contents of the samples, for feature-cache keys: data set, root, split,
+        labels, and what every sample is read from (``_sample_state``): each image file by its
+        path, size, mtime_ns, ctime_ns, inode and device, in-memory arrays (CIFAR) by a sha256
+        of their bytes. Image files are not hashed: reading every image of an ImageNet-size set
+        costs as much as extracting its features, while a stat takes microseconds; a file
+        rewritten in place changes its ctime even when its size and mtime are put back."""
         h = hashlib.sha256(json.dumps([self.name, self.split, self.root, len(self)]).encode())
         h.update(json.dumps(self.index).encode())
         h.update(json.dumps(self.targets).encode())
+        memo: dict[int, str] = {}
+        for s, j in self.index:
+            h.update(_sample_state(self.sources[s], j, memo).encode())
         return h.hexdigest()
+
+
+def _image_file(src: Dataset, j: int) -> str | None:
+    """The file torchvision data set ``src`` reads sample ``j`` from (None: not file-backed)."""
+    for attr in ("samples", "_samples"):             # ImageFolder, StanfordCars
+        if isinstance(getattr(src, attr, None), list):
+            return str(getattr(src, attr)[j][0])
+    for attr in ("_image_files", "_images"):         # SUN397, Flowers, DTD, Food, Aircraft; Pets
+        if isinstance(getattr(src, attr, None), list):
+            return str(getattr(src, attr)[j])
+    kind = type(src).__name__
+    if kind == "Caltech101":
+        return os.path.join(src.root, "101_ObjectCategories", src.categories[src.y[j]],
+                            f"image_{src.index[j]:04d}.jpg")
+    if kind == "Caltech256":
+        return os.path.join(src.root, "256_ObjectCategories", src.categories[src.y[j]],
+                            f"{src.y[j] + 1:03d}_{src.index[j]:04d}.jpg")
+    return None
+
+
+def _bytes_digest(values) -> str:
+    import numpy as np
+    import torch
+
+    h = hashlib.sha256()
+    for v in values:
+        a = v.detach().cpu().contiguous().numpy() if isinstance(v, torch.Tensor) else \
+            np.ascontiguousarray(np.asarray(v))       # arrays and PIL images
+        h.update(f"{a.dtype}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _sample_state(src: Dataset, j: int, memo: dict[int, str]) -> str:
+    """What sample ``j`` of ``src`` is read from, as a string that changes when it changes:
+    ``path|size|mtime_ns|ctime_ns|inode|device`` of its file; for an in-memory source (CIFAR's
+    ``data`` array, a ``TensorDataset``) the sha256 of the arrays, computed once per source
+    (``memo``); for any other source the sha256 of the decoded sample (slow: it reads it)."""
+    path = _image_file(src, j)
+    if path is not None:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise DataError(f"{path} (sample {j} of {type(src).__name__}) cannot be read: "
+                            f"{e.strerror or e}; is the data set complete?") from None
+        return f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}"
+    arrays = getattr(src, "tensors", None) or (
+        [src.data] if hasattr(getattr(src, "data", None), "shape") else None)
+    if arrays is not None:
+        if id(src) not in memo:
+            memo[id(src)] = _bytes_digest(arrays)
+        return memo[id(src)]
+    return _bytes_digest([src[j][0]])
 
 
 # ----------------------------------------------------------------------------- helpers

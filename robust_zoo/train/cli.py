@@ -16,6 +16,7 @@ from typing import Any
 from .. import naming
 from ..console import ArgumentParser, command
 from ..recipe import META_FIELDS, Decoder, Recipe, choices, field_choices
+from .options import RUN_DEFAULTS
 
 HELP = {
     "arch": "architecture (robust_zoo.archs.list_archs())",
@@ -131,12 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also checkpoint every N optimizer steps (always at epoch ends)")
     p.add_argument("--log-every", type=parse_int, default=50, metavar="N",
                    help="steps between metrics.jsonl records / progress updates")
-    p.add_argument("--deterministic", action="store_true",
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
                    help="deterministic kernels only: a resumed run then ends bit-identical")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model: the attack (input-only backward) and the "
                         "update run compiled; for GPUs (see benchmarks/README.md)")
-    p.add_argument("--sync-bn", action="store_true",
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=False,
                    help="SyncBatchNorm across GPUs (default: per-GPU BN statistics, as "
                         "robustness' DataParallel)")
     p.add_argument("--eval-every", type=parse_int, default=1, metavar="N",
@@ -246,8 +247,9 @@ def _new_recipe(args: argparse.Namespace, explicit: dict[str, Any]) -> dict[str,
             values[k] = v
     if kind == "digits" and "num_classes" not in explicit:
         values["num_classes"] = len(parse_digit_classes(explicit["dataset"]))
-    if kind == "imagefolder" and "num_classes" not in explicit and args.data:
-        train_dir = Path(args.data).expanduser() / "train"
+    data = getattr(args, "data", None)        # absent when left out (main)
+    if kind == "imagefolder" and "num_classes" not in explicit and data:
+        train_dir = Path(data).expanduser() / "train"
         if train_dir.is_dir():
             values["num_classes"] = sum(1 for p in train_dir.iterdir() if p.is_dir()) or 1000
     values.update(explicit)
@@ -273,7 +275,11 @@ def _saved_recipe(run_dir: Path) -> Recipe:
 
 
 def _main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    for action in parser._actions:   # left out stays out: --resume takes the run's own
+        if action.dest in RUN_DEFAULTS:
+            action.default = argparse.SUPPRESS
+    args = parser.parse_args(argv)
     import torch
 
     from .run import RunOptions, train
@@ -286,15 +292,10 @@ def _main(argv: list[str]) -> int:
         print(json.dumps(recipe.to_dict(), indent=2))
         return 0
     options = RunOptions(
-        out=args.out, data=args.data, download=args.download, resume=args.resume,
-        name=args.name, device=args.device, workers=args.workers, decoder=args.decoder,
-        ckpt_every_steps=args.ckpt_every_steps, log_every=args.log_every,
-        deterministic=args.deterministic, compile=args.compile, sync_bn=args.sync_bn,
-        eval_every=args.eval_every, eval_limit=args.eval_limit,
-        final_eval_steps=args.final_eval_steps, final_eval_norm=args.final_eval_norm,
-        final_eval_eps=args.final_eval_eps, final_eval_limit=args.final_eval_limit,
-        progress=not args.no_progress, argv=["python", "-m", "robust_zoo.train", *argv],
-        notes=notes)
+        out=args.out, download=args.download, resume=args.resume, device=args.device,
+        workers=args.workers, compile=args.compile, progress=not args.no_progress,
+        argv=["python", "-m", "robust_zoo.train", *argv], notes=notes,
+        **{k: getattr(args, k) for k in RUN_DEFAULTS if hasattr(args, k)})
     train(recipe, options)
     return 0
 

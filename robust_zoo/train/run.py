@@ -11,7 +11,7 @@ import shlex
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,35 +33,8 @@ from ..naming import eps_display, model_name
 from ..recipe import Recipe, RecipeError, default_step_size
 from ..fileio import atomic_write_text
 from . import outputs
+from .options import RunOptions
 from .plots import plot_curves, read_metrics
-
-
-@dataclass
-class RunOptions:
-    """How to run a recipe (nothing here changes what is trained)."""
-
-    out: str | os.PathLike
-    data: str | os.PathLike | None = None
-    download: bool = False
-    resume: bool = False
-    name: str | None = None
-    device: str | None = None
-    workers: int | None = None            # None: 0 for in-memory data, else min(8, CPUs)
-    decoder: str = "pil"                  # ImageFolder training images: data.DECODERS
-    ckpt_every_steps: int = 0             # 0: only at epoch ends
-    log_every: int = 50
-    deterministic: bool = False
-    compile: bool = False
-    sync_bn: bool = False
-    eval_every: int = 1                   # epochs between validation passes (0: never)
-    eval_limit: int | None = None         # examples per validation pass
-    final_eval_steps: int = 20
-    final_eval_norm: str | None = None    # default: the recipe's
-    final_eval_eps: float | None = None   # default: the recipe's (clean only when 0)
-    final_eval_limit: int | None = None
-    progress: bool = True
-    argv: list[str] | None = None         # recorded as provenance (default sys.argv)
-    notes: list[str] = field(default_factory=list)   # printed and kept in the provenance
 
 
 @dataclass
@@ -92,8 +65,9 @@ def train(recipe: Recipe, options: RunOptions) -> RunResult:
     check_recipe(recipe)
     d = distributed.setup(options.device)
     try:
-        with determinism(options.deterministic, d.device):
-            return _Run(recipe, options, d).run()
+        run = _Run(recipe, options, d)
+        with determinism(run.opt.deterministic, d.device):
+            return run.run()
     finally:
         distributed.cleanup(d)
 
@@ -114,7 +88,10 @@ class _Run:
     def __init__(self, recipe: Recipe, options: RunOptions, d: distributed.Dist):
         self.recipe, self.opt, self.d = recipe, options, d
         self.run_dir = Path(options.out).expanduser()
-        self.name = options.name or model_name(recipe.arch, recipe.norm, recipe.eps)
+        self.state = self._check_run_dir()       # the checkpoint to resume from, or None
+        self.opt = options.resolved(self.state.get("options") if self.state else None)
+        self.name = self.opt.name = self.opt.name or model_name(recipe.arch, recipe.norm,
+                                                                recipe.eps)
         self.precision = recipe.precision
         self.channels_last = d.device.type == "cuda"
         self.B = int(recipe.batch_size)              # global batch
@@ -123,7 +100,7 @@ class _Run:
         self.stats0 = self.window0 = TrainStats()    # the sums an interrupted epoch continues
 
     def run(self) -> RunResult:
-        state = self._check_run_dir()
+        state = self.state
         spec = self._data()         # before anything is written: bad data leaves no folder
         self._prepare_run_dir(fresh=state is None)
         self._build(spec)
@@ -339,7 +316,8 @@ class _Run:
                       global_step=pos.global_step, steps_per_epoch=self.steps_per_epoch,
                       world_size=d.world_size,
                       sampler={"seed": int(r.seed), "epoch": pos.epoch, "start_batch": step},
-                      epoch_stats=stats.to_list(), log_window=window.to_list(), run=info)
+                      epoch_stats=stats.to_list(), log_window=window.to_list(), run=info,
+                      options=self.opt.recorded())
 
     # ------------------------------------------------------------------ pieces
     def _bar(self):

@@ -12,9 +12,24 @@ is drawn from the torch RNG seeded with ``data.sample_seed(seed, v, i)``, the cr
 behind the network gives it, and depends on nothing else (not on workers, world size or batch
 size).
 
-Cache files are keyed by a hash of the backbone's weights (every tensor except the head's,
-normalization included), the samples (data set, root, split, labels), the transform and the
-number of views; they are written atomically, so concurrent runs never read half a file.
+A cache file is keyed by everything its content depends on (``cache_key``):
+
+* the model: the architecture and a sha256 of the backbone's weights (every state-dict tensor
+  except the head's, normalization buffers included: ``model_fingerprint``), so another
+  checkpoint, ε or ``--faithful`` normalization is another key, and a new head is not;
+* the samples and their contents (``TransferDataset.fingerprint``): data set, root, split,
+  labels and, per image file, its path, size, mtime_ns, ctime_ns, inode and device; in-memory
+  arrays (CIFAR) by a sha256 of their bytes. Image files are not hashed: reading every image
+  of an ImageNet-size set on every run would cost as much as extracting its features, while a
+  stat takes microseconds; a file rewritten or replaced changes its ctime or inode even when
+  its size and mtime are put back;
+* the transform (its ``repr``: image size, resize, crop, ``--granularity``);
+* what the protocol extracts: the number of views, their seed (K > 1) and the extraction
+  precision (bf16 autocast on CUDA, fp32 on CPU). The protocol's name is not in the key:
+  protocols that extract the same views share a file (every protocol's test split, the
+  centre crops of ``centre-crop-sgd`` and ``centre-crop-lbfgs``).
+
+Files are written atomically, so concurrent runs never read half a file.
 """
 from __future__ import annotations
 
@@ -65,10 +80,12 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def cache_key(model_fp: str, data_fp: str, transform: Callable | None, views: int, seed: int,
-              dtype: torch.dtype) -> str:
-    desc = json.dumps({"model": model_fp, "data": data_fp, "transform": repr(transform),
-                       "views": views, "seed": seed if views > 1 else None,
-                       "dtype": str(dtype), "version": 2}, sort_keys=True)
+              dtype: torch.dtype, *, arch: str | None = None, precision: str = "fp32") -> str:
+    """sha256 of what a feature file's content depends on (the module doc lists them)."""
+    desc = json.dumps({"model": model_fp, "arch": arch, "data": data_fp,
+                       "transform": repr(transform), "views": views,
+                       "seed": seed if views > 1 else None, "precision": precision,
+                       "dtype": str(dtype), "version": 3}, sort_keys=True)
     return hashlib.sha256(desc.encode()).hexdigest()
 
 
@@ -114,19 +131,23 @@ def extract_features(model: nn.Module, ds, *, batch_size: int = 128, workers: in
 def cached_features(model: nn.Module, ds, *, cache_dir: Path | None, views: int = 1,
                     seed: int = 0, tag: str = "", workers: int = 0, batch_size: int = 128,
                     dist: Dist | None = None, progress: bool = False, log=print,
-                    model_fp: str | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+                    model_fp: str | None = None, amp: bool | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(features ``[views, N, D]``, labels ``[N]``, info) for ``ds`` with its own transform.
 
     ``cache_dir=None`` disables the cache. ``info`` has ``hit`` (read from disk), ``path`` and
     ``extract_s``. With ``views > 1`` view ``v`` is ``SeededDataset(ds, seed=seed, epoch=v)``:
     every random crop is a function of (seed, v, image index), so a cached file, a fresh
     extraction and an extraction under DDP agree. ``views=1`` is meant for a deterministic
-    transform (the centre crop).
+    transform (the centre crop). ``amp``: bf16 autocast (default: on CUDA only).
     """
     dist = dist or Dist()
+    amp = dist.device.type == "cuda" if amp is None else amp
     labels = torch.tensor(ds.targets, dtype=torch.long)
     model_fp = model_fp or model_fingerprint(model)
-    key = cache_key(model_fp, ds.fingerprint(), ds.transform, views, seed, torch.float32)
+    key = cache_key(model_fp, ds.fingerprint(), ds.transform, views, seed, torch.float32,
+                    arch=getattr(model, "arch", type(unwrap(model)).__name__),
+                    precision="bf16" if amp else "fp32")
     path = None
     if cache_dir is not None:
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in (tag or "model"))
@@ -147,7 +168,7 @@ def cached_features(model: nn.Module, ds, *, cache_dir: Path | None, views: int 
     for v in range(views):
         view = SeededDataset(ds, seed=seed, epoch=v) if views > 1 else ds
         out.append(extract_features(model, view, workers=workers, batch_size=batch_size, dist=dist,
-                                    progress=progress, desc=f"features {ds.split}"
+                                    amp=amp, progress=progress, desc=f"features {ds.split}"
                                     + (f" view {v + 1}/{views}" if views > 1 else "")))
     feats = torch.stack(out)
     info = {"hit": False, "path": str(path) if path else None,
@@ -156,7 +177,8 @@ def cached_features(model: nn.Module, ds, *, cache_dir: Path | None, views: int 
         from safetensors.torch import save_file
 
         meta = {"key": key, "model": model_fp, "dataset": ds.name, "split": ds.split,
-                "root": ds.root, "views": str(views), "transform": repr(ds.transform)}
+                "root": ds.root, "views": str(views), "transform": repr(ds.transform),
+                "precision": "bf16" if amp else "fp32"}
         with atomic_path(path) as tmp:
             save_file({"features": feats.contiguous(), "labels": labels}, str(tmp), metadata=meta)
     return feats, labels, info
