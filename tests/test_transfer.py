@@ -209,7 +209,7 @@ def test_per_class_mean_accuracy():
 
 
 def test_defaults_vs_faithful_preparation():
-    from robust_zoo.transfer.datasets import CIFAR10_MEAN, get_spec
+    from robust_zoo.data import CIFAR10_MEAN, get_spec
     from robust_zoo.transfer.runner import prepare_model
 
     base = zoo_model("resnet18")
@@ -292,7 +292,7 @@ def test_feature_cache_key_covers_files_model_transform_and_protocol(tmp_path):
     from torch.utils.data import TensorDataset
 
     from robust_zoo.data import TransferDataset
-    from robust_zoo.transfer.datasets import load_splits, make_transforms
+    from robust_zoo.data import load_splits, make_transforms
     from robust_zoo.transfer.feature_cache import cached_features
 
     data = make_folder(tmp_path / "data", per_train=3, per_test=2, size=16)
@@ -446,7 +446,7 @@ def test_result_records_protocol_transform_and_reference_only_for_paper_protocol
                                                                                  tmp_path):
     """Runs on the folder's images under the name of a tabulated data set (cifar10), so that
     the paper's table has a number for (data set, arch, mode)."""
-    from robust_zoo.transfer.datasets import get_spec, load_splits
+    from robust_zoo.data import get_spec, load_splits
 
     train, test, _ = load_splits("imagefolder", folder)
     splits = (train, test, get_spec("cifar10"))
@@ -477,7 +477,7 @@ def test_kview_cache_holds_the_seeded_augmented_crops(folder, tmp_path):
     features whatever the batch size or the order of extraction, and view v is the crop that
     epoch v of training behind the network gives image i."""
     from robust_zoo.data import ResumableSampler, SeededDataset, sample_seed
-    from robust_zoo.transfer.datasets import load_splits, make_transforms
+    from robust_zoo.data import load_splits, make_transforms
     from robust_zoo.transfer.feature_cache import cached_features
 
     train_tf, _ = make_transforms(32)
@@ -727,7 +727,7 @@ def test_both_modes_under_torchrun_gloo(folder, tmp_path, isolated_caches):
     the feature matrix gathered from both processes in the data set's order."""
     from safetensors.torch import load_file
 
-    from robust_zoo.transfer.datasets import load_splits, make_transforms
+    from robust_zoo.data import load_splits, make_transforms
     from robust_zoo.data import SeededDataset
     from robust_zoo.transfer.feature_cache import extract_features
     from robust_zoo.transfer.runner import load_model

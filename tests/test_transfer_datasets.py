@@ -17,9 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from robust_zoo.transfer.datasets import (TRANSFER_DATASETS, DatasetNotFoundError,
-                                          UnknownDatasetError, get_spec, load_splits,
-                                          make_transforms)
+from robust_zoo.data import (TRANSFER_DATASETS, DatasetNotFoundError, UnknownDatasetError,
+                             get_spec, load_splits, make_transforms)
 
 rng = np.random.default_rng(0)
 # fake trees have a handful of classes; the adapters warn about that, as they should

@@ -79,7 +79,8 @@ class DataSpec:
 def dataset_kind(dataset: str) -> str:
     kind = dataset.split(":", 1)[0].lower()
     if kind not in TRAINING_DATASETS:
-        raise DataError(f"Unknown dataset {dataset!r}; choose one of {', '.join(TRAINING_DATASETS)} "
+        raise DataError(f"Unknown dataset {dataset!r}; choose one of "
+                        f"{', '.join(TRAINING_DATASETS)} "
                         "(imagefolder: any folder with train/ and val/ class subfolders; "
                         "digits:0-4 keeps digit classes 0-4)")
     return kind

@@ -33,12 +33,9 @@ from torch.utils.data import Dataset
 from .common import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, NO_NORM,
                      DataError, DatasetNotFoundError, UnknownDatasetError)
 from .images import checked_image_folder
-from .transforms import make_transforms
 
 __all__ = ["DatasetSpec", "TransferDataset", "TRANSFER_DATASETS", "PAPER_DATASETS",
-           "get_spec", "list_datasets", "load_splits", "make_transforms", "DatasetNotFoundError",
-           "UnknownDatasetError", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN",
-           "CIFAR100_STD"]
+           "get_spec", "list_datasets", "load_splits"]
 
 SUN397_PARTITIONS_URL = "https://vision.princeton.edu/projects/2010/SUN/download/Partitions.zip"
 

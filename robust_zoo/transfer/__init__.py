@@ -20,8 +20,10 @@ __all__ = ["replace_head", "freeze", "features", "frozen_modules", "parse_mode",
            "TransferConfig", "paper_lr", "make_transforms"]
 
 _LAZY = {"run_transfer": "runner", "load_model": "runner", "sweep": "sweep",
-         "load_splits": "datasets", "list_datasets": "datasets", "get_spec": "datasets",
-         "make_transforms": "datasets", "TransferConfig": "hparams", "paper_lr": "hparams"}
+         # the data sets and their transforms live in the data layer
+         "load_splits": ".data.transfer_sets", "list_datasets": ".data.transfer_sets",
+         "get_spec": ".data.transfer_sets", "make_transforms": ".data.transforms",
+         "TransferConfig": "hparams", "paper_lr": "hparams"}
 
 
 __getattr__ = _lazy_getattr(__name__, _LAZY)

@@ -23,7 +23,7 @@ import sys
 from ..console import ArgumentParser, command
 from ..naming import arg_type, parse_device, parse_int, parse_number
 from .core import MODES
-from .datasets import TRANSFER_DATASETS
+from ..data.transfer_sets import TRANSFER_DATASETS
 from .hparams import DEFAULT_VIEWS, HEAD_SOLVERS, PROTOCOLS
 
 
@@ -165,7 +165,7 @@ def _main(argv: list[str]) -> int:
         return _plot_main(argv[1:])
     args = build_parser().parse_args(argv)
     from .core import parse_mode
-    from .datasets import DatasetNotFoundError, get_spec
+    from ..data.transfer_sets import DatasetNotFoundError, get_spec
     from .sweep import sweep
 
     modes = list(dict.fromkeys(parse_mode(m) for m in args.mode))

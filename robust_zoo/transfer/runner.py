@@ -17,7 +17,7 @@ from ..models.robust_model import get_head
 from ..fileio import atomic_write_text
 from ..models.robust_model import RobustModel
 from .core import freeze, replace_head
-from .datasets import load_splits, make_transforms
+from ..data import load_splits, make_transforms
 from ..engine.distributed import Dist, barrier, cleanup, setup
 from ..engine import checkpoint as engine_checkpoint
 from .finetune import accuracy_metrics, predict_dataset, train_network

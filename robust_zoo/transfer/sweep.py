@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..fileio import atomic_write_text
-from .datasets import load_splits
+from ..data.transfer_sets import load_splits
 from ..engine.distributed import barrier, cleanup, setup
 from .hparams import TransferConfig
 from .runner import DEFAULT_CACHE, check_model_name, load_model, run_dir, run_transfer
