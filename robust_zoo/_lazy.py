@@ -25,7 +25,8 @@ MOVED = {
 
 def lazy_getattr(package: str, table: dict[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` that imports ``package.<table[name]>`` when ``name`` is first
-    read, and caches the attribute on the package."""
+    read, and caches the attribute on the package. A module path with a leading dot is
+    relative to the package's parent (``".data.transforms"`` from ``robust_zoo.transfer``)."""
     def __getattr__(name: str) -> Any:
         if name in table:
             value = getattr(importlib.import_module(f".{table[name]}", package), name)
