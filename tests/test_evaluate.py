@@ -502,3 +502,29 @@ def test_cli_autoattack_standard_that_cannot_run_is_one_line_exit_2(small_zoo, c
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert "Square attack" in err and "24×24" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_an_empty_image_file_is_one_line_naming_it(small_zoo, tmp_path, capsys, workers,
+                                                   suffix):
+    """A 0-byte image is a DataError naming the file, one line, whether it is read in the main
+    process or in a DataLoader worker (which wraps the error in its traceback)."""
+    import shutil
+
+    from robust_zoo.data import DataError
+
+    man, data, _ = small_zoo
+    tree = shutil.copytree(data, tmp_path / "val")
+    bad = tree / "class2" / f"empty{suffix}"
+    bad.write_bytes(b"")
+    kw = dict(workers=workers, autoattack="off", steps=1, progress=False)
+    with pytest.raises(DataError) as err:
+        evaluate("mini_resnet_l2_eps0_5", str(tree), manifest=man, **kw)
+    assert str(err.value).splitlines() == [str(err.value)] and str(bad) in str(err.value)
+    assert "0 bytes" in str(err.value) and "Traceback" not in str(err.value)
+    rc = main(["mini_resnet_l2_eps0_5", "--manifest", str(man), "--data", str(tree),
+               "--workers", str(workers), "--autoattack", "off", "--steps", "1",
+               "--no-progress"])
+    out = capsys.readouterr().err
+    assert rc == 2 and out == f"error: {err.value}\n", out

@@ -30,7 +30,7 @@ from ..engine.evaluation import (AUTOATTACK_VERSIONS, AutoAttackUnavailable,
                                  AutoAttackUnsupported, EvalResult, evaluate_loader,
                                  make_autoattack)
 from ..engine.precision import check_precision, compile_model
-from ..errors import UsageError
+from ..errors import RobustZooError, UsageError, message
 from ..naming import check_norm, eps_close, eps_display, parse_eps, parse_int
 from ..recipe import default_step_size
 
@@ -251,13 +251,29 @@ def _count(model, loader, *, attack: dict, autoattack, classes, total, cap, devi
         attacking = attack["eps"] > 0 and attack["steps"] > 0
         counts = EvalResult(0, 0, 0 if attacking else None, 0 if autoattack else None)
     else:
-        counts = evaluate_loader(run_model, loader, **attack, autoattack=autoattack,
-                                 device=device, limit=cap, precision=precision,
-                                 progress=progress and d.rank == 0, desc=desc, classes=classes)
+        try:
+            counts = evaluate_loader(run_model, loader, **attack, autoattack=autoattack,
+                                     device=device, limit=cap, precision=precision,
+                                     progress=progress and d.rank == 0, desc=desc,
+                                     classes=classes)
+        except RobustZooError as e:
+            if "Original Traceback" not in str(e):
+                raise
+            raise _as_read(e) from None
     res = counts.all_reduce(d)
     if res.n == 0:
         raise DataError("evaluate: the data yielded no examples")
     return res
+
+
+def _as_read(e: RobustZooError) -> RobustZooError:
+    """A DataLoader worker's error as the worker raised it. The worker re-raises it in this
+    process as the same class around the worker's traceback text; the message is the last line
+    of that text (``errors.message``), e.g. the one line of a DataError naming a bad file."""
+    try:
+        return type(e)(message(e))
+    except Exception:        # a class that takes other arguments: as torch gave it
+        return e
 
 
 def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
