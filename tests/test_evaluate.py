@@ -528,3 +528,30 @@ def test_an_empty_image_file_is_one_line_naming_it(small_zoo, tmp_path, capsys, 
                "--no-progress"])
     out = capsys.readouterr().err
     assert rc == 2 and out == f"error: {err.value}\n", out
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "robustness-ckpt"])
+def test_an_entry_whose_num_classes_disagrees_with_its_head_fails_naming_both(
+        small_zoo, tmp_path, capsys, fmt):
+    """An entry that says num_classes=10 for a file with a 5-class head fails at load, before
+    any image is read, with an error that names both numbers (exit 2, one line)."""
+    from zoo import ckpt_bytes, random_net, safetensors_entry, write_manifest
+
+    _, data, net = small_zoo
+    name = "mini_resnet_l2_eps0_5"
+    if fmt == "safetensors":
+        entry = dict(safetensors_entry(tmp_path, name, net, "mini_resnet", eps=0.5,
+                                       num_classes=5), num_classes=10)
+    else:
+        ckpt = tmp_path / "m.ckpt"
+        ckpt.write_bytes(ckpt_bytes(random_net("resnet18", num_classes=5), "resnet18"))
+        name = "resnet18_l2_eps0_5"
+        entry = {"name": name, "arch": "resnet18", "norm": "l2", "eps": 0.5, "num_classes": 10,
+                 "files": [{"format": fmt, "path": ckpt.name, "sha256": sha256_file(ckpt),
+                            "size": ckpt.stat().st_size}], "metrics": []}
+    man = write_manifest(tmp_path / "weights_manifest.json", entry)
+    rc = main([name, "--manifest", str(man), "--data", str(data), "--workers", "0",
+               "--autoattack", "off", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "head has 5 outputs" in err and "num_classes is 10" in err, err
