@@ -411,3 +411,147 @@ def test_pgd_keeps_no_graph_across_steps(keep_best):
             assert x_adv.grad_fn is None and not x_adv.requires_grad
     finally:
         handle.remove()
+
+
+# -- AutoAttack on the image size; errors raised in DataLoader workers; a head that disagrees --
+
+@pytest.mark.parametrize("size", [12, 24])
+def test_autoattack_runs_on_the_image_size_or_says_why(size, capsys):
+    """pyautoattack's L2 Square attack cannot start on 12- or 24-px images (its first
+    perturbation tiles the image with ⌊size/5⌋-px squares that overrun it). "auto" runs the
+    standard ensemble without Square, named so in the result, the report and on stderr;
+    "standard" refuses with a UsageError saying why; "fast" needs no Square."""
+    pytest.importorskip("pyautoattack", reason="pip install 'robust-zoo[eval]'")
+    from robust_zoo.errors import UsageError
+    from robust_zoo.evaluate import format_report
+
+    # a near-constant model (class 0 by a wide margin): nothing is fooled at this ε, so every
+    # attack of the ensemble runs (Square last), and each of its steps costs next to nothing
+    net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 5)).eval()
+    with torch.no_grad():
+        net[2].weight.mul_(1e-2)
+        net[2].bias.copy_(torch.tensor([5.0, 0, 0, 0, 0]))
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(1, dtype=torch.long)
+    kw = dict(norm="l2", eps=0.01, steps=1, progress=False)
+    r = evaluate(net, (x, y), autoattack="auto", **kw)
+    aa = r["autoattack"]
+    assert aa["version"] == "standard-no-square"
+    assert aa["attacks"] == ["apgd-ce", "apgd-t", "fab-t"] and aa["target_classes"] == 4
+    assert f"{size}×{size}" in aa["note"] and "not the standard AutoAttack" in aa["note"]
+    assert r["counts"]["autoattack"] == 1                  # it ran, and fooled nothing
+    assert aa["note"] in format_report(r) and aa["note"] in capsys.readouterr().err
+    with pytest.raises(UsageError, match=rf"Square attack .* {size}×{size} .*--autoattack fast"):
+        evaluate(net, (x, y), autoattack="standard", **kw)
+    fast = evaluate(net, (x, y), autoattack="fast", **kw)["autoattack"]
+    assert fast["version"] == "fast" and fast["note"] is None
+
+
+def test_autoattack_plan_keeps_square_wherever_it_runs_and_needs_four_classes():
+    """The plan runs pyautoattack's own Square attack on the image size (one query on a
+    constant model) and keeps it wherever it starts; APGD-T and FAB-T target min(9, classes − 1)
+    classes, and a model with fewer than 4 classes cannot run AutoAttack (skipped under
+    "auto", an error when asked for)."""
+    pytest.importorskip("pyautoattack", reason="pip install 'robust-zoo[eval]'")
+    from robust_zoo.engine.evaluation import plan_autoattack
+    from robust_zoo.errors import UsageError
+
+    cases = [("l2", 4, False), ("l2", 12, False), ("l2", 24, False), ("l2", 19, False),
+             ("l2", 5, True), ("l2", 16, True), ("l2", 25, True), ("l2", 224, True),
+             ("linf", 4, True), ("linf", 24, True)]
+    for norm, size, square in cases:
+        plan = plan_autoattack("standard", norm=norm, eps=0.5, image_shape=(3, size, size),
+                               num_classes=1000, drop_square=True)
+        assert ("square" in plan.attacks) == square, (norm, size)
+        assert plan.version == ("standard" if square else "standard-no-square")
+        assert (plan.note is None) == square and plan.target_classes == 9
+    assert plan_autoattack("fast", norm="l2", eps=0.5, image_shape=(3, 24, 24),
+                           num_classes=4).target_classes == 3
+    with pytest.raises(UsageError, match="3 classes.*at least 4"):
+        plan_autoattack("fast", norm="l2", eps=0.5, image_shape=(3, 24, 24), num_classes=3)
+    net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 3)).eval()
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    r = evaluate(net, (x, y), norm="linf", eps=8 / 255, steps=1, autoattack="auto",
+                 progress=False)
+    assert "3 classes" in r["autoattack"]["skipped"] and r["counts"]["autoattack"] is None
+    with pytest.raises(UsageError, match="3 classes"):
+        evaluate(net, (x, y), norm="linf", eps=8 / 255, steps=1, autoattack="fast",
+                 progress=False)
+
+
+@pytest.fixture(scope="module")
+def small_zoo(tmp_path_factory):
+    """A 5-class mini_resnet saved as an L2 manifest entry that crops 24 px, and a tree of
+    24-px images (5 classes, one image each)."""
+    from zoo import image_tree, random_net, safetensors_entry, write_manifest
+
+    root = tmp_path_factory.mktemp("small")
+    net = random_net("mini_resnet", num_classes=5)
+    entry = safetensors_entry(root, "mini_resnet_l2_eps0_5", net, "mini_resnet", eps=0.5,
+                              num_classes=5, preprocessing={"resize": 24, "crop": 24})
+    man = write_manifest(root / "weights_manifest.json", entry)
+    colors = [(200, 0, 0), (0, 200, 0), (0, 0, 200), (150, 150, 0), (0, 150, 150)]
+    data = image_tree(root / "data", {"val": 1}, colors, size=24) / "val"
+    return man, data, net
+
+
+def test_cli_autoattack_standard_that_cannot_run_is_one_line_exit_2(small_zoo, capsys):
+    man, data, _ = small_zoo
+    rc = main(["mini_resnet_l2_eps0_5", "--manifest", str(man), "--data", str(data),
+               "--autoattack", "standard", "--workers", "0", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "Square attack" in err and "24×24" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_an_empty_image_file_is_one_line_naming_it(small_zoo, tmp_path, capsys, workers,
+                                                   suffix):
+    """A 0-byte image is a DataError naming the file, one line, whether it is read in the main
+    process or in a DataLoader worker (which wraps the error in its traceback)."""
+    import shutil
+
+    from robust_zoo.data import DataError
+
+    man, data, _ = small_zoo
+    tree = shutil.copytree(data, tmp_path / "val")
+    bad = tree / "class2" / f"empty{suffix}"
+    bad.write_bytes(b"")
+    kw = dict(workers=workers, autoattack="off", steps=1, progress=False)
+    with pytest.raises(DataError) as err:
+        evaluate("mini_resnet_l2_eps0_5", str(tree), manifest=man, **kw)
+    assert str(err.value).splitlines() == [str(err.value)] and str(bad) in str(err.value)
+    assert "0 bytes" in str(err.value) and "Traceback" not in str(err.value)
+    rc = main(["mini_resnet_l2_eps0_5", "--manifest", str(man), "--data", str(tree),
+               "--workers", str(workers), "--autoattack", "off", "--steps", "1",
+               "--no-progress"])
+    out = capsys.readouterr().err
+    assert rc == 2 and out == f"error: {err.value}\n", out
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "robustness-ckpt"])
+def test_an_entry_whose_num_classes_disagrees_with_its_head_fails_naming_both(
+        small_zoo, tmp_path, capsys, fmt):
+    """An entry that says num_classes=10 for a file with a 5-class head fails at load, before
+    any image is read, with an error that names both numbers (exit 2, one line)."""
+    from zoo import ckpt_bytes, random_net, safetensors_entry, write_manifest
+
+    _, data, net = small_zoo
+    name = "mini_resnet_l2_eps0_5"
+    if fmt == "safetensors":
+        entry = dict(safetensors_entry(tmp_path, name, net, "mini_resnet", eps=0.5,
+                                       num_classes=5), num_classes=10)
+    else:
+        ckpt = tmp_path / "m.ckpt"
+        ckpt.write_bytes(ckpt_bytes(random_net("resnet18", num_classes=5), "resnet18"))
+        name = "resnet18_l2_eps0_5"
+        entry = {"name": name, "arch": "resnet18", "norm": "l2", "eps": 0.5, "num_classes": 10,
+                 "files": [{"format": fmt, "path": ckpt.name, "sha256": sha256_file(ckpt),
+                            "size": ckpt.stat().st_size}], "metrics": []}
+    man = write_manifest(tmp_path / "weights_manifest.json", entry)
+    rc = main([name, "--manifest", str(man), "--data", str(data), "--workers", "0",
+               "--autoattack", "off", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "head has 5 outputs" in err and "num_classes is 10" in err, err

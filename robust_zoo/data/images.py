@@ -29,11 +29,14 @@ MAX_PIXELS = 64_000_000
 
 def load_rgb(path: str | os.PathLike):
     """The image at ``path`` as an RGB PIL image, fully decoded; ``DataError`` naming the file
-    when it is not an image, is truncated or declares more than ``MAX_PIXELS`` pixels."""
+    when it is empty, is not an image, is truncated or declares more than ``MAX_PIXELS``
+    pixels."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise DataError(f"{path} is empty (0 bytes): remove or replace it")
             img = Image.open(f)
             w, h = img.size
             if w * h > MAX_PIXELS:

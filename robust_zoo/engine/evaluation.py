@@ -13,6 +13,7 @@ restart; AutoAttack is run on its own (not stacked on PGD), as RobustBench repor
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Literal, Sequence
@@ -24,14 +25,14 @@ from . import distributed
 from ..console import progress as progress_bar
 from ..attacks import attacked_batches, check_pgd_args
 from ..recipe import Precision, choices
-from ..data.common import DataError
 from ..errors import RobustZooError, UsageError
 from ..models.robust_model import eval_mode
 from ..naming import check_norm
 from .precision import autocast, check_precision
 
-__all__ = ["EvalResult", "evaluate_loader", "make_autoattack", "AutoAttackUnavailable",
-           "AUTOATTACK_VERSIONS", "PRECISIONS"]
+__all__ = ["EvalResult", "evaluate_loader", "make_autoattack", "plan_autoattack",
+           "square_failure", "AutoAttackPlan", "AutoAttackUnavailable", "AutoAttackUnsupported",
+           "AUTOATTACK_VERSIONS", "NO_SQUARE", "PRECISIONS"]
 
 PRECISIONS = choices(Precision)
 # "standard": RobustBench's ensemble; "fast": its two gradient attacks (no FAB-T, no Square)
@@ -39,6 +40,8 @@ AUTOATTACK_VERSIONS: dict[str, tuple[str, ...]] = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
     "fast": ("apgd-ce", "apgd-t"),
 }
+# the standard ensemble without Square: what "auto" runs where Square cannot run on the images
+NO_SQUARE = "standard-no-square"
 AutoAttackFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -135,16 +138,103 @@ class EvalResult:
 
 # ----------------------------------------------------------------------------- AutoAttack
 
+class AutoAttackUnsupported(UsageError):
+    """AutoAttack (or the requested version of it) cannot run on this model or image size; the
+    message says why and what runs instead."""
+
+
+@dataclass(frozen=True)
+class AutoAttackPlan:
+    """What AutoAttack runs on one image size and class count: ``version`` ("standard", "fast",
+    or ``NO_SQUARE`` where pyautoattack's Square attack cannot run on the images), its
+    ``attacks``, the ``target_classes`` of APGD-T and FAB-T, and a ``note`` saying how the run
+    departs from the requested version (None: it does not)."""
+
+    version: str
+    attacks: tuple[str, ...]
+    target_classes: int
+    note: str | None = None
+
+
+def plan_autoattack(version: str, *, norm: str, eps: float, image_shape: Sequence[int],
+                    num_classes: int, drop_square: bool = False) -> AutoAttackPlan:
+    """The attacks of ``version`` that run on ``image_shape`` (C, H, W) images and a model with
+    ``num_classes`` outputs. APGD-T and FAB-T target min(9, classes − 1) classes (RobustBench's 9
+    for ImageNet; every other class when there are fewer); their targeted DLR loss needs 4
+    classes, so fewer is an ``AutoAttackUnsupported``. Square is run once on the image size
+    (``square_failure``); where it cannot start, ``drop_square`` leaves it out, naming the plan
+    ``NO_SQUARE`` with a note, and otherwise raises ``AutoAttackUnsupported`` saying why."""
+    norm = check_norm(norm)
+    if version not in AUTOATTACK_VERSIONS:
+        raise UsageError(f"AutoAttack version {version!r}: use one of "
+                         f"{', '.join(AUTOATTACK_VERSIONS)}")
+    if num_classes < 4:
+        raise AutoAttackUnsupported(
+            f"AutoAttack cannot run on a model with {num_classes} classes: its targeted attacks "
+            "(APGD-T, FAB-T) use the DLR loss, which needs at least 4; evaluate with PGD only "
+            "(--autoattack off)")
+    attacks, targets = AUTOATTACK_VERSIONS[version], min(9, num_classes - 1)
+    why = square_failure(norm, eps, tuple(image_shape)) if "square" in attacks else None
+    if why is None:
+        return AutoAttackPlan(version, attacks, targets)
+    if not drop_square:
+        raise AutoAttackUnsupported(
+            f"AutoAttack {version} cannot run: {why}. Use --autoattack fast (APGD-CE + APGD-T) "
+            f"or auto (the standard ensemble without Square, reported as {NO_SQUARE}), or "
+            "images of another size")
+    return AutoAttackPlan(NO_SQUARE, tuple(a for a in attacks if a != "square"), targets,
+                          note=f"{why}; Square was left out, so this is not the standard "
+                               "AutoAttack")
+
+
+@functools.lru_cache(maxsize=None)
+def square_failure(norm: str, eps: float, image_shape: tuple[int, ...]) -> str | None:
+    """Why pyautoattack's Square attack cannot run on ``image_shape`` (C, H, W) images, or None
+    when it runs. It is run for real, once per shape, for one query on a model that it cannot
+    fool: the size matters only where the attack starts (the L2 version tiles the image with
+    ⌊H/5⌋-px squares, which overrun square images of 1-4, 12, 14, 18, 19 and 24 px); the
+    squares of later queries are clamped to the image."""
+    from importlib.metadata import version as package_version
+
+    from pyautoattack.square import SquareAttack
+
+    c, h, w = image_shape
+    attack = SquareAttack(_Unfoolable(), p_init=0.8, n_queries=1, eps=float(eps),
+                          norm="L2" if check_norm(norm) == "l2" else "Linf", n_restarts=1,
+                          seed=0, verbose=False, device="cpu", resc_schedule=False)
+    with torch.random.fork_rng(devices=[]):       # the attack seeds torch's global RNG
+        try:
+            attack.perturb(torch.full((1, c, h, w), 0.5), torch.zeros(1, dtype=torch.long))
+        except Exception as e:                    # whatever the library raised: it cannot run
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        else:
+            return None
+    tiling = (f"; its L2 start tiles the image with squares of side ⌊{h}/5⌋ = {h // 5} px, "
+              "which do not fit it" if norm == "l2" else "")
+    return (f"pyautoattack {package_version('pyautoattack')}'s {norm.upper()} Square attack "
+            f"fails on {h}×{w} images ({reason}{tiling})")
+
+
+class _Unfoolable(nn.Module):
+    """Class 0 by a margin of 1 whatever the input: Square keeps querying it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([1.0, 0.0]).expand(len(x), 2) + 0 * x.flatten(1)[:, :1]
+
+
 def make_autoattack(model: nn.Module, *, norm: str, eps: float, version: str = "standard",
-                    device: str | torch.device = "cpu", seed: int = 0) -> AutoAttackFn:
+                    device: str | torch.device = "cpu", seed: int = 0,
+                    drop_square: bool = False) -> AutoAttackFn:
     """A per-batch AutoAttack: ``fn(x, y)`` → boolean mask of examples still classified
     correctly after the attacks of ``version`` ("standard": APGD-CE, APGD-T, FAB-T, Square, as
     RobustBench runs it; "fast": APGD-CE + APGD-T). Uses the ``pyautoattack`` package
     (``pip install robust-zoo[eval]``); raises ``AutoAttackUnavailable`` without it.
 
-    The attack is built on the first batch, once the model's class count is known: targeted
-    attacks use min(9, classes − 1) target classes (RobustBench's 9 for ImageNet). ``seed``
-    makes the attacks reproducible; torch's global RNG is restored afterwards.
+    The attacks are planned (``plan_autoattack``) on the first batch, or earlier with
+    ``fn.prepare(x)`` on a sample batch: the image size decides whether Square runs
+    (``drop_square``: leave it out where it cannot; otherwise ``AutoAttackUnsupported``), the
+    model's class count the target classes. ``fn.plan`` is the plan once made. ``seed`` makes
+    the attacks reproducible; torch's global RNG is restored afterwards.
     """
     norm = check_norm(norm)
     if version not in AUTOATTACK_VERSIONS:
@@ -158,30 +248,33 @@ def make_autoattack(model: nn.Module, *, norm: str, eps: float, version: str = "
             "pip install pyautoattack)") from None
     device = torch.device(device)
     state: dict[str, object] = {}
+    kw = dict(norm="L2" if norm == "l2" else "Linf", eps=float(eps), device=str(device),
+              seed=seed)
 
-    def build(num_classes: int):
-        if num_classes < 4:
-            raise DataError(f"AutoAttack's targeted DLR loss needs >= 4 classes; the model "
-                                f"has {num_classes}")
-        targets = min(9, num_classes - 1)
-        kw = dict(norm="L2" if norm == "l2" else "Linf", eps=float(eps), device=str(device),
-                  seed=seed)
-        if version == "standard":
+    def build(plan: AutoAttackPlan):
+        if plan.version == "standard":
             adv = AutoAttack(model, version="standard", **kw)
-            adv.fab.n_target_classes = targets
-        else:
-            adv = AutoAttack(model, version="custom", attacks=list(AUTOATTACK_VERSIONS[version]),
-                             **kw)
-            adv.apgd.n_restarts = 1           # the standard version's settings
+        else:       # a part of the standard ensemble, with the standard version's settings
+            adv = AutoAttack(model, version="custom", attacks=list(plan.attacks), **kw)
+            adv.apgd.n_restarts = 1
             adv.apgd_targeted.n_restarts = 1
-        adv.apgd_targeted.n_target_classes = targets
+            adv.fab.n_restarts = 1
+        adv.apgd_targeted.n_target_classes = plan.target_classes
+        adv.fab.n_target_classes = plan.target_classes
         adv.verbose = False
         return adv
 
-    def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def prepare(x: torch.Tensor) -> AutoAttackPlan:
         if "adv" not in state:
-            with torch.no_grad():
-                state["adv"] = build(int(model(x[:1]).shape[1]))
+            with torch.no_grad(), eval_mode(model):
+                classes = int(model(x[:1]).shape[1])
+            plan = plan_autoattack(version, norm=norm, eps=eps, image_shape=tuple(x.shape[1:]),
+                                   num_classes=classes, drop_square=drop_square)
+            state["adv"], run.plan = build(plan), plan   # type: ignore[attr-defined]
+        return run.plan                                  # type: ignore[attr-defined]
+
+    def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        prepare(x)
         adv = state["adv"]
         rng_devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=rng_devices):
@@ -189,8 +282,8 @@ def make_autoattack(model: nn.Module, *, norm: str, eps: float, version: str = "
         with torch.no_grad():
             return model(x_adv).argmax(1) == y
 
-    run.version = version                       # type: ignore[attr-defined]
-    run.attacks = AUTOATTACK_VERSIONS[version]  # type: ignore[attr-defined]
+    run.prepare = prepare                       # type: ignore[attr-defined]
+    run.plan = None                             # type: ignore[attr-defined]
     return run
 
 

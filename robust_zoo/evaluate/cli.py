@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                    default="auto",
                    help="AutoAttack (pyautoattack, pip install 'robust-zoo[eval]'): 'standard' "
                         "(APGD-CE, APGD-T, FAB-T, Square; 'on' is the same), 'fast' (APGD-CE + "
-                        "APGD-T), 'auto' (standard when the package is installed; default), "
-                        "'off'")
+                        "APGD-T), 'auto' (standard when the package is installed, without Square "
+                        "where Square cannot run on the images, noted; default), 'off'")
     p.add_argument("--limit", type=_int("--limit", 1),
                    help="evaluate a fixed random subset of N images (seed 0)")
     p.add_argument("--batch-size", type=_int("--batch-size", 1), default=64)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -23,12 +24,13 @@ from torch import nn
 
 from ..attacks import check_pgd_args
 from ..data import DataError, checked_image_folder, fixed_subset
-from ..data.common import tensor_pair
+from ..data.common import iter_batches, tensor_pair
 from ..engine import distributed
-from ..engine.evaluation import (AUTOATTACK_VERSIONS, AutoAttackUnavailable, EvalResult,
-                                 evaluate_loader, make_autoattack)
+from ..engine.evaluation import (AUTOATTACK_VERSIONS, AutoAttackUnavailable,
+                                 AutoAttackUnsupported, EvalResult, evaluate_loader,
+                                 make_autoattack)
 from ..engine.precision import check_precision, compile_model
-from ..errors import UsageError
+from ..errors import RobustZooError, UsageError, message
 from ..naming import check_norm, eps_close, eps_display, parse_eps, parse_int
 from ..recipe import default_step_size
 
@@ -179,22 +181,64 @@ def _autoattack_version(autoattack: bool | str | None) -> str | None:
     return v
 
 
-def _autoattack_fn(model, norm: str, eps: float, device, requested: str | None):
-    """(per-batch AutoAttack or None, its description for the report)."""
+def _autoattack_fn(model, norm: str, eps: float, device, requested: str | None, loader,
+                   d: distributed.Dist):
+    """(per-batch AutoAttack or None, why it is skipped or None). "auto" leaves Square out where
+    it cannot run on the images (the plan is named so, with a note printed here) and skips
+    AutoAttack where nothing of it can run; an explicit version that cannot run is an
+    ``AutoAttackUnsupported``. The plan is made here on the data's first image when it can be
+    read twice (datasets, folders, tensors, DataLoaders), else on the first batch."""
     if requested is None or eps == 0:
-        return None, {"skipped": "not requested" if requested is None else "eps = 0"}
+        return None, "not requested" if requested is None else "eps = 0"
     version = "standard" if requested == "auto" else requested
     try:
-        run = make_autoattack(model, norm=norm, eps=eps, version=version, device=device)
+        run = make_autoattack(model, norm=norm, eps=eps, version=version, device=device,
+                              drop_square=requested == "auto")
     except AutoAttackUnavailable as e:
         if requested == "auto":
-            return None, {"skipped": "pyautoattack is not installed (pip install "
-                                     "'robust-zoo[eval]')"}
+            return None, "pyautoattack is not installed (pip install 'robust-zoo[eval]')"
         raise AutoAttackUnavailable(f"AutoAttack was requested but {e}") from None
+    sample = _first_image(loader)
+    if sample is not None:
+        try:
+            plan = run.prepare(sample.to(device, torch.float32).unsqueeze(0))
+        except AutoAttackUnsupported as e:
+            if requested == "auto":
+                return None, str(e)
+            raise
+        if plan.note and d.rank == 0:
+            print(f"note: AutoAttack {plan.version}: {plan.note}", file=sys.stderr, flush=True)
+    return run, None
+
+
+def _first_image(loader) -> torch.Tensor | None:
+    """The first image of a map-style DataLoader's dataset or of a re-iterable collection of
+    batches; None for what can be read only once."""
+    if isinstance(loader, torch.utils.data.DataLoader):
+        if isinstance(loader.dataset, torch.utils.data.IterableDataset):
+            return None
+        x = loader.dataset[0][0]
+    else:
+        try:
+            if iter(loader) is loader:
+                return None
+        except TypeError:       # not iterable: evaluate_loader says so
+            return None
+        x = next(iter(iter_batches(loader)), (None,))[0]
+        x = None if x is None else x[0]
+    return x if isinstance(x, torch.Tensor) and x.ndim == 3 else None
+
+
+def _autoattack_info(run, skipped: str | None) -> dict[str, Any]:
+    """The report's description of the AutoAttack that ran (or why it did not)."""
+    if run is None:
+        return {"skipped": skipped}
     from importlib.metadata import version as _pkg_version
 
-    return run, {"version": version, "attacks": list(run.attacks), "package": "pyautoattack",
-                 "package_version": _pkg_version("pyautoattack")}
+    plan = run.plan
+    return {"version": plan.version, "attacks": list(plan.attacks),
+            "target_classes": plan.target_classes, "note": plan.note,
+            "package": "pyautoattack", "package_version": _pkg_version("pyautoattack")}
 
 
 def _count(model, loader, *, attack: dict, autoattack, classes, total, cap, device,
@@ -207,13 +251,29 @@ def _count(model, loader, *, attack: dict, autoattack, classes, total, cap, devi
         attacking = attack["eps"] > 0 and attack["steps"] > 0
         counts = EvalResult(0, 0, 0 if attacking else None, 0 if autoattack else None)
     else:
-        counts = evaluate_loader(run_model, loader, **attack, autoattack=autoattack,
-                                 device=device, limit=cap, precision=precision,
-                                 progress=progress and d.rank == 0, desc=desc, classes=classes)
+        try:
+            counts = evaluate_loader(run_model, loader, **attack, autoattack=autoattack,
+                                     device=device, limit=cap, precision=precision,
+                                     progress=progress and d.rank == 0, desc=desc,
+                                     classes=classes)
+        except RobustZooError as e:
+            if "Original Traceback" not in str(e):
+                raise
+            raise _as_read(e) from None
     res = counts.all_reduce(d)
     if res.n == 0:
         raise DataError("evaluate: the data yielded no examples")
     return res
+
+
+def _as_read(e: RobustZooError) -> RobustZooError:
+    """A DataLoader worker's error as the worker raised it. The worker re-raises it in this
+    process as the same class around the worker's traceback text; the message is the last line
+    of that text (``errors.message``), e.g. the one line of a DataError naming a bad file."""
+    try:
+        return type(e)(message(e))
+    except Exception:        # a class that takes other arguments: as torch gave it
+        return e
 
 
 def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
@@ -231,8 +291,11 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
     ``transform`` is given), a map-style dataset of (image, label), an ``(images, labels)``
     tensor pair, or a DataLoader / iterable of batches. ``norm``/``eps`` default to the entry's
     own. ``autoattack``: "standard" (or True), "fast" (APGD-CE + APGD-T), "auto" (standard when
-    pyautoattack is installed, skipped otherwise) or False. The result carries RobustBench's
-    ``clean_acc`` / ``autoattack_acc`` (percent) next to ``metrics``.
+    pyautoattack is installed and it runs on the images, without Square where Square cannot,
+    reported as "standard-no-square" with a note; skipped when nothing of it can run) or False.
+    A version asked for by name that cannot run is an ``AutoAttackUnsupported`` saying why.
+    The result carries RobustBench's ``clean_acc`` / ``autoattack_acc`` (percent) next to
+    ``metrics``.
     ``precision="bf16"`` runs the model under bf16 autocast (the attack's steps stay fp32; the
     result records it: manifest accuracies are fp32 numbers). ``compile``: clean and PGD passes
     through ``torch.compile`` (the attack keeps input-only gradients); AutoAttack runs eager.
@@ -255,12 +318,13 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
     loader, classes, total, cap = _loader(data, transform, entry, limit=limit,
                                           batch_size=batch_size, workers=workers,
                                           device=device, d=d)
-    aa_run, aa_info = _autoattack_fn(model, norm, eps, device, requested)
+    aa_run, aa_skipped = _autoattack_fn(model, norm, eps, device, requested, loader, d)
     t0 = time.perf_counter()
     res = _count(model, loader, attack=attack, autoattack=aa_run, classes=classes, total=total,
                  cap=cap, device=device, d=d, precision=precision, compile=compile,
                  progress=progress)
-    return _report(res, model, entry, data, attack, aa_info, tolerance=tolerance, limit=limit,
+    return _report(res, model, entry, data, attack, _autoattack_info(aa_run, aa_skipped),
+                   tolerance=tolerance, limit=limit,
                    world=d.world_size, device=device, precision=precision, compile=compile,
                    seconds=time.perf_counter() - t0)
 
@@ -324,6 +388,8 @@ def format_report(result: dict[str, Any]) -> str:
     else:
         lines.append(f"AutoAttack: {aa['version']} ({', '.join(aa['attacks'])}; "
                      f"{aa['package']} {aa['package_version']})")
+        if aa.get("note"):
+            lines.append(f"  note: {aa['note']}")
     claims = {c["name"]: c for c in result["claims"]}
     head = ("metric", "measured", "claimed", "diff", "allowed", "")
     rows = []

@@ -78,6 +78,18 @@ def _describe_mismatch(found: Mapping[str, torch.Tensor], expected: Mapping[str,
     return "; ".join(parts)
 
 
+def _head_only(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size],
+               head: str) -> str | None:
+    """When the one difference is the head's output count: "its HEAD head has N outputs but
+    num_classes is M" (a manifest entry's num_classes that disagrees with its file); else None."""
+    bad = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k])]
+    w = head + ".weight"
+    if set(found) != set(expected) or w not in bad or any(
+            not k.startswith(head + ".") for k in bad):
+        return None
+    return f"its {head} head has {found[w].shape[0]} outputs but num_classes is {expected[w][0]}"
+
+
 def match_state_dict(sd: Mapping[str, torch.Tensor], arch: str, num_classes: int | None = None,
                      what: str = "state dict") -> "OrderedDict[str, torch.Tensor]":
     """``sd`` if its keys and shapes are exactly ``arch``'s, else a ValueError naming the first
@@ -88,6 +100,11 @@ def match_state_dict(sd: Mapping[str, torch.Tensor], arch: str, num_classes: int
         num_classes = int(head_w.shape[0]) if head_w is not None else 1000
     expected = _expected(a.name, num_classes)
     problems = _describe_mismatch(sd, expected, a.name)
+    head = _head_only(sd, expected, a.head)
+    if head:
+        raise CheckpointFormatError(f"The {what} does not fit {a.name} with {num_classes} "
+                                    f"classes: {head} ({problems}); the manifest entry's "
+                                    "num_classes must match the file's head")
     if problems:
         raise CheckpointFormatError(f"The {what} does not fit {a.name}: {problems}. Is it "
                                     "another architecture? `robust-zoo info NAME` shows each "
@@ -186,6 +203,10 @@ def from_robustness(ckpt: Mapping[str, Any], arch: str, *, mean: Sequence[float]
         net = {k[len("model."):]: v for k, v in net.items()}
         wrapped = True
     problems = _describe_mismatch(net, expected, a.name)
+    head = _head_only(net, expected, a.head)
+    if head:
+        raise CheckpointFormatError(f"{source} does not hold a {a.name} with {num_classes} "
+                                    f"classes: {head} ({problems})")
     if problems:
         raise CheckpointFormatError(f"{source} does not hold a {a.name}: {problems}")
     att = parts["attacker.model"]
