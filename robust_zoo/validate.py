@@ -1,7 +1,8 @@
-"""The one validation layer for input from outside the package: manifest fields, an export's
-``config.json`` and a safetensors header. Each check returns a typed value or raises the
-package's own error naming the field, what is valid and what was found; nothing here reads the
-network, and nothing downstream needs to re-check what passed here.
+"""The one validation layer for input from outside the package: JSON text (``load_json``, depth
+bounded before it is parsed), manifest fields, an export's ``config.json`` and a safetensors
+header. Each check returns a typed value or raises the package's own error naming the field,
+what is valid and what was found; nothing here reads the network, and nothing downstream needs
+to re-check what passed here.
 
 Bottom layer: imports only ``errors`` and ``naming``.
 """
@@ -12,6 +13,7 @@ import math
 import re
 import struct
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Mapping
 
 from .errors import RobustZooError
@@ -35,6 +37,51 @@ class CheckpointFormatError(RobustZooError, ValueError):
 class IntegrityError(RobustZooError, RuntimeError):
     """A file's bytes do not have the sha256 the manifest (or the Hub) promises, or they
     changed since they were verified."""
+
+
+class JSONError(RobustZooError, ValueError):
+    """A JSON document from outside that is not valid JSON or nests deeper than allowed."""
+
+
+# ----------------------------------------------------------------------------- JSON text
+
+# Deeper than any document the package reads (a manifest nests about 6 levels) and far below the
+# interpreter's recursion limit, so that the parser can never run out of stack.
+MAX_JSON_DEPTH = 64
+# A JSON string, its closing quote optional: every match attempt at a '"' succeeds, so removing
+# the strings takes one linear pass even over hostile text (unterminated strings, many escapes).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of ``text`` nest, counted without recursion: the
+    brackets outside strings, as a running sum."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
+
+
+def load_json(text: "str | bytes", what: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads(text)`` for a document from outside (a manifest, an export's config.json, a
+    safetensors header, a cache record): its nesting is measured first and a document deeper
+    than ``max_depth`` is refused unparsed, since Python's parser recurses once per level.
+    Errors are a ``JSONError`` naming ``what``."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise JSONError(f"{what} is not valid JSON: not UTF-8 text ({e})") from None
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise JSONError(f"{what} nests arrays/objects {depth} levels deep, over the limit of "
+                        f"{max_depth}; refused unparsed")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise JSONError(f"{what} nests too deeply to parse") from None
+    except ValueError as e:
+        raise JSONError(f"{what} is not valid JSON: {e}") from None
 
 
 # ----------------------------------------------------------------------------- manifest fields
@@ -238,10 +285,9 @@ def safetensors_header(header: bytes, file_size: int, what: str) -> SafetensorsH
     if not header.startswith(b"{"):
         raise CheckpointFormatError(f"{what}: the safetensors header is not a JSON object")
     try:
-        obj = json.loads(header.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CheckpointFormatError(f"{what}: the safetensors header is not valid JSON ({e})") \
-            from None
+        obj = load_json(header, f"{what}: the safetensors header")
+    except JSONError as e:
+        raise CheckpointFormatError(str(e)) from None
     if not isinstance(obj, dict):
         raise CheckpointFormatError(f"{what}: the safetensors header is not a JSON object")
     meta = obj.pop("__metadata__", None) or {}
@@ -295,10 +341,10 @@ def metadata_json_list(meta: Mapping[str, str], key: str, what: str) -> tuple[fl
     if key not in meta:
         return None
     try:
-        value = json.loads(meta[key])
-    except ValueError:
-        raise CheckpointFormatError(f"{what}: metadata {key!r} = {meta[key]!r} is not JSON") \
-            from None
+        value = load_json(meta[key], f"{what}: metadata {key!r}")
+    except JSONError:
+        raise CheckpointFormatError(f"{what}: metadata {key!r} = {meta[key][:80]!r} is not a "
+                                    "JSON list of 3 numbers") from None
     try:
         return channel_stats(value, f"metadata.{key}", positive=key == "std")
     except FieldError as e:

@@ -322,9 +322,9 @@ def parse_manifest(data: dict[str, Any], path: Path | None = None) -> Manifest:
 def _load_cached(path: str, mtime_ns: int) -> Manifest:
     p = Path(path)
     try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"{p} is not valid JSON: {e}") from None
+        data = validate.load_json(p.read_bytes(), str(p))
+    except validate.JSONError as e:
+        raise ManifestError(str(e)) from None
     return parse_manifest(data, p)
 
 
