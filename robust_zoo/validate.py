@@ -4,7 +4,7 @@ header. Each check returns a typed value or raises the package's own error namin
 what is valid and what was found; nothing here reads the network, and nothing downstream needs
 to re-check what passed here.
 
-Bottom layer: imports only ``errors`` and ``naming``.
+Bottom layer: imports only ``errors``, ``naming`` and ``recipe``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from itertools import accumulate
 from typing import Any, Mapping
 
 from .errors import RobustZooError
-from .naming import parse_eps
+from .naming import check_norm, parse_eps
+from .recipe import FIELD_ORDER, Recipe
 
 
 class FieldError(RobustZooError, ValueError):
@@ -203,6 +204,145 @@ def non_empty_str(value: Any, field: str) -> str:
     return value
 
 
+def optional_str(value: Any, field: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise FieldError(field, f"{value!r} is not a string or null")
+    return value
+
+
+def optional_object(value: Any, field: str) -> dict | None:
+    if value is not None and not isinstance(value, dict):
+        raise FieldError(field, f"{value!r} is not an object or null")
+    return value
+
+
+def percent(value: Any, field: str) -> float:
+    """An accuracy in percent: a finite number in [0, 100]."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and 0 <= value <= 100)):
+        raise FieldError(field, f"{value!r} is not an accuracy in percent (a number in "
+                         "[0, 100])")
+    return value
+
+
+# ----------------------------------------------------------------------------- entry sections
+
+# torchvision's InterpolationMode values that Resize accepts on images (timm's names too)
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming",
+                  "lanczos")
+PREPROCESSING_FIELDS = ("resize", "crop", "interpolation", "mean", "std", "input_range",
+                        "normalize_in_model")
+MAX_IMAGE_SIDE = 1 << 14
+# metrics measured under an attack: their records name the threat model
+ROBUST_METRICS = ("pgd_top1", "autoattack_top1")
+
+
+def preprocessing(value: Any, field: str = "preprocessing") -> dict[str, Any]:
+    """An entry's eval preprocessing: only the fields ``PREPROCESSING_FIELDS``, each valid
+    (sizes positive integers, an interpolation torchvision has, 3 finite mean/std values)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FieldError(field, f"{value!r} is not an object")
+    unknown = sorted(set(value) - set(PREPROCESSING_FIELDS), key=str)
+    if unknown:
+        raise FieldError(f"{field}.{unknown[0]}", "is not a preprocessing field; valid: "
+                         f"{', '.join(PREPROCESSING_FIELDS)}")
+    out = dict(value)
+    for k in ("resize", "crop"):
+        if k in value:
+            out[k] = positive_int(value[k], f"{field}.{k}", maximum=MAX_IMAGE_SIDE)
+    if "interpolation" in value and value["interpolation"] not in INTERPOLATIONS:
+        raise FieldError(f"{field}.interpolation", f"{value['interpolation']!r} is not one of "
+                         f"{', '.join(INTERPOLATIONS)}")
+    if "mean" in value:
+        channel_stats(value["mean"], f"{field}.mean")
+    if "std" in value:
+        channel_stats(value["std"], f"{field}.std", positive=True)
+    rng = value.get("input_range", [0, 1])
+    if (not isinstance(rng, list) or len(rng) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                       and math.isfinite(x) for x in rng) or not rng[0] < rng[1]):
+        raise FieldError(f"{field}.input_range", f"{rng!r} is not [low, high] with low < high")
+    if not isinstance(value.get("normalize_in_model", True), bool):
+        raise FieldError(f"{field}.normalize_in_model",
+                         f"{value['normalize_in_model']!r} is not true or false")
+    return out
+
+
+def metric(value: Any, field: str) -> dict[str, Any]:
+    """One claimed metric record: a ``name``, a ``value`` in percent and, for a metric under
+    attack (``ROBUST_METRICS``, or any record naming a norm or ε), both ``norm`` and ``eps``."""
+    if not isinstance(value, dict):
+        raise FieldError(field, f"{value!r} is not an object")
+    for k in ("name", "value"):
+        if k not in value:
+            raise FieldError(f"{field}.{k}", "is missing: a metric record has a 'name' and a "
+                             "'value' in percent")
+    out = dict(value)
+    name = non_empty_str(value["name"], f"{field}.name")
+    percent(value["value"], f"{field}.value")
+    if name in ROBUST_METRICS or "norm" in value or "eps" in value:
+        for k in ("norm", "eps"):
+            if value.get(k) is None:
+                raise FieldError(f"{field}.{k}", f"is missing: a {name} record names its threat "
+                                 "model with both 'norm' and 'eps'")
+        try:
+            out["norm"] = check_norm(non_empty_str(value["norm"], f"{field}.norm"))
+        except FieldError:
+            raise
+        except ValueError as e:
+            raise FieldError(f"{field}.norm", str(e)) from None
+        out["eps"] = eps(value["eps"], f"{field}.eps")
+    if value.get("n_examples") is not None:
+        positive_int(value["n_examples"], f"{field}.n_examples", maximum=10**12)
+    optional_object(value.get("attack"), f"{field}.attack")
+    for k in ("dataset", "split", "source"):
+        optional_str(value.get(k), f"{field}.{k}")
+    return out
+
+
+def metrics(value: Any, field: str = "metrics") -> tuple[dict[str, Any], ...]:
+    """An entry's claimed metrics: a list of ``metric`` records (null: none)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise FieldError(field, f"{value!r} is not a list of metric records")
+    return tuple(metric(m, f"{field}[{i}]") for i, m in enumerate(value))
+
+
+def recipe(value: Any, field: str = "recipe") -> dict[str, Any]:
+    """An entry's training recipe: empty, or a ``robust_zoo.Recipe`` as a dict (every key a
+    recipe field, every value valid for it; ``unknown``/``unconfirmed`` lists of field names,
+    ``source`` a string or a mapping of field names to strings)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FieldError(field, f"{value!r} is not an object")
+    if not value:
+        return {}
+    for k in ("unknown", "unconfirmed"):
+        names = value.get(k) or []
+        if not isinstance(names, list) or not all(isinstance(n, str) and n in FIELD_ORDER
+                                                    for n in names):
+            raise FieldError(f"{field}.{k}", f"{names!r} is not a list of recipe field names")
+    src = value.get("source")
+    if not (src is None or isinstance(src, str) or (
+            isinstance(src, dict) and all(isinstance(v, str) for v in src.values()))):
+        raise FieldError(f"{field}.source", f"{src!r} is not a string, null or an object of "
+                         "strings")
+    for k in ("arch", "dataset"):
+        if k in value:
+            non_empty_str(value[k], f"{field}.{k}")
+    try:
+        Recipe.from_dict(value)
+    except ValueError as e:    # RecipeError, or check_norm's UsageError
+        raise FieldError(field, str(e)) from None
+    except TypeError as e:     # a field name that is not a string
+        raise FieldError(field, f"has a key that is not a recipe field ({e})") from None
+    return dict(value)
+
+
 def export_config(cfg: Any, ref: str) -> dict[str, Any]:
     """The ``robust_zoo`` section of an export's ``config.json``, checked field by field, as a
     manifest entry dict (``files`` not yet filled in)."""
@@ -218,13 +358,7 @@ def export_config(cfg: Any, ref: str) -> dict[str, Any]:
         non_empty_str(d.get(k), f"robust_zoo.{k}")
     eps(d.get("eps"), "robust_zoo.eps")
     positive_int(d.get("num_classes", 1000), "robust_zoo.num_classes")
-    pre = d.get("preprocessing") or {}
-    if not isinstance(pre, dict):
-        raise FieldError("robust_zoo.preprocessing", f"{pre!r} is not an object")
-    if "mean" in pre:
-        channel_stats(pre["mean"], "robust_zoo.preprocessing.mean")
-    if "std" in pre:
-        channel_stats(pre["std"], "robust_zoo.preprocessing.std", positive=True)
+    preprocessing(d.get("preprocessing"), "robust_zoo.preprocessing")
     sha256_hex(d.get("sha256"), "robust_zoo.sha256")
     optional_size(d.get("size"), "robust_zoo.size")
     return d

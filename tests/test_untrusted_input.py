@@ -3,6 +3,7 @@ the user's own files) is validated before it is used, and nothing it drives can 
 traceback, write what was not validated or overwrite what the package did not write."""
 from __future__ import annotations
 
+import re
 import struct
 import time
 
@@ -12,6 +13,7 @@ from robust_zoo import validate
 from robust_zoo.cli import commands as cli
 from robust_zoo.hub.manifest import ManifestError, load_manifest
 
+from zoo import write_manifest
 
 DEEP = 100_000      # far past the interpreter's recursion limit
 
@@ -84,3 +86,77 @@ def test_nested_cache_record_is_treated_as_absent(tmp_path):
     where.parent.mkdir(parents=True, exist_ok=True)
     where.write_text("[" * DEEP + "]" * DEEP)
     assert records.read(f) is None
+
+
+# ----------------------------------------------------------------------------- manifest fields
+
+def _entry(**fields) -> dict:
+    return {"name": "m", "arch": "resnet18", "norm": "l2", "eps": 3,
+            "files": [{"format": "safetensors", "path": "m.safetensors", "sha256": None}],
+            **fields}
+
+
+BAD_FIELDS = [
+    (dict(metrics=[{"name": "clean_top1"}]), "metrics[0].value"),
+    (dict(metrics=[{"value": 50.0}]), "metrics[0].name"),
+    (dict(metrics=[{"name": "pgd_top1", "value": 30.0, "norm": "l2"}]), "metrics[0].eps"),
+    (dict(metrics=[{"name": "pgd_top1", "value": 30.0, "eps": 3}]), "metrics[0].norm"),
+    (dict(metrics=[{"name": "autoattack_top1", "value": 30.0}]), "metrics[0].norm"),
+    (dict(metrics=[{"name": "clean_top1", "value": "62.8"}]), "metrics[0].value"),
+    (dict(metrics=[{"name": "clean_top1", "value": 162.8}]), "metrics[0].value"),
+    (dict(metrics=[{"name": "pgd_top1", "value": 3, "norm": "l3", "eps": 1}]), "metrics[0].norm"),
+    (dict(metrics=[{"name": "clean_top1", "value": 1, "n_examples": 0}]),
+     "metrics[0].n_examples"),
+    (dict(metrics=[{"name": "clean_top1", "value": 1, "attack": "pgd"}]), "metrics[0].attack"),
+    (dict(metrics={"name": "clean_top1"}), "metrics"),
+    (dict(recipe={"arch": "resnet18", "lr_warmup": 5}), "recipe"),
+    (dict(recipe={"arch": "resnet18", "lr": -1}), "recipe"),
+    (dict(recipe={"arch": "resnet18", "unknown": [1, 2]}), "recipe.unknown"),
+    (dict(recipe={"arch": "resnet18", "unconfirmed": "lr"}), "recipe.unconfirmed"),
+    (dict(recipe={"arch": "resnet18", "source": {"lr": 3}}), "recipe.source"),
+    (dict(recipe={"arch": ["resnet18"]}), "recipe.arch"),
+    (dict(preprocessing={"resize": 0}), "preprocessing.resize"),
+    (dict(preprocessing={"crop": 22.5}), "preprocessing.crop"),
+    (dict(preprocessing={"interpolation": "sinc"}), "preprocessing.interpolation"),
+    (dict(preprocessing={"resise": 256}), "preprocessing.resise"),
+    (dict(preprocessing={"input_range": [1, 0]}), "preprocessing.input_range"),
+    (dict(preprocessing={"normalize_in_model": "yes"}), "preprocessing.normalize_in_model"),
+    (dict(upstream="madrylab"), "upstream"),
+    (dict(provenance=[1]), "provenance"),
+    (dict(num_params=-1), "num_params"),
+    (dict(license=["mit"]), "license"),
+]
+
+
+@pytest.mark.parametrize("fields,field", BAD_FIELDS, ids=[f for _, f in BAD_FIELDS])
+def test_every_manifest_field_is_validated_at_parse_time(tmp_path, capsys, fields, field):
+    """A malformed field fails when the manifest is loaded (ManifestError naming the entry and
+    the field), and every command that reads the manifest exits 2 with that one line."""
+    p = write_manifest(tmp_path / "m.json", _entry(**fields))
+    with pytest.raises(ManifestError, match=rf"entry 'm': field '{re.escape(field)}'"):
+        load_manifest(p)
+    for argv in (["list"], ["info", "m"], ["export", "m", tmp_path / "out"]):
+        rc, _, err = _run([*argv, "--manifest", p], capsys)
+        assert rc == 2 and f"field '{field}'" in err and "Traceback" not in err, err
+
+
+def test_valid_sections_parse_and_drive_the_commands(tmp_path, capsys):
+    """What passes validation works downstream: the card shows the metrics, the transforms use
+    the preprocessing, the recipe reads back as a Recipe."""
+    from robust_zoo.hub.publish import model_card, timm_config
+    from robust_zoo.recipe import Recipe
+
+    e = load_manifest(write_manifest(tmp_path / "m.json", _entry(
+        metrics=[{"name": "clean_top1", "value": 50.0},
+                 {"name": "pgd_top1", "value": 20.0, "norm": "Linf", "eps": "4/255",
+                  "n_examples": 100, "attack": {"name": "pgd", "steps": 10}}],
+        preprocessing={"resize": 40, "crop": 32, "interpolation": "bicubic"},
+        recipe={"arch": "resnet18", "norm": "l2", "eps": 3, "unknown": ["precision"],
+                "precision": None, "source": {"lr": "paper"}}))).get("m")
+    assert e.metric("pgd_top1")["norm"] == "linf" and e.metric("pgd_top1")["eps"] == 4 / 255
+    card = model_card(e)
+    assert "| pgd_top1 | 20.00 | Linf ε=4/255 | 100 |" in card and "precision" in card
+    assert timm_config(e)["pretrained_cfg"]["crop_pct"] == 0.8
+    assert "bicubic" in repr(e.transforms()) and Recipe.from_dict(e.recipe).arch == "resnet18"
+    rc, out, _ = _run(["list", "--manifest", tmp_path / "m.json"], capsys)
+    assert rc == 0 and "50.00" in out
