@@ -131,6 +131,18 @@ def revision(value: Any, field: str = "revision") -> str | None:
     return value
 
 
+def is_commit(value: Any) -> bool:
+    """``value`` is a git commit as 40 lower-case hex digits."""
+    return isinstance(value, str) and bool(_COMMIT_RE.match(value))
+
+
+def commit(value: Any, field: str = "revision") -> str:
+    """A git commit: 40 lower-case hex digits (what a pin records; a branch name is no pin)."""
+    if not is_commit(value):
+        raise FieldError(field, f"{value!r} is not a commit (40 hex digits)")
+    return value
+
+
 def repo_id(value: Any, field: str = "repo_id") -> str:
     """An ``org/name`` Hub repo id, by huggingface_hub's own validator."""
     if value is None:
