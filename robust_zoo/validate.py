@@ -366,6 +366,7 @@ def export_config(cfg: Any, ref: str) -> dict[str, Any]:
         raise FieldError("robust_zoo", f"{ref} has no 'robust_zoo' section in config.json: it "
                          "was not written by `robust-zoo export`")
     d = dict(rz)
+    d.pop("written", None)        # what the export wrote (hub.publish), not part of the entry
     for k in ("name", "arch", "norm"):
         non_empty_str(d.get(k), f"robust_zoo.{k}")
     eps(d.get("eps"), "robust_zoo.eps")

@@ -230,3 +230,109 @@ def test_pin_refuses_a_manifest_that_does_not_load(hub, tmp_path, capsys, doc):
     assert rc == 2 and (str(p) in err or "manifest entry" in err), err
     assert "Traceback" not in err and "KeyError" not in err
     assert json.loads(p.read_text()) == doc
+
+
+# ----------------------------------------------------------------------------- own input
+
+def _run_folder(tmp_path) -> Path:
+    """A folder laid out as a training run leaves it: model.safetensors, the manifest that
+    pins it, a README of its own."""
+    from robust_zoo.formats.safetensors_file import save_weights
+    from robust_zoo.hub.manifest import Entry, Manifest
+    from robust_zoo.models import archs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    w = save_weights(archs.build("mini_resnet", 2).state_dict(), run / "model.safetensors",
+                     arch="mini_resnet", num_classes=2)
+    Manifest([Entry.for_weights(w, name="mini_l2_eps1", arch="mini_resnet", norm="l2", eps=1.0,
+                                num_classes=2)]).write(run / "weights_manifest.json")
+    (run / "README.md").write_text("# my run\n")
+    return run
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted(folder.iterdir())}
+
+
+def test_export_never_overwrites_its_own_source(tmp_path, capsys):
+    """`robust-zoo export NAME RUN_DIR` into the run's own folder: refused, exit 2, every file
+    of the run as it was (the run still loads against its sha256)."""
+    import robust_zoo
+
+    run = _run_folder(tmp_path)
+    before = _snapshot(run)
+    for extra in ([], ["--force"]):
+        rc, _, err = _run(["export", "mini_l2_eps1", run, "--manifest",
+                           run / "weights_manifest.json", *extra], capsys)
+        assert rc == 2 and "model.safetensors, the weights mini_l2_eps1 is exported from" in err
+        assert _snapshot(run) == before
+    robust_zoo.load("mini_l2_eps1", manifest=run / "weights_manifest.json", verify="always")
+
+
+def test_export_refuses_a_folder_holding_another_model(tmp_path, capsys):
+    run = _run_folder(tmp_path)
+    m = run / "weights_manifest.json"
+    for other in ("weights_manifest.json", "model.safetensors", "weights.ckpt"):
+        target = tmp_path / f"t-{other}"
+        target.mkdir()
+        (target / other).write_bytes(b"someone else's model")
+        for extra in ([], ["--force"]):
+            rc, _, err = _run(["export", "mini_l2_eps1", target, "--manifest", m, *extra], capsys)
+            assert rc == 2 and f"holds another model ({other})" in err, err
+        assert _snapshot(target) == {other: b"someone else's model"}
+
+
+def test_export_asks_for_force_before_replacing_a_users_files(tmp_path, capsys):
+    """A README.md or config.json that export did not write (or that was edited since) is
+    replaced only with --force; files it wrote itself are replaced freely."""
+    run = _run_folder(tmp_path)
+    m = run / "weights_manifest.json"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("# my notes\n")
+    (out / "config.json").write_text('{"mine": true}')
+    (out / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    before = _snapshot(out)
+    rc, _, err = _run(["export", "mini_l2_eps1", out, "--manifest", m], capsys)
+    assert rc == 2 and "config.json and README.md" in err and "--force" in err, err
+    assert _snapshot(out) == before
+    rc, _, err = _run(["export", "mini_l2_eps1", out, "--manifest", m, "--force"], capsys)
+    assert rc == 0, err
+    assert sorted(_snapshot(out)) == [".gitattributes", "README.md", "config.json",
+                                      "model.safetensors"]
+    rc, _, err = _run(["export", "mini_l2_eps1", out, "--manifest", m], capsys)
+    assert rc == 0, err                     # its own files: no --force needed
+    (out / "README.md").write_text((out / "README.md").read_text() + "\nmy edit\n")
+    rc, _, err = _run(["export", "mini_l2_eps1", out, "--manifest", m], capsys)
+    assert rc == 2 and "README.md" in err and "edited" in err, err
+    assert (out / "README.md").read_text().endswith("my edit\n")
+    # an export folder re-exported into itself: its source
+    rc, _, err = _run(["export", f"local-dir:{out}", out], capsys)
+    assert rc == 2 and "the weights" in err, err
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "hardlink", "relative"])
+def test_convert_never_overwrites_its_input(tmp_path, capsys, monkeypatch, how):
+    from robust_zoo.models import archs
+
+    from zoo import ckpt_bytes
+
+    ckpt = tmp_path / "a.ckpt"
+    data = ckpt_bytes(archs.build("mini_resnet", 2), "mini_resnet")
+    ckpt.write_bytes(data)
+    out = {"same path": ckpt, "symlink": tmp_path / "link.ckpt",
+           "hardlink": tmp_path / "hard.ckpt", "relative": Path("sub/../a.ckpt")}[how]
+    if how == "symlink":
+        out.symlink_to(ckpt)
+    if how == "hardlink":
+        out.hardlink_to(ckpt)
+    if how == "relative":
+        (tmp_path / "sub").mkdir()
+        monkeypatch.chdir(tmp_path)
+    rc, _, err = _run(["convert", ckpt, "--arch", "mini_resnet", "--out", out], capsys)
+    assert rc == 2 and "is the checkpoint being converted" in err, err
+    assert ckpt.read_bytes() == data
+    rc, out_text, err = _run(["convert", ckpt, "--arch", "mini_resnet", "--out",
+                              tmp_path / "a.safetensors"], capsys)
+    assert rc == 0 and "mini_resnet, 2 classes" in out_text, err
