@@ -336,3 +336,27 @@ def test_convert_never_overwrites_its_input(tmp_path, capsys, monkeypatch, how):
     rc, out_text, err = _run(["convert", ckpt, "--arch", "mini_resnet", "--out",
                               tmp_path / "a.safetensors"], capsys)
     assert rc == 0 and "mini_resnet, 2 classes" in out_text, err
+
+
+# ----------------------------------------------------------------------------- model card
+
+@pytest.mark.parametrize("license", ["mit\nevil: injected", "mit\n---\n# body",
+                                     'a" , x: "y', "[gpl, {k: v}]", "café ☃ \\ \t#x",
+                                     "mit\u2028evil: x\x85k: v\r\nz: 1", None])
+def test_model_card_front_matter_cannot_be_injected(license):
+    """A license or data set name written into the card's YAML front matter stays one value:
+    the front matter parses back to the same keys, with the strings as they were."""
+    yaml = pytest.importorskip("yaml")
+    from robust_zoo.hub.manifest import parse_manifest
+    from robust_zoo.hub.publish import model_card
+
+    dataset = "digits]\nowner: mallory"
+    e = parse_manifest({"schema_version": 1, "models": [_entry(
+        license=license, recipe={"arch": "resnet18", "dataset": dataset})]}).get("m")
+    card = model_card(e)
+    assert card.startswith("---\n")
+    front = card.split("\n---\n", 1)[0][len("---\n"):]
+    meta = yaml.safe_load(front)
+    assert set(meta) == {"library_name", "license", "tags", "datasets", "pipeline_tag"}, front
+    assert meta["license"] == (license or "other") and meta["datasets"] == [dataset]
+    assert len(front.splitlines()) == 5

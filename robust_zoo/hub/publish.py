@@ -49,6 +49,13 @@ def _dataset(entry: Entry) -> str:
     return "imagenet-1k" if name == "imagenet" else name
 
 
+def _yaml(value: str) -> str:
+    """``value`` as one YAML scalar: a double-quoted string with every quote, backslash, line
+    break and control character escaped (JSON's string syntax, which YAML reads the same), so
+    no value can end its line and start another key of the front matter."""
+    return json.dumps(str(value))
+
+
 def model_card(entry: Entry, repo_id: str | None = None) -> str:
     """A Hub model card (YAML front matter + markdown) for ``entry``."""
     a = get_arch(entry.arch)
@@ -57,9 +64,9 @@ def model_card(entry: Entry, repo_id: str | None = None) -> str:
     lines = [
         "---",
         "library_name: robust_zoo",
-        f"license: {entry.license or 'other'}",
+        f"license: {_yaml(entry.license or 'other')}",
         "tags: [image-classification, adversarial-robustness, robust_zoo, timm]",
-        f"datasets: [{_dataset(entry)}]",
+        f"datasets: [{_yaml(_dataset(entry))}]",
         "pipeline_tag: image-classification",
         "---",
         f"# {entry.name}",
