@@ -1,9 +1,10 @@
-"""The one validation layer for input from outside the package: manifest fields, an export's
-``config.json`` and a safetensors header. Each check returns a typed value or raises the
-package's own error naming the field, what is valid and what was found; nothing here reads the
-network, and nothing downstream needs to re-check what passed here.
+"""The one validation layer for input from outside the package: JSON text (``load_json``, depth
+bounded before it is parsed), manifest fields, an export's ``config.json`` and a safetensors
+header. Each check returns a typed value or raises the package's own error naming the field,
+what is valid and what was found; nothing here reads the network, and nothing downstream needs
+to re-check what passed here.
 
-Bottom layer: imports only ``errors`` and ``naming``.
+Bottom layer: imports only ``errors``, ``naming`` and ``recipe``.
 """
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import math
 import re
 import struct
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Mapping
 
 from .errors import RobustZooError
-from .naming import parse_eps
+from .naming import check_norm, parse_eps
+from .recipe import FIELD_ORDER, Recipe
 
 
 class FieldError(RobustZooError, ValueError):
@@ -35,6 +38,51 @@ class CheckpointFormatError(RobustZooError, ValueError):
 class IntegrityError(RobustZooError, RuntimeError):
     """A file's bytes do not have the sha256 the manifest (or the Hub) promises, or they
     changed since they were verified."""
+
+
+class JSONError(RobustZooError, ValueError):
+    """A JSON document from outside that is not valid JSON or nests deeper than allowed."""
+
+
+# ----------------------------------------------------------------------------- JSON text
+
+# Deeper than any document the package reads (a manifest nests about 6 levels) and far below the
+# interpreter's recursion limit, so that the parser can never run out of stack.
+MAX_JSON_DEPTH = 64
+# A JSON string, its closing quote optional: every match attempt at a '"' succeeds, so removing
+# the strings takes one linear pass even over hostile text (unterminated strings, many escapes).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of ``text`` nest, counted without recursion: the
+    brackets outside strings, as a running sum."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
+
+
+def load_json(text: "str | bytes", what: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads(text)`` for a document from outside (a manifest, an export's config.json, a
+    safetensors header, a cache record): its nesting is measured first and a document deeper
+    than ``max_depth`` is refused unparsed, since Python's parser recurses once per level.
+    Errors are a ``JSONError`` naming ``what``."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise JSONError(f"{what} is not valid JSON: not UTF-8 text ({e})") from None
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise JSONError(f"{what} nests arrays/objects {depth} levels deep, over the limit of "
+                        f"{max_depth}; refused unparsed")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise JSONError(f"{what} nests too deeply to parse") from None
+    except ValueError as e:
+        raise JSONError(f"{what} is not valid JSON: {e}") from None
 
 
 # ----------------------------------------------------------------------------- manifest fields
@@ -80,6 +128,18 @@ def revision(value: Any, field: str = "revision") -> str | None:
         raise FieldError(field, f"{value!r} is neither a 40-hex commit nor a plain branch/tag "
                          "name (letters, digits, '_', '-', '.', '/'; no '..'); pin a commit "
                          "with `robust-zoo pin`")
+    return value
+
+
+def is_commit(value: Any) -> bool:
+    """``value`` is a git commit as 40 lower-case hex digits."""
+    return isinstance(value, str) and bool(_COMMIT_RE.match(value))
+
+
+def commit(value: Any, field: str = "revision") -> str:
+    """A git commit: 40 lower-case hex digits (what a pin records; a branch name is no pin)."""
+    if not is_commit(value):
+        raise FieldError(field, f"{value!r} is not a commit (40 hex digits)")
     return value
 
 
@@ -156,6 +216,145 @@ def non_empty_str(value: Any, field: str) -> str:
     return value
 
 
+def optional_str(value: Any, field: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise FieldError(field, f"{value!r} is not a string or null")
+    return value
+
+
+def optional_object(value: Any, field: str) -> dict | None:
+    if value is not None and not isinstance(value, dict):
+        raise FieldError(field, f"{value!r} is not an object or null")
+    return value
+
+
+def percent(value: Any, field: str) -> float:
+    """An accuracy in percent: a finite number in [0, 100]."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and 0 <= value <= 100)):
+        raise FieldError(field, f"{value!r} is not an accuracy in percent (a number in "
+                         "[0, 100])")
+    return value
+
+
+# ----------------------------------------------------------------------------- entry sections
+
+# torchvision's InterpolationMode values that Resize accepts on images (timm's names too)
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming",
+                  "lanczos")
+PREPROCESSING_FIELDS = ("resize", "crop", "interpolation", "mean", "std", "input_range",
+                        "normalize_in_model")
+MAX_IMAGE_SIDE = 1 << 14
+# metrics measured under an attack: their records name the threat model
+ROBUST_METRICS = ("pgd_top1", "autoattack_top1")
+
+
+def preprocessing(value: Any, field: str = "preprocessing") -> dict[str, Any]:
+    """An entry's eval preprocessing: only the fields ``PREPROCESSING_FIELDS``, each valid
+    (sizes positive integers, an interpolation torchvision has, 3 finite mean/std values)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FieldError(field, f"{value!r} is not an object")
+    unknown = sorted(set(value) - set(PREPROCESSING_FIELDS), key=str)
+    if unknown:
+        raise FieldError(f"{field}.{unknown[0]}", "is not a preprocessing field; valid: "
+                         f"{', '.join(PREPROCESSING_FIELDS)}")
+    out = dict(value)
+    for k in ("resize", "crop"):
+        if k in value:
+            out[k] = positive_int(value[k], f"{field}.{k}", maximum=MAX_IMAGE_SIDE)
+    if "interpolation" in value and value["interpolation"] not in INTERPOLATIONS:
+        raise FieldError(f"{field}.interpolation", f"{value['interpolation']!r} is not one of "
+                         f"{', '.join(INTERPOLATIONS)}")
+    if "mean" in value:
+        channel_stats(value["mean"], f"{field}.mean")
+    if "std" in value:
+        channel_stats(value["std"], f"{field}.std", positive=True)
+    rng = value.get("input_range", [0, 1])
+    if (not isinstance(rng, list) or len(rng) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                       and math.isfinite(x) for x in rng) or not rng[0] < rng[1]):
+        raise FieldError(f"{field}.input_range", f"{rng!r} is not [low, high] with low < high")
+    if not isinstance(value.get("normalize_in_model", True), bool):
+        raise FieldError(f"{field}.normalize_in_model",
+                         f"{value['normalize_in_model']!r} is not true or false")
+    return out
+
+
+def metric(value: Any, field: str) -> dict[str, Any]:
+    """One claimed metric record: a ``name``, a ``value`` in percent and, for a metric under
+    attack (``ROBUST_METRICS``, or any record naming a norm or ε), both ``norm`` and ``eps``."""
+    if not isinstance(value, dict):
+        raise FieldError(field, f"{value!r} is not an object")
+    for k in ("name", "value"):
+        if k not in value:
+            raise FieldError(f"{field}.{k}", "is missing: a metric record has a 'name' and a "
+                             "'value' in percent")
+    out = dict(value)
+    name = non_empty_str(value["name"], f"{field}.name")
+    percent(value["value"], f"{field}.value")
+    if name in ROBUST_METRICS or "norm" in value or "eps" in value:
+        for k in ("norm", "eps"):
+            if value.get(k) is None:
+                raise FieldError(f"{field}.{k}", f"is missing: a {name} record names its threat "
+                                 "model with both 'norm' and 'eps'")
+        try:
+            out["norm"] = check_norm(non_empty_str(value["norm"], f"{field}.norm"))
+        except FieldError:
+            raise
+        except ValueError as e:
+            raise FieldError(f"{field}.norm", str(e)) from None
+        out["eps"] = eps(value["eps"], f"{field}.eps")
+    if value.get("n_examples") is not None:
+        positive_int(value["n_examples"], f"{field}.n_examples", maximum=10**12)
+    optional_object(value.get("attack"), f"{field}.attack")
+    for k in ("dataset", "split", "source"):
+        optional_str(value.get(k), f"{field}.{k}")
+    return out
+
+
+def metrics(value: Any, field: str = "metrics") -> tuple[dict[str, Any], ...]:
+    """An entry's claimed metrics: a list of ``metric`` records (null: none)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise FieldError(field, f"{value!r} is not a list of metric records")
+    return tuple(metric(m, f"{field}[{i}]") for i, m in enumerate(value))
+
+
+def recipe(value: Any, field: str = "recipe") -> dict[str, Any]:
+    """An entry's training recipe: empty, or a ``robust_zoo.Recipe`` as a dict (every key a
+    recipe field, every value valid for it; ``unknown``/``unconfirmed`` lists of field names,
+    ``source`` a string or a mapping of field names to strings)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FieldError(field, f"{value!r} is not an object")
+    if not value:
+        return {}
+    for k in ("unknown", "unconfirmed"):
+        names = value.get(k) or []
+        if not isinstance(names, list) or not all(isinstance(n, str) and n in FIELD_ORDER
+                                                    for n in names):
+            raise FieldError(f"{field}.{k}", f"{names!r} is not a list of recipe field names")
+    src = value.get("source")
+    if not (src is None or isinstance(src, str) or (
+            isinstance(src, dict) and all(isinstance(v, str) for v in src.values()))):
+        raise FieldError(f"{field}.source", f"{src!r} is not a string, null or an object of "
+                         "strings")
+    for k in ("arch", "dataset"):
+        if k in value:
+            non_empty_str(value[k], f"{field}.{k}")
+    try:
+        Recipe.from_dict(value)
+    except ValueError as e:    # RecipeError, or check_norm's UsageError
+        raise FieldError(field, str(e)) from None
+    except TypeError as e:     # a field name that is not a string
+        raise FieldError(field, f"has a key that is not a recipe field ({e})") from None
+    return dict(value)
+
+
 def export_config(cfg: Any, ref: str) -> dict[str, Any]:
     """The ``robust_zoo`` section of an export's ``config.json``, checked field by field, as a
     manifest entry dict (``files`` not yet filled in)."""
@@ -167,17 +366,12 @@ def export_config(cfg: Any, ref: str) -> dict[str, Any]:
         raise FieldError("robust_zoo", f"{ref} has no 'robust_zoo' section in config.json: it "
                          "was not written by `robust-zoo export`")
     d = dict(rz)
+    d.pop("written", None)        # what the export wrote (hub.publish), not part of the entry
     for k in ("name", "arch", "norm"):
         non_empty_str(d.get(k), f"robust_zoo.{k}")
     eps(d.get("eps"), "robust_zoo.eps")
     positive_int(d.get("num_classes", 1000), "robust_zoo.num_classes")
-    pre = d.get("preprocessing") or {}
-    if not isinstance(pre, dict):
-        raise FieldError("robust_zoo.preprocessing", f"{pre!r} is not an object")
-    if "mean" in pre:
-        channel_stats(pre["mean"], "robust_zoo.preprocessing.mean")
-    if "std" in pre:
-        channel_stats(pre["std"], "robust_zoo.preprocessing.std", positive=True)
+    preprocessing(d.get("preprocessing"), "robust_zoo.preprocessing")
     sha256_hex(d.get("sha256"), "robust_zoo.sha256")
     optional_size(d.get("size"), "robust_zoo.size")
     return d
@@ -238,10 +432,9 @@ def safetensors_header(header: bytes, file_size: int, what: str) -> SafetensorsH
     if not header.startswith(b"{"):
         raise CheckpointFormatError(f"{what}: the safetensors header is not a JSON object")
     try:
-        obj = json.loads(header.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CheckpointFormatError(f"{what}: the safetensors header is not valid JSON ({e})") \
-            from None
+        obj = load_json(header, f"{what}: the safetensors header")
+    except JSONError as e:
+        raise CheckpointFormatError(str(e)) from None
     if not isinstance(obj, dict):
         raise CheckpointFormatError(f"{what}: the safetensors header is not a JSON object")
     meta = obj.pop("__metadata__", None) or {}
@@ -295,10 +488,10 @@ def metadata_json_list(meta: Mapping[str, str], key: str, what: str) -> tuple[fl
     if key not in meta:
         return None
     try:
-        value = json.loads(meta[key])
-    except ValueError:
-        raise CheckpointFormatError(f"{what}: metadata {key!r} = {meta[key]!r} is not JSON") \
-            from None
+        value = load_json(meta[key], f"{what}: metadata {key!r}")
+    except JSONError:
+        raise CheckpointFormatError(f"{what}: metadata {key!r} = {meta[key][:80]!r} is not a "
+                                    "JSON list of 3 numbers") from None
     try:
         return channel_stats(value, f"metadata.{key}", positive=key == "std")
     except FieldError as e:

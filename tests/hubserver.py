@@ -191,10 +191,9 @@ class HubServer:
     def _api(self, h, parts, head):
         """``/api/models/{org}/{repo}/revision/{rev}`` and ``.../tree/{rev}`` (what HfApi's
         model_info and list_repo_tree read)."""
-        import json
-
         repo = self.repos.get("/".join(parts[:2]))
-        if repo is None or len(parts) < 4 or parts[3] not in ("main", repo.commit):
+        if repo is None or len(parts) < 4 or (parts[3] not in ("main", repo.commit)
+                                              and not self.any_revision):
             return self._error(h, "RepoNotFound" if repo is None else "RevisionNotFound", head=head)
         if parts[2] == "revision":
             body = {"id": "/".join(parts[:2]), "sha": repo.commit,
@@ -206,7 +205,8 @@ class HubServer:
                              "pointerSize": 134}} for n, d in sorted(repo.files.items())]
         else:
             return self._error(h, "RepoNotFound", head=head)
-        self._send(h, 200, {"Content-Type": "application/json"}, json.dumps(body).encode(), head)
+        self._send(h, 200, {"Content-Type": "application/json"}, self._api_body(parts[2], body),
+                   head)
 
     def _raw(self, h, name, head):
         data = self.raw.get(name)
@@ -222,3 +222,25 @@ class HubServer:
                               {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
                               data[start:], head, cut)
         self._send(h, 200, {"Accept-Ranges": "bytes"}, data, head, cut)
+
+    # ------------------------------------------------------------------ hostile API answers
+    api_lies: dict = {}     # "revision" | "tree" -> (body or None, fields); see lie_in_api
+
+    def lie_in_api(self, kind: str, body: bytes | None = None, **fields) -> None:
+        """Make the API answer hostile: ``kind`` "revision" (what ``model_info`` reads) or
+        "tree" (``list_repo_tree``). ``fields`` are merged into the answer (into every file of a
+        tree; ``lfs`` replaces a file's LFS record), or ``body`` replaces it whole (JSON nested
+        too deep, garbage). ``api_lies = {}`` ends it."""
+        assert kind in ("revision", "tree"), kind
+        self.api_lies = dict(self.api_lies, **{kind: (body, fields)})
+
+    def _api_body(self, kind: str, answer) -> bytes:
+        import json
+
+        body, fields = self.api_lies.get(kind, (None, {}))
+        if body is not None:
+            return body
+        if fields:
+            answer = ([dict(f, **fields) for f in answer] if isinstance(answer, list)
+                      else dict(answer, **fields))
+        return json.dumps(answer).encode()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,29 @@ def test_upstream_file_names():
     assert upstream_filename("densenet", "l2", 3.0) == "densenet_l2_eps3.ckpt"
     assert upstream_filename("resnet18", "l2", 0.25) == "resnet18_l2_eps0.25.ckpt"
     assert eps_label("l2", 0.03) == "0_03" and eps_label("linf", 8 / 255) == "8"
+
+
+def test_schema_and_parser_refuse_the_same_malformed_sections():
+    """A malformed metric, recipe or preprocessing field fails the JSON Schema and the parser
+    alike (the parser naming the field), so a manifest that validates loads."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(SCHEMA_PATH.read_text())
+    good = json.loads(PACKAGE_MANIFEST.read_text())["models"][0]
+    metric, pre, rec = good["metrics"][0], good["preprocessing"], good["recipe"]
+    for broken, field in (
+            (dict(good, metrics=[{k: v for k, v in metric.items() if k != "value"}]),
+             "metrics[0].value"),
+            (dict(good, metrics=[dict(metric, norm="l2")]), "metrics[0].eps"),
+            (dict(good, recipe=dict(rec, lr_warmup=5)), "recipe"),
+            (dict(good, recipe=dict(rec, unknown=["warmup"])), "recipe.unknown"),
+            (dict(good, preprocessing=dict(pre, resize=0)), "preprocessing.resize"),
+            (dict(good, preprocessing=dict(pre, interpolation="sinc")),
+             "preprocessing.interpolation"),
+            (dict(good, preprocessing=dict(pre, resise=256)), "preprocessing.resise")):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"schema_version": 1, "models": [broken]}, schema)
+        with pytest.raises(ManifestError, match=f"field '{re.escape(field)}'"):
+            parse_manifest({"schema_version": 1, "models": [broken]})
 
 
 def test_known_hashes_pinned():

@@ -142,9 +142,12 @@ def cmd_convert(args) -> int:
     from ..fileio import sha256_file
     from ..formats.safetensors_file import save_weights
 
-    ckpt = Path(args.ckpt)
+    ckpt, out = Path(args.ckpt), Path(args.out)
     if not ckpt.is_file():
         raise UsageError(f"convert: {ckpt} does not exist (give a robustness .ckpt file)")
+    if out.resolve() == ckpt.resolve() or (out.exists() and out.samefile(ckpt)):
+        raise UsageError(f"--out {out} is the checkpoint being converted ({ckpt}); write the "
+                         "safetensors file to another path")
     source_sha = sha256_file(ckpt)
     conv = from_robustness(read_checkpoint(ckpt), args.arch, source=str(ckpt))
     num_classes = int(conv.state_dict[get_arch(conv.arch).head + ".weight"].shape[0])
@@ -160,7 +163,7 @@ def cmd_export(args) -> int:
     from ..hub.publish import export
 
     entry = export(args.name, args.out, manifest=args.manifest, repo_id=args.repo_id,
-                   progress=not args.quiet)
+                   progress=not args.quiet, force=args.force)
     print(f"wrote {args.out}/model.safetensors, config.json, README.md")
     print("manifest entry for the uploaded repo:")
     print(json.dumps(entry, indent=2))
@@ -230,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("convert", help="robustness .ckpt -> safetensors (no code is unpickled)")
     s.add_argument("ckpt")
     s.add_argument("--arch", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="the safetensors file to write (never the "
+                   "checkpoint itself)")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("export", help="write a Hub-ready folder: model.safetensors, config.json, "
@@ -238,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("out")
     s.add_argument("--repo-id", help="the Hub repo it will be uploaded to (for the card)")
+    s.add_argument("--force", action="store_true", help="replace a README.md or config.json in "
+                   "OUT that export did not write (a folder holding the source or another "
+                   "model is refused regardless)")
     s.add_argument("--quiet", action="store_true")
     _manifest_arg(s)
     s.set_defaults(func=cmd_export)

@@ -1,7 +1,6 @@
 """``robust_zoo.load`` and friends: name → verified weights → eval-mode model."""
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -273,7 +272,7 @@ def _export_entry(ref: str) -> Entry:
         text = (base / "config.json").read_text(errors="replace")
         weights = dict(path="model.safetensors")
     try:
-        cfg = json.loads(text)
+        cfg = validate.load_json(text, "config.json")
     except ValueError as e:
         raise ManifestError(f"{ref}: config.json is not valid JSON ({e})") from None
     try:

@@ -163,30 +163,23 @@ class Entry:
             norm = check_norm(validate.non_empty_str(d["norm"], "norm"))
             eps = validate.eps(d["eps"])
             num_classes = validate.positive_int(d.get("num_classes", 1000), "num_classes")
-            pre = d.get("preprocessing") or {}
-            if not isinstance(pre, dict):
-                raise validate.FieldError("preprocessing", f"{pre!r} is not an object")
-            if "mean" in pre:
-                validate.channel_stats(pre["mean"], "preprocessing.mean")
-            if "std" in pre:
-                validate.channel_stats(pre["std"], "preprocessing.std", positive=True)
+            pre = validate.preprocessing(d.get("preprocessing"))
             if not isinstance(d["files"], list) or not d["files"]:
                 raise validate.FieldError("files", "lists no files")
             files = tuple(_file_spec(f, i) for i, f in enumerate(d["files"]))
-            if not isinstance(d.get("recipe") or {}, dict):
-                raise validate.FieldError("recipe", f"{d['recipe']!r} is not an object")
-            metrics = d.get("metrics") or []
-            if not isinstance(metrics, list) or not all(isinstance(x, dict) for x in metrics):
-                raise validate.FieldError("metrics", f"{metrics!r} is not a list of objects")
+            recipe = validate.recipe(d.get("recipe"))
+            metrics = validate.metrics(d.get("metrics"))
             for k in ("license", "citation", "description"):
-                if d.get(k) is not None and not isinstance(d[k], str):
-                    raise validate.FieldError(k, f"{d[k]!r} is not a string or null")
+                validate.optional_str(d.get(k), k)
+            for k in ("upstream", "provenance"):
+                validate.optional_object(d.get(k), k)
+            if "num_params" in d:
+                validate.positive_int(d["num_params"], "num_params", maximum=10**13)
         except ValueError as e:
             raise ManifestError(f"{where}: {e}") from None
         return cls(name=d["name"], arch=get_arch(d["arch"]).name, norm=norm, eps=eps,
-                   files=files, metrics=tuple(metrics),
-                   preprocessing=dict(pre), license=d.get("license"),
-                   citation=d.get("citation"), recipe=dict(d.get("recipe") or {}),
+                   files=files, metrics=metrics, preprocessing=pre, license=d.get("license"),
+                   citation=d.get("citation"), recipe=recipe,
                    num_classes=num_classes, description=d.get("description"),
                    extra={k: v for k, v in d.items() if k not in known}, base_dir=base_dir)
 
@@ -322,9 +315,9 @@ def parse_manifest(data: dict[str, Any], path: Path | None = None) -> Manifest:
 def _load_cached(path: str, mtime_ns: int) -> Manifest:
     p = Path(path)
     try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"{p} is not valid JSON: {e}") from None
+        data = validate.load_json(p.read_bytes(), str(p))
+    except validate.JSONError as e:
+        raise ManifestError(str(e)) from None
     return parse_manifest(data, p)
 
 

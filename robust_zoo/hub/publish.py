@@ -2,21 +2,37 @@
 
 ``model.safetensors`` (bare torchvision keys), ``config.json`` (timm's format — architecture,
 num_classes, pretrained_cfg with mean/std/crop — plus a ``robust_zoo`` section with the entry),
-and ``README.md``, a model card generated from the manifest. The folder loads with
+and ``README.md``, a model card generated from the manifest. ``config.json``'s ``robust_zoo``
+section records what the export wrote (``written``: the sha256 of ``model.safetensors`` and
+``README.md``), so a later export into the same folder knows its own files: it never replaces
+its own source, refuses a folder that holds another model, and replaces a ``README.md`` or
+``config.json`` it did not write only with ``force=True``. The folder loads with
 ``robust_zoo.load(folder)`` or, once uploaded, ``robust_zoo.load("hf-hub:org/repo")``; for the
 architectures timm builds with the same keys (ResNets, WRNs, ResNeXt) also with
 ``timm.create_model("hf-hub:org/repo", pretrained=True)`` — which then expects normalized inputs.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from .. import validate
+from ..errors import RobustZooError
 from ..models.archs import get_arch
 from ..fileio import atomic_write_text, sha256_file
 from .manifest import Entry
 from ..naming import eps_display
+
+WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+# files that hold a model: a folder with one the export did not write is another model's
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+class ExportError(RobustZooError, ValueError):
+    """The export folder cannot be written without destroying something: it holds the
+    weights being exported or another model, or files the export did not write."""
 
 
 def _fmt_metric(m: dict) -> str:
@@ -33,6 +49,13 @@ def _dataset(entry: Entry) -> str:
     return "imagenet-1k" if name == "imagenet" else name
 
 
+def _yaml(value: str) -> str:
+    """``value`` as one YAML scalar: a double-quoted string with every quote, backslash, line
+    break and control character escaped (JSON's string syntax, which YAML reads the same), so
+    no value can end its line and start another key of the front matter."""
+    return json.dumps(str(value))
+
+
 def model_card(entry: Entry, repo_id: str | None = None) -> str:
     """A Hub model card (YAML front matter + markdown) for ``entry``."""
     a = get_arch(entry.arch)
@@ -41,9 +64,9 @@ def model_card(entry: Entry, repo_id: str | None = None) -> str:
     lines = [
         "---",
         "library_name: robust_zoo",
-        f"license: {entry.license or 'other'}",
+        f"license: {_yaml(entry.license or 'other')}",
         "tags: [image-classification, adversarial-robustness, robust_zoo, timm]",
-        f"datasets: [{_dataset(entry)}]",
+        f"datasets: [{_yaml(_dataset(entry))}]",
         "pipeline_tag: image-classification",
         "---",
         f"# {entry.name}",
@@ -116,26 +139,80 @@ def timm_config(entry: Entry) -> dict[str, Any]:
     return cfg
 
 
+def _written(out: Path) -> dict[str, str]:
+    """{file name: sha256} of the files a previous export wrote into ``out`` (its
+    ``config.json`` marker); empty when ``out`` holds no export's config.json."""
+    try:
+        cfg = validate.load_json((out / CONFIG).read_bytes(), str(out / CONFIG))
+        written = cfg["robust_zoo"]["written"]
+    except (OSError, validate.JSONError, KeyError, TypeError):
+        return {}
+    if not isinstance(written, dict):
+        return {}
+    return {k: v for k, v in written.items() if k in (WEIGHTS, CARD) and validate.is_sha256(v)}
+
+
+def _sources(entry: Entry) -> list[Path]:
+    """The local files ``entry`` reads its weights from (its ``path`` sources)."""
+    out = []
+    for spec in entry.files:
+        if spec.path:
+            p = Path(spec.path).expanduser()
+            out.append(p if p.is_absolute() or entry.base_dir is None else entry.base_dir / p)
+    return [p for p in out if p.exists()]
+
+
+def check_target(entry: Entry, out: Path, force: bool = False) -> None:
+    """Refuse an export into ``out`` that would overwrite what it did not write: its own
+    source (never), another model (never), a README.md or config.json of the user's (unless
+    ``force``)."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file; an export writes a folder")
+    if not out.is_dir():
+        return
+    for src in _sources(entry):
+        if src.parent.resolve() == out.resolve() or any(
+                f.exists() and f.samefile(src) for f in out.iterdir()):
+            raise ExportError(f"{out} holds {src.name}, the weights {entry.name} is exported "
+                              "from; export into another folder")
+    ours = _written(out)
+    for f in sorted(out.iterdir()):
+        model = f.name == "weights_manifest.json" or f.suffix in MODEL_SUFFIXES
+        if model and f.is_file() and not (f.name in ours and sha256_file(f) == ours[f.name]):
+            raise ExportError(f"{out} holds another model ({f.name}), which robust-zoo export "
+                              "did not write; export into an empty folder or one it wrote")
+    theirs = [n for n in (CONFIG, CARD) if (out / n).exists() and not (
+        ours and (n == CONFIG or sha256_file(out / n) == ours.get(n)))]
+    if theirs and not force:
+        raise ExportError(f"{out} holds {' and '.join(theirs)}, which robust-zoo export did not "
+                          "write (or that were edited since); pass --force (force=True) to "
+                          "replace them")
+
+
 def export(name: str, out_dir: str | Path, *, manifest: Any = None, repo_id: str | None = None,
-           progress: bool = True) -> dict[str, Any]:
-    """Write the export folder; returns the manifest entry that points at the uploaded repo."""
+           progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """Write the export folder; returns the manifest entry that points at the uploaded repo.
+    ``check_target`` says which folders it refuses."""
     from .factory import get_entry, load_state_dict
     from ..formats.safetensors_file import save_weights
 
     entry = get_entry(name, manifest=manifest)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_target(entry, out, force)
     sd, _ = load_state_dict(entry, progress=progress)
-    weights = out / "model.safetensors"
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / WEIGHTS
     save_weights(sd, weights, arch=entry.arch, num_classes=entry.num_classes, mean=entry.mean,
                  std=entry.std, name=entry.name)
     sha, size = sha256_file(weights), weights.stat().st_size
+    card = model_card(entry, repo_id)
     rz = {k: v for k, v in entry.to_dict().items() if k != "files"}
-    rz.update(sha256=sha, size=size)
+    rz.update(sha256=sha, size=size, written={
+        WEIGHTS: sha, CARD: hashlib.sha256(card.encode()).hexdigest()})
     cfg = timm_config(entry)
     cfg["robust_zoo"] = rz
-    atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
-    atomic_write_text(out / "README.md", model_card(entry, repo_id))
+    atomic_write_text(out / CARD, card)
+    atomic_write_text(out / CONFIG, json.dumps(cfg, indent=2) + "\n")
     published = entry.to_dict()
     published["files"] = [{"format": "safetensors", "repo_id": repo_id or "<org>/<repo>",
                            "filename": "model.safetensors", "revision": "<commit after upload>",

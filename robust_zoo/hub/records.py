@@ -70,7 +70,7 @@ def read(path: Path) -> Record | None:
     """The record of ``path`` if it is well-formed, names ``path`` and matches its size."""
     where, ident = _identity(path)
     try:
-        d = json.loads(where.read_text())
+        d = validate.load_json(where.read_text(), str(where))
         size = path.stat().st_size
     except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return None
