@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .. import validate
-from . import loading, records, sources
+from . import loading, network, records, sources
 from ..models.archs import build, get_arch
 from ..formats.safetensors_file import Loaded
 from ..formats.upstream import match_state_dict
@@ -254,8 +254,9 @@ def _export_entry(ref: str) -> Entry:
         try:
             cfg_path = sources.hf_download(cfg_spec, progress=False)
         except Exception as e:  # noqa: BLE001 — huggingface_hub's own errors, named below
-            if isinstance(e, RobustZooError) or type(e).__module__.split(".")[0] not in (
-                    "huggingface_hub", "httpx", "httpx2", "requests"):
+            if isinstance(e, RobustZooError) or (
+                    not isinstance(e, network.Abort) and type(e).__module__.split(".")[0] not in
+                    ("huggingface_hub", "httpx", "httpx2", "requests")):
                 raise
             raise UnknownModelError(f"{ref}: no export config.json could be fetched from the "
                                     f"Hub repo {repo!r} ({type(e).__name__}: "
