@@ -1,18 +1,22 @@
 """Faults a download or a weight file can have, and what each must end in: bounded waiting
-(trickles, stalls, rate limits, names that do not resolve).
+(trickles, stalls, rate limits, names that do not resolve, another process's lock).
 
 The bounds are configured short (``ROBUST_ZOO_STALL_TIMEOUT`` 0.5 s) so that every test here
 takes seconds."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import threading
 import time
+import warnings
+from pathlib import Path
 
 import pytest
 
 from robust_zoo.errors import UsageError
-from robust_zoo.hub import network, sources
+from robust_zoo.hub import cache, network, sources
 from robust_zoo.hub.manifest import FileSpec
 
 STALL = 0.5
@@ -141,3 +145,27 @@ def test_the_bounds_are_read_from_the_environment_and_checked(monkeypatch):
         monkeypatch.setenv("ROBUST_ZOO_STALL_TIMEOUT", bad)
         with pytest.raises(UsageError, match="ROBUST_ZOO_STALL_TIMEOUT"):
             network.limits()
+
+
+def _hold(lock: Path) -> int:
+    """Hold ``lock`` as another process would: an flock on a descriptor of its own (closing
+    the descriptor releases it)."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def test_a_process_waiting_for_another_s_download_says_so(server, monkeypatch):
+    spec = _spec(server, "hub")
+    sources.fetch(spec, progress=False)
+    [lock] = (cache.cache_dir() / "locks").glob("*.lock")
+    monkeypatch.setattr(cache, "LOCK_NOTICE_SECONDS", 0.2)
+    threading.Timer(0.9, os.close, (_hold(lock),)).start()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert sources.fetch(spec, progress=False).stat().st_size == spec.size
+    said = [str(w.message) for w in caught if issubclass(w.category, cache.LockWaitWarning)]
+    assert len(said) >= 2
+    assert all(f"downloading {spec.describe()}" in m and str(lock) in m for m in said)
+    assert said[0].endswith("0.2 s so far.") and said[-1] != said[0]

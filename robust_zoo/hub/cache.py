@@ -16,12 +16,16 @@ Hub file's blob is found by reading its snapshot link once (``hf_blob``), never 
 links to wherever they end.
 Leftovers of killed runs (``.incomplete`` blobs of our repositories in the Hugging Face cache,
 our ``.tmp`` and ``.part`` files) older than ``STALE_SECONDS`` are removed by the next download.
+
+A process that waits for another's lock says so every ``LOCK_NOTICE_SECONDS`` (a
+``LockWaitWarning`` naming what the other process is doing, the lock and the time waited).
 """
 from __future__ import annotations
 
 import errno
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -32,14 +36,19 @@ if TYPE_CHECKING:
     from .manifest import FileSpec
 
 STALE_SECONDS = 3600        # leftovers older than this are removed
+LOCK_NOTICE_SECONDS = 10.0  # a process waiting for a lock says so this often
 
 __all__ = ["cache_dir", "converted_dir", "converted_path", "offline", "hf_cache", "hf_repo_dir",
            "hf_blob", "remove", "CacheWriteError", "cache_write_error", "file_lock",
-           "cleanup_stale", "STALE_SECONDS"]
+           "LockWaitWarning", "cleanup_stale", "STALE_SECONDS", "LOCK_NOTICE_SECONDS"]
 
 
 class CacheWriteError(RobustZooError, OSError):
     """The cache could not be written (disk full, read-only, permissions)."""
+
+
+class LockWaitWarning(Warning):
+    """This process waits for a lock another one holds (repeated every LOCK_NOTICE_SECONDS)."""
 
 
 def cache_dir() -> Path:
@@ -113,17 +122,23 @@ def cache_write_error(e: OSError, path: Path, doing: str) -> CacheWriteError:
                            "the permissions, or point ROBUST_ZOO_CACHE at a writable folder.")
 
 
+def _lock_path(key: str) -> Path:
+    return cache_dir() / "locks" / f"{key}.lock"
+
+
 @contextmanager
-def file_lock(key: str) -> Iterator[None]:
+def file_lock(key: str, what: str = "using this part of the cache") -> Iterator[None]:
     """Inter-process lock, so two processes fetching or converting one file do it once. In a
-    cache that cannot be written there is nothing to protect, so no lock is taken."""
+    cache that cannot be written there is nothing to protect, so no lock is taken. While
+    another process holds it, a ``LockWaitWarning`` every LOCK_NOTICE_SECONDS says that the
+    other is ``what`` (e.g. "downloading org/repo/file") and how long this one has waited."""
     from filelock import FileLock
 
-    d = cache_dir() / "locks"
+    path = _lock_path(key)
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(d / f"{key}.lock"))
-        lock.acquire()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
+        _acquire(lock, path, what)
     except OSError:
         yield
         return
@@ -131,6 +146,21 @@ def file_lock(key: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def _acquire(lock, path: Path, what: str) -> None:
+    from filelock import Timeout
+
+    start = time.monotonic()
+    while True:
+        try:
+            lock.acquire(timeout=LOCK_NOTICE_SECONDS)
+            return
+        except Timeout:
+            waited = time.monotonic() - start
+            warnings.warn(f"Another process is {what} and holds its lock ({path}); waiting "
+                          f"for it to finish: {waited:.{0 if waited >= 10 else 1}f} s so far.",
+                          LockWaitWarning, stacklevel=2)
 
 
 def cleanup_stale(spec: "FileSpec | None" = None, keep: Path | None = None) -> list[Path]:

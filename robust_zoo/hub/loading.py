@@ -169,7 +169,7 @@ def _convert(entry: Entry, spec: FileSpec, v: sources.Verified, verify: str) -> 
     equals a fresh conversion), else a fresh conversion, written to the cache."""
     inputs = conversion_inputs(entry, spec, spec.sha256 or records.file_sha256(v.path))
     out = converted_path(conversion_key(inputs))
-    with file_lock(f"convert-{out.stem}"):
+    with file_lock(f"convert-{out.stem}", f"converting {spec.describe()} for {entry.name}"):
         if verify != "always":
             hit = _cached_conversion(inputs, verify)  # another process may have done it
             if hit is not None:

@@ -183,7 +183,7 @@ def _fetch_hf(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> 
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     what = spec.describe()
-    with file_lock(hashlib.sha1(what.encode()).hexdigest()):
+    with file_lock(hashlib.sha1(what.encode()).hexdigest(), f"downloading {what}"):
         try:
             path = hf_download(spec, progress, local_files_only=True)
         except (LocalEntryNotFoundError, EntryNotFoundError, FileNotFoundError):
@@ -257,7 +257,7 @@ def _check_hf(path: Path, spec: FileSpec, what: str, verify: str) -> str | None:
 def _fetch_url(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> Verified:
     key = spec.sha256 or hashlib.sha256(spec.url.encode()).hexdigest()
     dest = cache_dir() / "downloads" / key / spec.basename
-    with file_lock(key):
+    with file_lock(key, f"downloading {spec.url}"):
         if dest.exists():
             try:
                 return Verified(dest, verify_file(dest, spec.sha256, spec.url, verify),
