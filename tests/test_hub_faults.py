@@ -1,12 +1,16 @@
 """Faults a download or a weight file can have, and what each must end in: bounded waiting
-(trickles, stalls, rate limits, names that do not resolve, another process's lock).
+(trickles, stalls, rate limits, names that do not resolve, another process's lock), and weights of
+any precision loaded as the entry's dtype and integer tensors refused by name.
 
 The bounds are configured short (``ROBUST_ZOO_STALL_TIMEOUT`` 0.5 s) so that every test here
 takes seconds."""
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
+import io
+import json
 import os
 import threading
 import time
@@ -14,11 +18,20 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
+import robust_zoo
 from robust_zoo.errors import UsageError
+from robust_zoo.fileio import hash_file
+from robust_zoo.formats.safetensors_file import read_metadata, save_weights
+from robust_zoo.formats.upstream import to_robustness
 from robust_zoo.hub import cache, network, sources
 from robust_zoo.hub.manifest import FileSpec
+from robust_zoo.validate import CheckpointFormatError
+from zoo import (REPO, manifest, publish_upstream, random_net, reference_logits,
+                 safetensors_entry, write_manifest)
 
+X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 STALL = 0.5
 
 
@@ -169,3 +182,77 @@ def test_a_process_waiting_for_another_s_download_says_so(server, monkeypatch):
     assert len(said) >= 2
     assert all(f"downloading {spec.describe()}" in m and str(lock) in m for m in said)
     assert said[0].endswith("0.2 s so far.") and said[-1] != said[0]
+
+
+# ----------------------------------------------------------------------------- what loads, runs
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_weights_of_any_float_precision_load_as_float32_and_run(tmp_path, dtype):
+    net = random_net("resnet18")
+    stored = copy.deepcopy(net).to(dtype)        # num_batches_tracked stays int64
+    m = write_manifest(tmp_path / "m.json", safetensors_entry(tmp_path, "r18", stored, "resnet18"))
+    assert robust_zoo.download("r18", manifest=m)["r18"].is_file()
+    model = robust_zoo.load("r18", manifest=m)
+    sd = model.model.state_dict()
+    assert {v.dtype for k, v in sd.items() if "num_batches" not in k} == {torch.float32}
+    assert sd["bn1.num_batches_tracked"].dtype == torch.int64
+    ref = copy.deepcopy(stored).float()
+    with torch.no_grad():
+        assert torch.allclose(model(X), reference_logits(ref, X), atol=1e-5)
+    asked = robust_zoo.load("r18", manifest=m, dtype=torch.float64)
+    assert asked.model.conv1.weight.dtype == torch.float64
+    assert asked(X.double()).dtype == torch.float64
+
+
+def test_an_integer_tensor_where_a_float_belongs_is_refused_by_name(tmp_path):
+    net = random_net("resnet18")
+    entry = safetensors_entry(tmp_path, "r18", net, "resnet18")
+    sd = dict(net.state_dict())
+    sd["fc.weight"] = sd["fc.weight"].round().to(torch.int64)
+    save_weights(sd, tmp_path / "r18.safetensors", arch="resnet18", num_classes=1000)
+    entry["files"][0].update(sha256=hash_file(tmp_path / "r18.safetensors")[0],
+                             size=(tmp_path / "r18.safetensors").stat().st_size)
+    m = write_manifest(tmp_path / "m.json", entry)
+    for call in (lambda: robust_zoo.load("r18", manifest=m),
+                 lambda: robust_zoo.download("r18", manifest=m)):
+        with pytest.raises(CheckpointFormatError, match=r"fc\.weight: file torch\.int64"):
+            call()
+
+
+def _int_checkpoint(net) -> bytes:
+    ckpt = to_robustness(net.state_dict(), "resnet18")
+    for k in ("module.model.fc.weight", "module.attacker.model.fc.weight"):
+        ckpt["model"][k] = ckpt["model"][k].round().to(torch.int64)
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    return buf.getvalue()
+
+
+def test_an_upstream_checkpoint_with_integer_weights_is_refused_at_conversion(server,
+                                                                              isolated_caches):
+    entry, net = publish_upstream(server, "resnet18")
+    data = _int_checkpoint(net)
+    f = entry["files"][0]
+    f.update(sha256=server.add_file(REPO, f["filename"], data), size=len(data))
+    with pytest.raises(CheckpointFormatError, match=r"fc\.weight: file torch\.int64"):
+        robust_zoo.load(entry["name"], manifest=manifest(entry))
+    assert not list(cache.converted_dir().glob("*.safetensors"))     # nothing cached
+
+
+def test_a_cached_copy_with_integer_weights_is_refused_at_load(server, isolated_caches):
+    entry, net = publish_upstream(server, "resnet18")
+    m = manifest(entry)
+    robust_zoo.load(entry["name"], manifest=m)
+    [copy_path] = cache.converted_dir().glob("*.safetensors")
+    meta = read_metadata(copy_path)
+    sd = dict(net.state_dict())
+    sd["fc.weight"] = sd["fc.weight"].round().to(torch.int64)
+    save_weights(sd, copy_path, **{k: v for k, v in meta.items()
+                                   if k not in ("format", "mean", "std")},
+                 mean=json.loads(meta["mean"]), std=json.loads(meta["std"]))
+    side = copy_path.with_suffix(".json")
+    sha, fast, size = hash_file(copy_path)
+    side.write_text(json.dumps(dict(json.loads(side.read_text()), sha256=sha, xxh3_128=fast,
+                                    size=size)))
+    with pytest.raises(CheckpointFormatError, match=r"fc\.weight: file torch\.int64"):
+        robust_zoo.load(entry["name"], manifest=m)

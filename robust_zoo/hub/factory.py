@@ -108,6 +108,7 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
     ``model.reset_classifier(N)`` always gives a fresh head.
     ``verify``: "auto" (hash files once, re-hash when they change), "always", "never".
     Every argument is checked before anything is read or written (a ``UsageError`` naming it).
+    The weights are cast to ``dtype`` (default float32) whatever precision the file stores.
     """
     _check_selection(name, arch, norm, eps)
     _check_load_arguments(pretrained=pretrained, normalize=normalize, progress=progress,
@@ -118,7 +119,8 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
     mean, std = entry.mean, entry.std
     if pretrained:
         sd, meta = load_state_dict(entry, verify=verify, progress=progress,
-                                   local_files_only=local_files_only)
+                                   local_files_only=local_files_only,
+                                   dtype=dtype or torch.float32)
         net = build(a.name, entry.num_classes, device="meta")
         net.load_state_dict(_with_versions(sd, net), strict=True, assign=True)
         mean = validate.metadata_json_list(meta, "mean", entry.name) or mean
@@ -184,15 +186,26 @@ def _with_versions(sd: dict[str, torch.Tensor], net: nn.Module) -> "OrderedDict"
 
 
 def load_state_dict(entry: Entry, *, verify: str = "auto", progress: bool = True,
-                    local_files_only: bool = False
+                    local_files_only: bool = False, dtype: torch.dtype | None = torch.float32
                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(torchvision state dict, metadata) for ``entry``: its files tried in order of preference,
-    each verified and content-checked by ``hub.loading``."""
+    each verified and content-checked by ``hub.loading``, then fitted to the architecture
+    (keys, shapes and kinds of dtype, ``formats.upstream.match_state_dict``) with the floating
+    tensors cast to ``dtype`` (None: as the file stores them)."""
     loaded, spec = _load_first(entry, verify=verify, progress=progress,
                                local_files_only=local_files_only)
-    if spec.format != "safetensors":  # a converted copy: matched to the arch when written
-        return loaded.state_dict, loaded.metadata
-    return _net_keys(loaded.state_dict, entry, spec.describe()), loaded.metadata
+    return _fitted(loaded, spec, entry, dtype), loaded.metadata
+
+
+def _fitted(loaded: Loaded, spec: FileSpec, entry: Entry, dtype: torch.dtype | None
+            ) -> dict[str, torch.Tensor]:
+    sd, what = loaded.state_dict, f"file {spec.describe()}"
+    if spec.format != "safetensors":
+        what = f"converted copy {loaded.path} of {spec.describe()}"
+    elif "normalize.mean" in sd and all(k.startswith(("model.", "normalize.")) for k in sd):
+        # a file saved from a RobustModel (RobustBench layout) rather than a bare network
+        sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+    return dict(match_state_dict(sd, entry.arch, entry.num_classes, what=what, dtype=dtype))
 
 
 def _load_first(entry: Entry, **kw: Any) -> tuple[Loaded, FileSpec]:
@@ -209,13 +222,6 @@ def _load_first(entry: Entry, **kw: Any) -> tuple[Loaded, FileSpec]:
                                          + "\n  ".join(str(e) for e in errors))
 
 
-def _net_keys(sd: dict[str, torch.Tensor], entry: Entry, what: str) -> dict[str, torch.Tensor]:
-    # Accept files saved from a RobustModel (RobustBench layout) as well as bare networks.
-    if "normalize.mean" in sd and all(k.startswith(("model.", "normalize.")) for k in sd):
-        sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
-    return dict(match_state_dict(sd, entry.arch, entry.num_classes, what=f"file {what}"))
-
-
 def download(names: list[str] | str, *, manifest: Any = None, progress: bool = True,
              verify: str = "auto") -> dict[str, Path]:
     """Fetch, verify (and convert) entries so later loads need no network; returns, per name,
@@ -224,7 +230,8 @@ def download(names: list[str] | str, *, manifest: Any = None, progress: bool = T
     out = {}
     for name in [names] if isinstance(names, str) else names:
         entry = get_entry(name, manifest=manifest)
-        loaded, _ = _load_first(entry, verify=verify, progress=progress)
+        loaded, spec = _load_first(entry, verify=verify, progress=progress)
+        _fitted(loaded, spec, entry, None)   # what load would refuse, download refuses
         out[name] = loaded.path
     return out
 
