@@ -1,6 +1,7 @@
 """Faults a download or a weight file can have, and what each must end in: bounded waiting
-(trickles, stalls, rate limits, names that do not resolve, another process's lock), and weights of
-any precision loaded as the entry's dtype and integer tensors refused by name.
+(trickles, stalls, rate limits, names that do not resolve, another process's lock), weights of
+any precision loaded as the entry's dtype and integer tensors refused by name, and leftovers of
+killed conversions removed.
 
 The bounds are configured short (``ROBUST_ZOO_STALL_TIMEOUT`` 0.5 s) so that every test here
 takes seconds."""
@@ -21,6 +22,7 @@ import pytest
 import torch
 
 import robust_zoo
+from robust_zoo.cli import commands as cli
 from robust_zoo.errors import UsageError
 from robust_zoo.fileio import hash_file
 from robust_zoo.formats.safetensors_file import read_metadata, save_weights
@@ -256,3 +258,32 @@ def test_a_cached_copy_with_integer_weights_is_refused_at_load(server, isolated_
                                     size=size)))
     with pytest.raises(CheckpointFormatError, match=r"fc\.weight: file torch\.int64"):
         robust_zoo.load(entry["name"], manifest=m)
+
+
+# ----------------------------------------------------------------------------- leftovers
+
+def test_a_killed_conversion_s_tmp_is_removed_by_the_next_load_or_verify(server, tmp_path,
+                                                                         capsys):
+    entry, net = publish_upstream(server, "resnet18")
+    m = manifest(entry)
+    robust_zoo.load(entry["name"], manifest=m)
+    [copy_path] = cache.converted_dir().glob("*.safetensors")
+    key = copy_path.stem
+    left = [cache.converted_dir() / f".{key}.safetensors.k1ll3d.tmp",
+            cache.converted_dir() / f".{key}.json.k1ll3d.tmp"]
+    for p in left:                      # as a SIGTERM mid-conversion leaves them: fresh
+        p.write_bytes(b"\0" * 1000)
+    held = _hold(cache.cache_dir() / "locks" / f"{cache.conversion_lock(key)}.lock")
+    robust_zoo.load(entry["name"], manifest=m)     # a conversion in progress: its files stay
+    assert all(p.exists() for p in left)
+    os.close(held)
+    model = robust_zoo.load(entry["name"], manifest=m)
+    assert not any(p.exists() for p in left)
+    with torch.no_grad():
+        assert torch.equal(model(X), reference_logits(net, X))
+    for p in left:
+        p.write_bytes(b"\0" * 1000)
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(m))
+    assert cli.main(["verify", "--manifest", str(path)]) == 0
+    assert not any(p.exists() for p in left)
