@@ -1,7 +1,7 @@
 """Faults a download or a weight file can have, and what each must end in: bounded waiting
 (trickles, stalls, rate limits, names that do not resolve, another process's lock), weights of
-any precision loaded as the entry's dtype and integer tensors refused by name, and leftovers of
-killed conversions removed.
+any precision loaded as the entry's dtype and integer tensors refused by name, leftovers of
+killed conversions removed, and file metadata that disagrees with the manifest said aloud.
 
 The bounds are configured short (``ROBUST_ZOO_STALL_TIMEOUT`` 0.5 s) so that every test here
 takes seconds."""
@@ -28,7 +28,9 @@ from robust_zoo.fileio import hash_file
 from robust_zoo.formats.safetensors_file import read_metadata, save_weights
 from robust_zoo.formats.upstream import to_robustness
 from robust_zoo.hub import cache, network, sources
+from robust_zoo.hub.factory import NormalizationWarning
 from robust_zoo.hub.manifest import FileSpec
+from robust_zoo.models.archs import IMAGENET_MEAN, IMAGENET_STD
 from robust_zoo.validate import CheckpointFormatError
 from zoo import (REPO, manifest, publish_upstream, random_net, reference_logits,
                  safetensors_entry, write_manifest)
@@ -287,3 +289,25 @@ def test_a_killed_conversion_s_tmp_is_removed_by_the_next_load_or_verify(server,
     path.write_text(json.dumps(m))
     assert cli.main(["verify", "--manifest", str(path)]) == 0
     assert not any(p.exists() for p in left)
+
+
+# ----------------------------------------------------------------------------- normalization
+
+def test_file_and_manifest_normalization_that_disagree_warn_naming_both(tmp_path):
+    net = random_net("resnet18")
+    entry = safetensors_entry(tmp_path, "r18", net, "resnet18")
+    path = tmp_path / "r18.safetensors"
+    save_weights(net.state_dict(), path, arch="resnet18", num_classes=1000,
+                 mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    entry["files"][0].update(sha256=hash_file(path)[0], size=path.stat().st_size)
+    with pytest.warns(NormalizationWarning) as caught:
+        model = robust_zoo.load("r18", manifest=write_manifest(tmp_path / "m.json", entry))
+    msg = str(caught[0].message)
+    assert "[0.5, 0.5, 0.5]" in msg and "[0.25, 0.25, 0.25]" in msg
+    assert str(list(IMAGENET_MEAN)) in msg and "manifest's" in msg
+    assert torch.allclose(model.normalize.mean.flatten(), torch.tensor(IMAGENET_MEAN))
+    assert torch.allclose(model.normalize.std.flatten(), torch.tensor(IMAGENET_STD))
+    same = safetensors_entry(tmp_path, "same", net, "resnet18")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NormalizationWarning)
+        robust_zoo.load("same", manifest=write_manifest(tmp_path / "m2.json", same))

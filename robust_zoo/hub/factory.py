@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,8 @@ from ..naming import check_norm
 from .manifest import Entry, FileSpec, Manifest, ManifestError, UnknownModelError, load_manifest
 from ..models.robust_model import RobustModel, replace_head
 
-__all__ = ["load", "get_entry", "list_models", "download", "load_state_dict", "arch_of"]
+__all__ = ["load", "get_entry", "list_models", "download", "load_state_dict", "arch_of",
+           "NormalizationWarning"]
 
 
 def list_models(arch: str | None = None, norm: str | None = None, eps: float | None = None, *,
@@ -108,7 +111,9 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
     ``model.reset_classifier(N)`` always gives a fresh head.
     ``verify``: "auto" (hash files once, re-hash when they change), "always", "never".
     Every argument is checked before anything is read or written (a ``UsageError`` naming it).
-    The weights are cast to ``dtype`` (default float32) whatever precision the file stores.
+    The weights are cast to ``dtype`` (default float32) whatever precision the file stores;
+    the normalization is the manifest entry's (a file whose metadata says otherwise gets a
+    ``NormalizationWarning``).
     """
     _check_selection(name, arch, norm, eps)
     _check_load_arguments(pretrained=pretrained, normalize=normalize, progress=progress,
@@ -123,8 +128,7 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
                                    dtype=dtype or torch.float32)
         net = build(a.name, entry.num_classes, device="meta")
         net.load_state_dict(_with_versions(sd, net), strict=True, assign=True)
-        mean = validate.metadata_json_list(meta, "mean", entry.name) or mean
-        std = validate.metadata_json_list(meta, "std", entry.name) or std
+        _check_normalization(meta, entry)
     else:
         net = build(a.name, entry.num_classes)
     if num_classes is not None and num_classes != entry.num_classes:
@@ -206,6 +210,27 @@ def _fitted(loaded: Loaded, spec: FileSpec, entry: Entry, dtype: torch.dtype | N
         # a file saved from a RobustModel (RobustBench layout) rather than a bare network
         sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
     return dict(match_state_dict(sd, entry.arch, entry.num_classes, what=what, dtype=dtype))
+
+
+class NormalizationWarning(UserWarning):
+    """A weight file's metadata names another mean/std than its manifest entry."""
+
+
+def _check_normalization(meta: dict[str, str], entry: Entry) -> None:
+    """Warn when the file's metadata mean/std differ from the entry's: the manifest entry is the
+    contract, so its normalization is the one the model uses."""
+    said = {k: validate.metadata_json_list(meta, k, entry.name) for k in ("mean", "std")}
+    want = {"mean": tuple(entry.mean), "std": tuple(entry.std)}
+    if all(said[k] is None or (len(said[k]) == len(want[k]) and all(
+            math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(said[k], want[k])))
+           for k in said):
+        return
+    show = ", ".join(f"{k}={list(v)}" for k, v in want.items())
+    warnings.warn(f"{entry.name}: the weight file's metadata says "
+                  + ", ".join(f"{k}={list(v)}" for k, v in said.items() if v is not None)
+                  + f" but the manifest entry says {show}; the model uses the manifest's (the "
+                  "entry is the contract). Correct whichever of the two is wrong.",
+                  NormalizationWarning, stacklevel=3)
 
 
 def _load_first(entry: Entry, **kw: Any) -> tuple[Loaded, FileSpec]:
