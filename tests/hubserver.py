@@ -8,9 +8,10 @@ under ``/raw/<name>`` serve the same bytes with HTTP Range support, for the ``ur
 
 Tests can make it lie (``tamper``: serve other bytes under the advertised sha256), fail
 (``fail_after``: cut a GET after N bytes), misbehave in the ways real servers and mirrors do
-(``fault``: drop the connection mid-body, advertise a wrong Content-Length, answer 500, serve an
-HTML page with 200; ``any_revision``: answer every revision string as the current commit) and
-count requests (``requests``).
+(``fault``: drop the connection mid-body, advertise a wrong Content-Length, answer 500 or 429
+with a Retry-After, serve an HTML page with 200, trickle the body at a few bytes per second,
+never answer; ``any_revision``: answer every revision string as the current commit) and count
+requests (``requests``).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class HubServer:
         self.faults: list[dict] = []
         self.any_revision = False
         self._lock = threading.Lock()
+        self._released = threading.Event()     # set: stalled and trickling answers end
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -64,6 +66,7 @@ class HubServer:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -82,24 +85,32 @@ class HubServer:
         self.raw[name] = data
         return f"{self.url}/raw/{name}"
 
-    def fault(self, contains: str, kind: str, times: int | None = None, **kw) -> None:
-        """Misbehave on GETs whose path contains ``contains``, the first ``times`` of them
-        (None: all). ``kind``: "drop" (send ``at`` bytes of the body, default half, then close
-        the connection), "length" (advertise ``delta`` more bytes than sent, then close),
-        "status" (answer ``code``, default 500), "html" (an HTML page with 200, Content-Type ``ctype``, default text/html)."""
-        assert kind in ("drop", "length", "status", "html"), kind
-        self.faults.append(dict(kw, contains=contains, kind=kind, left=times))
+    def fault(self, contains: str, kind: str, times: int | None = None, method: str = "GET",
+              **kw) -> None:
+        """Misbehave on requests whose path contains ``contains``, the first ``times`` of them
+        (None: all), for ``method`` "GET", "HEAD" or "any". ``kind``: "drop" (send ``at``
+        bytes of the body, default half, then close the connection), "length" (advertise
+        ``delta`` more bytes than sent, then close), "status" (answer ``code``, default 500,
+        with extra ``headers``, e.g. Retry-After), "html" (an HTML page with 200, Content-Type
+        ``ctype``, default text/html), "trickle" (send the body at ``rate`` bytes/s, default
+        64), "stall" (send nothing until the server is cleared)."""
+        assert kind in ("drop", "length", "status", "html", "trickle", "stall"), kind
+        assert method in ("GET", "HEAD", "any"), method
+        self.faults.append(dict(kw, contains=contains, kind=kind, left=times, method=method))
 
-    def _take_fault(self, path: str) -> dict | None:
+    def _take_fault(self, path: str, method: str) -> dict | None:
         with self._lock:
             for f in self.faults:
-                if f["contains"] in path and (f["left"] is None or f["left"] > 0):
+                if (f["contains"] in path and f["method"] in (method, "any")
+                        and (f["left"] is None or f["left"] > 0)):
                     if f["left"] is not None:
                         f["left"] -= 1
                     return f
         return None
 
     def clear(self) -> None:
+        self._released.set()                  # ends the answers that stall or trickle
+        self._released = threading.Event()
         self.repos.clear()
         self.raw.clear()
         self.tamper.clear()
@@ -113,12 +124,20 @@ class HubServer:
 
     # ------------------------------------------------------------------ request handling
     def _send(self, h, status, headers, body=b"", head=False, cut=None):
-        fault = None if head or status >= 400 else self._take_fault(unquote(h.path.split("?")[0]))
+        fault = None if status >= 400 else self._take_fault(unquote(h.path.split("?")[0]),
+                                                             "HEAD" if head else "GET")
         if fault is not None:
             kind = fault["kind"]
             if kind == "status":
                 code = fault.get("code", 500)
-                return self._send_plain(h, code, {}, f"{code} error".encode())
+                return self._send_plain(h, code, fault.get("headers", {}),
+                                        b"" if head else f"{code} error".encode())
+            if kind == "stall":
+                self._released.wait(120)
+                h.close_connection = True
+                return
+            if kind == "trickle" and not head:
+                return self._trickle(h, status, headers, body, fault.get("rate", 64))
             if kind == "html":
                 page = (b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>"
                         b"Please sign in to continue.</body></html>")
@@ -148,6 +167,26 @@ class HubServer:
                 h.close_connection = True
                 return
             h.wfile.write(body)
+
+    def _trickle(self, h, status, headers, body, rate):
+        """The whole answer announced, its body sent ``rate`` bytes per second, until it ends,
+        the client goes away or the server is cleared."""
+        released = self._released
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, str(v))
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.close_connection = True
+        piece = max(1, rate // 8)
+        try:
+            for i in range(0, len(body), piece):
+                h.wfile.write(body[i:i + piece])
+                h.wfile.flush()
+                if released.wait(piece / rate):
+                    return
+        except OSError:   # the client gave up
+            return
 
     def _send_plain(self, h, status, headers, body):
         h.send_response(status)

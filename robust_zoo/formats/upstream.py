@@ -14,7 +14,8 @@ shufflenet, resnext50_32x4d, vgg16_bn), one more ``model.`` level before the tor
 Conversion reads the file with ``torch.load(weights_only=True)`` (tensors and plain containers
 only: no code runs), checks that the attacker copy equals the model copy and that the
 normalizer holds the expected mean/std, and returns the torchvision keys, checked strictly
-against the architecture.
+against the architecture: keys, shapes and the kind of each dtype (an integer tensor where the
+architecture has a floating parameter or buffer is refused by name).
 """
 from __future__ import annotations
 
@@ -57,17 +58,28 @@ class Converted:
     had_attacker_copy: bool
 
 
-def _expected(arch: str, num_classes: int) -> dict[str, torch.Size]:
-    # Building on the meta device costs nothing and gives the exact keys and shapes.
-    return {k: v.shape for k, v in build(arch, num_classes, device="meta").state_dict().items()}
+def _expected(arch: str, num_classes: int) -> dict[str, torch.Tensor]:
+    # Building on the meta device costs nothing and gives the exact keys, shapes and dtypes.
+    return dict(build(arch, num_classes, device="meta").state_dict())
 
 
-def _describe_mismatch(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size],
+def _kind(dtype: torch.dtype) -> str:
+    return "floating" if dtype.is_floating_point else "complex" if dtype.is_complex else \
+        "boolean" if dtype == torch.bool else "integer"
+
+
+def _describe_mismatch(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
                        arch: str, n: int = 5) -> str:
+    """The keys ``found`` lacks or adds, and the tensors whose shape or kind of dtype
+    (floating, integer, ...) differs from ``expected``'s; "" when none."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
-    shapes = [f"{k}: file {tuple(found[k].shape)} vs {arch} {tuple(expected[k])}"
-              for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k])]
+    both = [k for k in expected if k in found]
+    shapes = [f"{k}: file {tuple(found[k].shape)} vs {arch} {tuple(expected[k].shape)}"
+              for k in both if tuple(found[k].shape) != tuple(expected[k].shape)]
+    kinds = [f"{k}: file {found[k].dtype} ({_kind(found[k].dtype)}) vs {arch} "
+             f"{expected[k].dtype} ({_kind(expected[k].dtype)})"
+             for k in both if _kind(found[k].dtype) != _kind(expected[k].dtype)]
     parts = []
     if missing:
         parts.append(f"missing {len(missing)} keys (first: {missing[:n]})")
@@ -75,25 +87,34 @@ def _describe_mismatch(found: Mapping[str, torch.Tensor], expected: Mapping[str,
         parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[:n]})")
     if shapes:
         parts.append(f"{len(shapes)} shape mismatches (first: {shapes[:n]})")
+    if kinds:
+        parts.append(f"{len(kinds)} tensors of another kind of dtype (first: {kinds[:n]})")
     return "; ".join(parts)
 
 
-def _head_only(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size],
+def _head_only(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
                head: str) -> str | None:
     """When the one difference is the head's output count: "its HEAD head has N outputs but
     num_classes is M" (a manifest entry's num_classes that disagrees with its file); else None."""
-    bad = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k])]
+    bad = [k for k in expected
+           if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
     w = head + ".weight"
     if set(found) != set(expected) or w not in bad or any(
             not k.startswith(head + ".") for k in bad):
         return None
-    return f"its {head} head has {found[w].shape[0]} outputs but num_classes is {expected[w][0]}"
+    return (f"its {head} head has {found[w].shape[0]} outputs but num_classes is "
+            f"{expected[w].shape[0]}")
 
 
 def match_state_dict(sd: Mapping[str, torch.Tensor], arch: str, num_classes: int | None = None,
-                     what: str = "state dict") -> "OrderedDict[str, torch.Tensor]":
-    """``sd`` if its keys and shapes are exactly ``arch``'s, else a ValueError naming the first
-    mismatching keys. ``num_classes`` defaults to what the head in ``sd`` says."""
+                     what: str = "state dict", dtype: torch.dtype | None = None
+                     ) -> "OrderedDict[str, torch.Tensor]":
+    """``sd`` if its keys, shapes and kinds of dtype are exactly ``arch``'s, else a
+    CheckpointFormatError naming the first mismatching tensors: integer tensors where the
+    architecture has floating parameters or buffers are refused, while its integer buffers
+    (BatchNorm's ``num_batches_tracked``) stay integers. With ``dtype`` the floating tensors are
+    cast to it (a tensor already of that dtype is returned as is, not copied) and the integer
+    ones to the architecture's dtype. ``num_classes`` defaults to what the head in ``sd`` says."""
     a = get_arch(arch)
     if num_classes is None:
         head_w = sd.get(a.head + ".weight")
@@ -109,7 +130,10 @@ def match_state_dict(sd: Mapping[str, torch.Tensor], arch: str, num_classes: int
         raise CheckpointFormatError(f"The {what} does not fit {a.name}: {problems}. Is it "
                                     "another architecture? `robust-zoo info NAME` shows each "
                                     "entry's arch.")
-    return OrderedDict((k, sd[k]) for k in expected)
+    if dtype is None:
+        return OrderedDict((k, sd[k]) for k in expected)
+    return OrderedDict((k, sd[k].to(dtype if v.dtype.is_floating_point else v.dtype))
+                       for k, v in expected.items())
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -216,7 +240,7 @@ def from_robustness(ckpt: Mapping[str, Any], arch: str, *, mean: Sequence[float]
         if set(att) != set(net):
             raise CheckpointFormatError(
                 f"{source}: the attacker copy has other keys than the "
-                f"model ({_describe_mismatch(att, {k: v.shape for k, v in net.items()}, a.name)})")
+                f"model ({_describe_mismatch(att, net, a.name)})")
         for k, v in net.items():
             if not torch.equal(att[k], v):
                 raise CheckpointFormatError(

@@ -5,6 +5,8 @@ verified state dict on disk.
 * ``cache``: the cache folder (where, what lives in it), its locks and the cleanup of leftovers.
 * ``records``: records of verified files (size, sha256, fast digest, the pin they were checked
   against) and the check of a file against its pin.
+* ``network``: bounded waiting for downloads (stall timeout, minimum throughput, the cap on a
+  rate limit's wait, no retries for host names that do not resolve).
 * ``sources``: fetching one manifest file (Hugging Face Hub, plain URL, local path), verified
   against its pinned sha256, with retries.
 * ``loading``: the load step: a fetched file → a content-checked state dict (upstream pickles

@@ -16,12 +16,20 @@ Hub file's blob is found by reading its snapshot link once (``hf_blob``), never 
 links to wherever they end.
 Leftovers of killed runs (``.incomplete`` blobs of our repositories in the Hugging Face cache,
 our ``.tmp`` and ``.part`` files) older than ``STALE_SECONDS`` are removed by the next download.
+A ``.tmp`` in ``converted/`` goes at once, on the next load or ``robust-zoo verify``, when no
+process holds the conversion lock of its key (``cleanup_converted``): a conversion writes only
+while it holds that lock, so a ``.tmp`` whose lock is free was left by a killed one.
+
+A process that waits for another's lock says so every ``LOCK_NOTICE_SECONDS`` (a
+``LockWaitWarning`` naming what the other process is doing, the lock and the time waited).
 """
 from __future__ import annotations
 
 import errno
 import os
+import re
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -32,14 +40,23 @@ if TYPE_CHECKING:
     from .manifest import FileSpec
 
 STALE_SECONDS = 3600        # leftovers older than this are removed
+LOCK_NOTICE_SECONDS = 10.0  # a process waiting for a lock says so this often
+
+# what fileio.atomic_path names the temporary file of converted/<key>.safetensors or .json
+_CONVERSION_TMP = re.compile(r"\.(?P<key>[^.]+)\.(?:safetensors|json)\.[^.]+\.tmp")
 
 __all__ = ["cache_dir", "converted_dir", "converted_path", "offline", "hf_cache", "hf_repo_dir",
            "hf_blob", "remove", "CacheWriteError", "cache_write_error", "file_lock",
-           "cleanup_stale", "STALE_SECONDS"]
+           "conversion_lock", "LockWaitWarning", "cleanup_stale", "cleanup_converted",
+           "STALE_SECONDS", "LOCK_NOTICE_SECONDS"]
 
 
 class CacheWriteError(RobustZooError, OSError):
     """The cache could not be written (disk full, read-only, permissions)."""
+
+
+class LockWaitWarning(Warning):
+    """This process waits for a lock another one holds (repeated every LOCK_NOTICE_SECONDS)."""
 
 
 def cache_dir() -> Path:
@@ -113,17 +130,28 @@ def cache_write_error(e: OSError, path: Path, doing: str) -> CacheWriteError:
                            "the permissions, or point ROBUST_ZOO_CACHE at a writable folder.")
 
 
+def _lock_path(key: str) -> Path:
+    return cache_dir() / "locks" / f"{key}.lock"
+
+
+def conversion_lock(key: str) -> str:
+    """The lock key of the conversion whose copy has cache key ``key``."""
+    return f"convert-{key}"
+
+
 @contextmanager
-def file_lock(key: str) -> Iterator[None]:
+def file_lock(key: str, what: str = "using this part of the cache") -> Iterator[None]:
     """Inter-process lock, so two processes fetching or converting one file do it once. In a
-    cache that cannot be written there is nothing to protect, so no lock is taken."""
+    cache that cannot be written there is nothing to protect, so no lock is taken. While
+    another process holds it, a ``LockWaitWarning`` every LOCK_NOTICE_SECONDS says that the
+    other is ``what`` (e.g. "downloading org/repo/file") and how long this one has waited."""
     from filelock import FileLock
 
-    d = cache_dir() / "locks"
+    path = _lock_path(key)
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(d / f"{key}.lock"))
-        lock.acquire()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
+        _acquire(lock, path, what)
     except OSError:
         yield
         return
@@ -133,11 +161,57 @@ def file_lock(key: str) -> Iterator[None]:
         lock.release()
 
 
+def _acquire(lock, path: Path, what: str) -> None:
+    from filelock import Timeout
+
+    start = time.monotonic()
+    while True:
+        try:
+            lock.acquire(timeout=LOCK_NOTICE_SECONDS)
+            return
+        except Timeout:
+            waited = time.monotonic() - start
+            warnings.warn(f"Another process is {what} and holds its lock ({path}); waiting "
+                          f"for it to finish: {waited:.{0 if waited >= 10 else 1}f} s so far.",
+                          LockWaitWarning, stacklevel=2)
+
+
+def cleanup_converted() -> list[Path]:
+    """Remove the ``.tmp`` files in ``converted/`` whose conversion no process is running (its
+    conversion lock is free), whatever their age; returns them."""
+    from filelock import FileLock, Timeout
+
+    d = converted_dir()
+    found: list[Path] = []
+    if not d.is_dir():
+        return found
+    for p in d.glob(".*.tmp"):
+        m = _CONVERSION_TMP.fullmatch(p.name)
+        if m is None:
+            continue
+        path = _lock_path(conversion_lock(m["key"]))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(path))
+            lock.acquire(timeout=0)
+        except (Timeout, OSError, RuntimeError):   # a conversion in progress, or no lock here
+            continue
+        try:
+            remove(p)
+            found.append(p)
+        except OSError:
+            pass
+        finally:
+            lock.release()
+    return found
+
+
 def cleanup_stale(spec: "FileSpec | None" = None, keep: Path | None = None) -> list[Path]:
     """Remove leftovers of killed runs older than STALE_SECONDS: ``.incomplete`` blobs of
-    ``spec``'s Hub repository, our ``.tmp`` files and ``.part`` downloads (except ``keep``)."""
+    ``spec``'s Hub repository, our ``.tmp`` files and ``.part`` downloads (except ``keep``);
+    and, whatever their age, the ``.tmp`` files of conversions no process runs."""
     now = time.time()
-    found: list[Path] = []
+    found = cleanup_converted()
     dirs = []
     if spec is not None and spec.source == "hf":
         dirs.append((hf_repo_dir(spec.repo_id) / "blobs", ("*.incomplete",)))

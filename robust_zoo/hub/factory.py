@@ -1,7 +1,9 @@
 """``robust_zoo.load`` and friends: name → verified weights → eval-mode model."""
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import validate
-from . import loading, records, sources
+from . import loading, network, records, sources
 from ..models.archs import build, get_arch
 from ..formats.safetensors_file import Loaded
 from ..formats.upstream import match_state_dict
@@ -19,7 +21,8 @@ from ..naming import check_norm
 from .manifest import Entry, FileSpec, Manifest, ManifestError, UnknownModelError, load_manifest
 from ..models.robust_model import RobustModel, replace_head
 
-__all__ = ["load", "get_entry", "list_models", "download", "load_state_dict", "arch_of"]
+__all__ = ["load", "get_entry", "list_models", "download", "load_state_dict", "arch_of",
+           "NormalizationWarning"]
 
 
 def list_models(arch: str | None = None, norm: str | None = None, eps: float | None = None, *,
@@ -107,6 +110,9 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
     ``model.reset_classifier(N)`` always gives a fresh head.
     ``verify``: "auto" (hash files once, re-hash when they change), "always", "never".
     Every argument is checked before anything is read or written (a ``UsageError`` naming it).
+    The weights are cast to ``dtype`` (default float32) whatever precision the file stores;
+    the normalization is the manifest entry's (a file whose metadata says otherwise gets a
+    ``NormalizationWarning``).
     """
     _check_selection(name, arch, norm, eps)
     _check_load_arguments(pretrained=pretrained, normalize=normalize, progress=progress,
@@ -117,11 +123,11 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
     mean, std = entry.mean, entry.std
     if pretrained:
         sd, meta = load_state_dict(entry, verify=verify, progress=progress,
-                                   local_files_only=local_files_only)
+                                   local_files_only=local_files_only,
+                                   dtype=dtype or torch.float32)
         net = build(a.name, entry.num_classes, device="meta")
         net.load_state_dict(_with_versions(sd, net), strict=True, assign=True)
-        mean = validate.metadata_json_list(meta, "mean", entry.name) or mean
-        std = validate.metadata_json_list(meta, "std", entry.name) or std
+        _check_normalization(meta, entry)
     else:
         net = build(a.name, entry.num_classes)
     if num_classes is not None and num_classes != entry.num_classes:
@@ -183,15 +189,47 @@ def _with_versions(sd: dict[str, torch.Tensor], net: nn.Module) -> "OrderedDict"
 
 
 def load_state_dict(entry: Entry, *, verify: str = "auto", progress: bool = True,
-                    local_files_only: bool = False
+                    local_files_only: bool = False, dtype: torch.dtype | None = torch.float32
                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(torchvision state dict, metadata) for ``entry``: its files tried in order of preference,
-    each verified and content-checked by ``hub.loading``."""
+    each verified and content-checked by ``hub.loading``, then fitted to the architecture
+    (keys, shapes and kinds of dtype, ``formats.upstream.match_state_dict``) with the floating
+    tensors cast to ``dtype`` (None: as the file stores them)."""
     loaded, spec = _load_first(entry, verify=verify, progress=progress,
                                local_files_only=local_files_only)
-    if spec.format != "safetensors":  # a converted copy: matched to the arch when written
-        return loaded.state_dict, loaded.metadata
-    return _net_keys(loaded.state_dict, entry, spec.describe()), loaded.metadata
+    return _fitted(loaded, spec, entry, dtype), loaded.metadata
+
+
+def _fitted(loaded: Loaded, spec: FileSpec, entry: Entry, dtype: torch.dtype | None
+            ) -> dict[str, torch.Tensor]:
+    sd, what = loaded.state_dict, f"file {spec.describe()}"
+    if spec.format != "safetensors":
+        what = f"converted copy {loaded.path} of {spec.describe()}"
+    elif "normalize.mean" in sd and all(k.startswith(("model.", "normalize.")) for k in sd):
+        # a file saved from a RobustModel (RobustBench layout) rather than a bare network
+        sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+    return dict(match_state_dict(sd, entry.arch, entry.num_classes, what=what, dtype=dtype))
+
+
+class NormalizationWarning(UserWarning):
+    """A weight file's metadata names another mean/std than its manifest entry."""
+
+
+def _check_normalization(meta: dict[str, str], entry: Entry) -> None:
+    """Warn when the file's metadata mean/std differ from the entry's: the manifest entry is the
+    contract, so its normalization is the one the model uses."""
+    said = {k: validate.metadata_json_list(meta, k, entry.name) for k in ("mean", "std")}
+    want = {"mean": tuple(entry.mean), "std": tuple(entry.std)}
+    if all(said[k] is None or (len(said[k]) == len(want[k]) and all(
+            math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(said[k], want[k])))
+           for k in said):
+        return
+    show = ", ".join(f"{k}={list(v)}" for k, v in want.items())
+    warnings.warn(f"{entry.name}: the weight file's metadata says "
+                  + ", ".join(f"{k}={list(v)}" for k, v in said.items() if v is not None)
+                  + f" but the manifest entry says {show}; the model uses the manifest's (the "
+                  "entry is the contract). Correct whichever of the two is wrong.",
+                  NormalizationWarning, stacklevel=3)
 
 
 def _load_first(entry: Entry, **kw: Any) -> tuple[Loaded, FileSpec]:
@@ -208,13 +246,6 @@ def _load_first(entry: Entry, **kw: Any) -> tuple[Loaded, FileSpec]:
                                          + "\n  ".join(str(e) for e in errors))
 
 
-def _net_keys(sd: dict[str, torch.Tensor], entry: Entry, what: str) -> dict[str, torch.Tensor]:
-    # Accept files saved from a RobustModel (RobustBench layout) as well as bare networks.
-    if "normalize.mean" in sd and all(k.startswith(("model.", "normalize.")) for k in sd):
-        sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
-    return dict(match_state_dict(sd, entry.arch, entry.num_classes, what=f"file {what}"))
-
-
 def download(names: list[str] | str, *, manifest: Any = None, progress: bool = True,
              verify: str = "auto") -> dict[str, Path]:
     """Fetch, verify (and convert) entries so later loads need no network; returns, per name,
@@ -223,7 +254,8 @@ def download(names: list[str] | str, *, manifest: Any = None, progress: bool = T
     out = {}
     for name in [names] if isinstance(names, str) else names:
         entry = get_entry(name, manifest=manifest)
-        loaded, _ = _load_first(entry, verify=verify, progress=progress)
+        loaded, spec = _load_first(entry, verify=verify, progress=progress)
+        _fitted(loaded, spec, entry, None)   # what load would refuse, download refuses
         out[name] = loaded.path
     return out
 
@@ -253,8 +285,9 @@ def _export_entry(ref: str) -> Entry:
         try:
             cfg_path = sources.hf_download(cfg_spec, progress=False)
         except Exception as e:  # noqa: BLE001 — huggingface_hub's own errors, named below
-            if isinstance(e, RobustZooError) or type(e).__module__.split(".")[0] not in (
-                    "huggingface_hub", "httpx", "httpx2", "requests"):
+            if isinstance(e, RobustZooError) or (
+                    not isinstance(e, network.Abort) and type(e).__module__.split(".")[0] not in
+                    ("huggingface_hub", "httpx", "httpx2", "requests")):
                 raise
             raise UnknownModelError(f"{ref}: no export config.json could be fetched from the "
                                     f"Hub repo {repo!r} ({type(e).__name__}: "

@@ -32,7 +32,8 @@ from ..formats.safetensors_file import (Loaded, read_weights, serialized_digest,
                                         write_safetensors)
 from ..formats.upstream import CheckpointFormatError, from_robustness, read_checkpoint
 from ..validate import IntegrityError
-from .cache import cache_write_error, converted_path, file_lock, remove
+from .cache import (cache_write_error, cleanup_converted, conversion_lock, converted_path,
+                    file_lock, remove)
 from .manifest import Entry, FileSpec
 
 __all__ = ["load_spec", "converted_copy", "converted_path", "conversion_inputs", "conversion_key",
@@ -41,7 +42,9 @@ __all__ = ["load_spec", "converted_copy", "converted_path", "conversion_inputs",
 
 def load_spec(entry: Entry, spec: FileSpec, *, verify: str = "auto", progress: bool = True,
               local_files_only: bool = False) -> Loaded:
-    """One file of ``entry``, verified and content-checked (see the module doc)."""
+    """One file of ``entry``, verified and content-checked (see the module doc). Leftovers of
+    killed conversions go first (``cache.cleanup_converted``)."""
+    cleanup_converted()
     if spec.format == "safetensors":
         return _load_safetensors(entry, spec, verify, progress, local_files_only)
     return converted_copy(entry, spec, verify=verify, progress=progress,
@@ -169,7 +172,7 @@ def _convert(entry: Entry, spec: FileSpec, v: sources.Verified, verify: str) -> 
     equals a fresh conversion), else a fresh conversion, written to the cache."""
     inputs = conversion_inputs(entry, spec, spec.sha256 or records.file_sha256(v.path))
     out = converted_path(conversion_key(inputs))
-    with file_lock(f"convert-{out.stem}"):
+    with file_lock(conversion_lock(out.stem), f"converting {spec.describe()} for {entry.name}"):
         if verify != "always":
             hit = _cached_conversion(inputs, verify)  # another process may have done it
             if hit is not None:

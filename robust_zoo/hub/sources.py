@@ -4,7 +4,9 @@ Every file is checked against the sha256 the manifest pins before anything reads
 (``records.verify_file``). A cached file that fails the check is deleted and fetched once more;
 a freshly downloaded file that fails it is deleted and refused. Transient network failures
 (dropped connections, 5xx) are retried with backoff; what still fails is a
-``SourceUnavailableError``.
+``SourceUnavailableError``. Every wait is bounded (``network``): a download that stalls, trickles
+or is asked to wait longer than the cap by a rate limit ends with an error that says which, and
+a host name that does not resolve is not retried.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import validate
+from . import network
 from ..errors import RobustZooError
 from ..fileio import atomic_path
 from ..validate import IntegrityError
@@ -83,8 +86,9 @@ def _fetch_path(spec: FileSpec, base_dir: Path | None, verify: str) -> Verified:
 
 
 def _transient(e: BaseException) -> bool:
-    """A network failure worth retrying: dropped or refused connections, timeouts, 5xx."""
+    """A network failure worth retrying: dropped or refused connections, 5xx."""
     import requests
+    import urllib3
 
     try:
         import httpx2 as httpx
@@ -93,20 +97,38 @@ def _transient(e: BaseException) -> bool:
     from huggingface_hub.errors import HfHubHTTPError
 
     if isinstance(e, (httpx.TransportError, requests.ConnectionError, requests.Timeout,
-                      requests.exceptions.ChunkedEncodingError)):
-        return True
+                      requests.exceptions.ChunkedEncodingError,
+                      urllib3.exceptions.ProtocolError)):
+        return not network.unresolved(e)
     status = getattr(getattr(e, "response", None), "status_code", None)
     if isinstance(e, (HfHubHTTPError, requests.HTTPError)) and status is not None:
-        return status >= 500 or status in (408, 429)
+        return status >= 500 or status == 408
     return False
 
 
 def _retrying(fn, what: str):
     """``fn()`` with up to RETRIES attempts for transient errors, waiting BACKOFF_SECONDS, then
-    twice that, ...; the last transient error becomes a SourceUnavailableError."""
+    twice that, ...; the last transient error becomes a SourceUnavailableError. A rate limit
+    (HTTP 429) is waited out as the server asks, up to ``network.limits().max_retry_after``; a
+    bound that ended the download (``network.Abort``: stalled, too slow, a host name that does
+    not resolve) is not retried."""
+    cap = network.limits().max_retry_after
     for attempt in range(RETRIES):
         try:
             return fn()
+        except network.RateLimited as e:
+            if e.wait is not None and e.wait > cap:
+                raise SourceUnavailableError(
+                    f"{what} could not be downloaded: {e}, more than the {cap:g} s this package "
+                    "waits (ROBUST_ZOO_MAX_RETRY_AFTER). Try again later, or raise the cap."
+                ) from None
+            if attempt == RETRIES - 1:
+                raise SourceUnavailableError(
+                    f"{what} could not be downloaded: still rate limited after {RETRIES} "
+                    f"attempts ({e}). Try again later.") from None
+            time.sleep(max(e.wait or 0.0, BACKOFF_SECONDS * 2 ** attempt))
+        except network.Abort as e:
+            raise SourceUnavailableError(f"{what} could not be downloaded: {e}") from None
         except Exception as e:  # noqa: BLE001 (classified just below)
             if not _transient(e):
                 raise
@@ -120,7 +142,8 @@ def _retrying(fn, what: str):
 
 def hf_download(spec: FileSpec, progress: bool = True, **kw) -> Path:
     """``huggingface_hub.hf_hub_download`` of ``spec`` (its repo id, file name and revision
-    checked first, so nothing can name a path outside the Hugging Face cache)."""
+    checked first, so nothing can name a path outside the Hugging Face cache), its requests
+    under the bounds of ``network`` (a bound that ends it raises ``network.Abort``)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, \
         enable_progress_bars
@@ -137,8 +160,10 @@ def hf_download(spec: FileSpec, progress: bool = True, **kw) -> Path:
     if not progress:
         disable_progress_bars()
     try:
-        return Path(hf_hub_download(spec.repo_id, spec.filename, revision=spec.revision,
-                                    library_name="robust_zoo", library_version=__version__, **kw))
+        with network.bounded(spec.describe()):
+            return Path(hf_hub_download(spec.repo_id, spec.filename, revision=spec.revision,
+                                        library_name="robust_zoo", library_version=__version__,
+                                        **kw))
     finally:
         if not progress and not was_disabled:
             enable_progress_bars()
@@ -158,7 +183,7 @@ def _fetch_hf(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> 
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     what = spec.describe()
-    with file_lock(hashlib.sha1(what.encode()).hexdigest()):
+    with file_lock(hashlib.sha1(what.encode()).hexdigest(), f"downloading {what}"):
         try:
             path = hf_download(spec, progress, local_files_only=True)
         except (LocalEntryNotFoundError, EntryNotFoundError, FileNotFoundError):
@@ -232,7 +257,7 @@ def _check_hf(path: Path, spec: FileSpec, what: str, verify: str) -> str | None:
 def _fetch_url(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> Verified:
     key = spec.sha256 or hashlib.sha256(spec.url.encode()).hexdigest()
     dest = cache_dir() / "downloads" / key / spec.basename
-    with file_lock(key):
+    with file_lock(key, f"downloading {spec.url}"):
         if dest.exists():
             try:
                 return Verified(dest, verify_file(dest, spec.sha256, spec.url, verify),
@@ -278,49 +303,19 @@ def _looks_like_html(head: bytes) -> bool:
 
 
 def _download_url(url: str, dest: Path, size: int | None, progress: bool) -> None:
-    """Stream ``url`` to ``dest``: resumes a ``.part`` left by an interrupted run (HTTP Range),
-    and renames into place only when complete. An HTML page (an error or login page served with
-    200) is never kept."""
-    import requests
-    from tqdm.auto import tqdm
-
+    """Stream ``url`` to ``dest`` under the bounds of ``network``: resumes a ``.part`` left by an
+    interrupted run (HTTP Range), and renames into place only when complete. An HTML page (an
+    error or login page served with 200) is never kept."""
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if part.is_symlink():       # never append to whatever a link points at: start over
         remove(part)
     have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    with requests.get(url, stream=True, headers=headers, timeout=(10, 60)) as r:
-        if r.status_code == 416:  # the .part is already complete
-            pass
-        else:
-            if r.status_code == 404:
-                raise SourceUnavailableError(f"{url}: 404 Not Found")
-            r.raise_for_status()
-            if have and r.status_code != 206:  # server ignored the Range: start over
-                have = 0
-            ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if ctype in ("text/html", "application/xhtml+xml"):
-                remove(part)
-                raise SourceUnavailableError(f"{url} answered with an HTML page ({ctype}), not "
-                                             "the file: a login, error or consent page? Nothing "
-                                             "was kept.")
-            total = int(r.headers.get("Content-Length", 0)) + have or size
-            first = not have
-            with open(part, "ab" if have else "wb") as f, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True,
-                    desc=dest.name, disable=not progress) as bar:
-                for chunk in r.iter_content(1 << 20):
-                    if first and chunk:
-                        first = False
-                        if _looks_like_html(chunk[:64]):
-                            f.close()
-                            remove(part)
-                            raise SourceUnavailableError(
-                                f"{url} served an HTML page, not the file (a login, error or "
-                                "consent page?). Nothing was kept.")
-                    f.write(chunk)
-                    bar.update(len(chunk))
+    lim = network.limits()
+    with _get(url, have, lim) as r:
+        if r.status_code != 416:  # 416: the .part is already complete
+            have = _check_answer(r, url, part, have)
+            _write_body(r, url, part, have, size, lim, progress, dest.name)
     if size is not None and part.stat().st_size != size:
         got = part.stat().st_size
         if got > size:
@@ -330,3 +325,75 @@ def _download_url(url: str, dest: Path, size: int | None, progress: bool) -> Non
                                         if got < size else ""))
     with atomic_path(dest) as tmp:
         os.replace(part, tmp)
+
+
+def _get(url: str, have: int, lim: network.Limits):
+    """The streamed answer to a GET of ``url`` (from byte ``have`` on), within the bounds: no
+    answer within the stall timeout is ``Stalled``, a name that does not resolve
+    ``Unresolved``, a 429 ``RateLimited``."""
+    import requests
+    from urllib.parse import urlsplit
+
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        r = requests.get(url, stream=True, headers=headers, timeout=(lim.stall, lim.stall))
+    except requests.Timeout:
+        raise network.stalled(url, lim, "waiting for an answer") from None
+    except requests.ConnectionError as e:
+        if network.unresolved(e):
+            raise network.unresolved_error(urlsplit(url).hostname or url, e) from None
+        raise
+    if r.status_code == 429:
+        r.close()
+        raise network.rate_limited(url, r.headers)
+    return r
+
+
+def _check_answer(r, url: str, part: Path, have: int) -> int:
+    """The bytes of ``part`` the answer continues (0 when the server ignored the Range);
+    an error status or an HTML page is refused."""
+    if r.status_code == 404:
+        raise SourceUnavailableError(f"{url}: 404 Not Found")
+    r.raise_for_status()
+    if have and r.status_code != 206:  # server ignored the Range: start over
+        have = 0
+    ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if ctype in ("text/html", "application/xhtml+xml"):
+        remove(part)
+        raise SourceUnavailableError(f"{url} answered with an HTML page ({ctype}), not "
+                                     "the file: a login, error or consent page? Nothing "
+                                     "was kept.")
+    return have
+
+
+def _write_body(r, url: str, part: Path, have: int, size: int | None, lim: network.Limits,
+                progress: bool, name: str) -> None:
+    """Append the body to ``part`` as it arrives (whatever each read brings, so that the
+    throughput rule sees a trickle); a read that waits past the stall timeout is ``Stalled``."""
+    import urllib3
+    from tqdm.auto import tqdm
+
+    total = int(r.headers.get("Content-Length", 0)) + have or size
+    meter = network.Meter(lim, url)
+    first = not have
+    with open(part, "ab" if have else "wb") as f, tqdm(
+            total=total, initial=have, unit="B", unit_scale=True, desc=name,
+            disable=not progress) as bar:
+        while True:
+            try:
+                chunk = r.raw.read1(1 << 20, decode_content=True)
+            except urllib3.exceptions.ReadTimeoutError:
+                raise network.stalled(url, lim, "in the body") from None
+            if not chunk:
+                return
+            meter.add(len(chunk))
+            if first:
+                first = False
+                if _looks_like_html(chunk[:64]):
+                    f.close()
+                    remove(part)
+                    raise SourceUnavailableError(
+                        f"{url} served an HTML page, not the file (a login, error or "
+                        "consent page?). Nothing was kept.")
+            f.write(chunk)
+            bar.update(len(chunk))
