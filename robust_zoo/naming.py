@@ -74,6 +74,12 @@ def arg_type(parse, **kwargs):
     return convert
 
 
+def int_arg(what: str, minimum: int):
+    """The argparse ``type=`` of an integer flag: ``parse_int`` with the flag's name and least
+    value."""
+    return arg_type(parse_int, what=what, minimum=minimum)
+
+
 def parse_device(text: str, what: str = "--device") -> str:
     """A torch device this machine has (``cpu``, ``cuda``, ``cuda:1``), as given; ``UsageError``
     for a string torch cannot read or CUDA on a machine without it."""

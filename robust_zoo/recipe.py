@@ -137,7 +137,8 @@ class OptimizerSettings(_Checked):
 @dataclass(kw_only=True)
 class ScheduleSettings(_Checked):
     epochs: int | None = 90
-    lr_schedule: Schedule | None = "step"   # step: ×lr_gamma every lr_step epochs | cosine | constant
+    # step: ×lr_gamma every lr_step epochs | cosine | constant
+    lr_schedule: Schedule | None = "step"
     lr_step: int | None = 30
     lr_gamma: float | None = 0.1
 
@@ -154,7 +155,8 @@ class AttackSettings(_Checked):
     attack_steps: int | None = 3
     attack_step_size: float | None = None   # None: default_step_size (2.5·ε/steps)
     random_start: bool | None = False
-    keep_best: bool | None = True           # keep the highest-loss PGD iterate (robustness' use_best)
+    # keep the highest-loss PGD iterate (robustness' use_best)
+    keep_best: bool | None = True
     bn_eval_during_attack: bool | None = True
 
     def __post_init__(self) -> None:

@@ -25,7 +25,7 @@ import torch
 
 from ..console import ArgumentParser, command
 from ..errors import UsageError
-from ..naming import arg_type, parse_int
+from ..naming import int_arg
 
 ARCH = "mini_resnet"
 INPUT_SIZE = 16
@@ -34,9 +34,6 @@ EPS = 32 / 255
 SOURCE_CLASSES, TARGET_CLASSES = "0-4", "5-9"
 CURVE_EPS = (0.0, 8 / 255, 16 / 255, 32 / 255, 48 / 255)
 
-
-def _int_at_least(low: int, what: str):
-    return arg_type(parse_int, what=what, minimum=low)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,11 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/quickstart", help="output folder (default: %(default)s)")
     p.add_argument("--fast", action="store_true",
                    help="fewer epochs and attack strengths (about a third of the time)")
-    p.add_argument("--epochs", type=_int_at_least(1, "--epochs"),
+    p.add_argument("--epochs", type=int_arg("--epochs", 1),
                    help="training epochs per model (default 8; --fast 3)")
-    p.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0,
+    p.add_argument("--seed", type=int_arg("--seed", 0), default=0,
                    help="seed of both runs (default 0)")
-    p.add_argument("--threads", type=_int_at_least(0, "--threads"), default=1,
+    p.add_argument("--threads", type=int_arg("--threads", 0), default=1,
                    help="torch CPU threads (default 1: the tensors are tiny, and on a busy "
                         "machine several threads stall each other at every op; 0 = torch's "
                         "default)")

@@ -31,7 +31,7 @@ import torch
 
 from ..console import ArgumentParser, command
 from ..errors import UsageError
-from ..naming import arg_type, parse_device, parse_int, parse_number
+from ..naming import arg_type, int_arg, parse_device, parse_number
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MODES = ("saliency", "synthesize", "invert", "feature")
@@ -129,9 +129,6 @@ def _number(what: str, minimum: float | None = None, allow_zero: bool = True):
     return arg_type(parse_number, what=what, minimum=minimum, allow_zero=allow_zero)
 
 
-def _int(what: str, minimum: int):
-    return arg_type(parse_int, what=what, minimum=minimum)
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
@@ -151,18 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=_number("--eps", 0.0, allow_zero=False),
                    help="L2 radius around the start in [0, 1] pixel units; fractions allowed "
                         "(default: the function's, see docs/representations.md)")
-    p.add_argument("--steps", type=_int("--steps", 1), help="PGD steps (default: the function's)")
+    p.add_argument("--steps", type=int_arg("--steps", 1),
+                   help="PGD steps (default: the function's)")
     p.add_argument("--step-size", type=_number("--step-size", 0.0, allow_zero=False),
                    help="L2 step size (default: the function's)")
-    p.add_argument("--smooth", type=_int("--smooth", 0), default=0,
+    p.add_argument("--smooth", type=int_arg("--smooth", 0), default=0,
                    help="saliency: SmoothGrad copies (default 0)")
     p.add_argument("--compare", metavar="OTHER_NAME", help="a second model, rendered as a "
                    "second row (e.g. the standard model next to a robust one)")
     p.add_argument("--manifest", help="manifest file or folder (default: $ROBUST_ZOO_MANIFEST or "
                    "the zoo's own)")
-    p.add_argument("--limit", type=_int("--limit", 1), default=16,
+    p.add_argument("--limit", type=int_arg("--limit", 1), default=16,
                    help="at most this many images (default 16)")
-    p.add_argument("--seed", type=_int("--seed", 0), default=0,
+    p.add_argument("--seed", type=int_arg("--seed", 0), default=0,
                    help="seed of the noise starts (default 0)")
     p.add_argument("--device", type=arg_type(parse_device),
                    help="e.g. cuda or cpu (default: cuda when available)")

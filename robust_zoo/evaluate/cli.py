@@ -13,13 +13,10 @@ import sys
 from ..console import ArgumentParser, command
 from ..engine import distributed
 from ..errors import UsageError
-from ..naming import arg_type, parse_eps, parse_int, parse_number
+from ..naming import arg_type, int_arg, parse_eps, parse_number
 from ..recipe import Precision, choices
 from .run import DEFAULT_STEPS, evaluate, format_report
 
-
-def _int(what: str, minimum: int):
-    return arg_type(parse_int, what=what, minimum=minimum)
 
 
 def _arg(parse):
@@ -39,11 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=_arg(parse_eps),
                    help="in [0, 1] pixel units; fractions like 4/255 "
                    "work (default: the entry's)")
-    p.add_argument("--steps", type=_int("--steps", 0), default=DEFAULT_STEPS,
+    p.add_argument("--steps", type=int_arg("--steps", 0), default=DEFAULT_STEPS,
                    help="PGD steps (default %(default)s; 0: clean accuracy only)")
     p.add_argument("--step-size", type=_arg(lambda t: parse_number(
         t, what="--step-size", minimum=0.0, allow_zero=False)), help="default 2.5·eps/steps")
-    p.add_argument("--restarts", type=_int("--restarts", 1), default=1,
+    p.add_argument("--restarts", type=int_arg("--restarts", 1), default=1,
                    help="PGD runs; an example is robust only if every run fails")
     p.add_argument("--random-start", action="store_true", help="random start for the first run "
                    "too (later restarts always start at random)")
@@ -55,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(APGD-CE, APGD-T, FAB-T, Square; 'on' is the same), 'fast' (APGD-CE + "
                         "APGD-T), 'auto' (standard when the package is installed, without Square "
                         "where Square cannot run on the images, noted; default), 'off'")
-    p.add_argument("--limit", type=_int("--limit", 1),
+    p.add_argument("--limit", type=int_arg("--limit", 1),
                    help="evaluate a fixed random subset of N images (seed 0)")
-    p.add_argument("--batch-size", type=_int("--batch-size", 1), default=64)
-    p.add_argument("--workers", type=_int("--workers", 0),
+    p.add_argument("--batch-size", type=int_arg("--batch-size", 1), default=64)
+    p.add_argument("--workers", type=int_arg("--workers", 0),
                    help="DataLoader workers (default min(8, #cpus))")
     p.add_argument("--device",
                    help="default: cuda (LOCAL_RANK under torchrun) if available, else cpu")

@@ -21,7 +21,7 @@ import os
 import sys
 
 from ..console import ArgumentParser, command
-from ..naming import arg_type, parse_device, parse_int, parse_number
+from ..naming import arg_type, int_arg, parse_device, parse_number
 from .core import MODES
 from ..data.transfer_sets import TRANSFER_DATASETS
 from .hparams import DEFAULT_VIEWS, HEAD_SOLVERS, PROTOCOLS
@@ -35,9 +35,6 @@ def _bool(s: str) -> bool:
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
 
-
-def _int(what: str, minimum: int):
-    return arg_type(parse_int, what=what, minimum=minimum)
 
 
 def _number(what: str, allow_zero: bool = True):
@@ -79,23 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
 def _recipe_arguments(r) -> None:
     r.add_argument("--lr", type=_number("--lr", allow_zero=False),
                    help="default: the paper's table per (data set, arch, mode)")
-    r.add_argument("--epochs", type=_int("--epochs", 1), default=150)
-    r.add_argument("--batch-size", type=_int("--batch-size", 1), default=64,
+    r.add_argument("--epochs", type=int_arg("--epochs", 1), default=150)
+    r.add_argument("--batch-size", type=int_arg("--batch-size", 1), default=64,
                    help="global batch size")
-    r.add_argument("--step-lr", type=_int("--step-lr", 1), default=50,
+    r.add_argument("--step-lr", type=int_arg("--step-lr", 1), default=50,
                    help="lr x0.1 every N epochs")
     r.add_argument("--weight-decay", "--wd", type=_number("--weight-decay"), default=5e-4)
     r.add_argument("--momentum", type=_number("--momentum"), default=0.9)
-    r.add_argument("--image-size", type=_int("--image-size", 1), default=224)
-    r.add_argument("--granularity", type=_int("--granularity", 1), metavar="PX",
+    r.add_argument("--image-size", type=int_arg("--image-size", 1), default=224)
+    r.add_argument("--granularity", type=int_arg("--granularity", 1), metavar="PX",
                    help="shrink images to PX (shorter side) before the usual resizing, e.g. 32 "
                         "(the paper's granularity experiment)")
     r.add_argument("--no-augment", action="store_true",
                    help="train on centre crops, no RandomResizedCrop/flip (protocol "
                         "centre-crop-sgd)")
-    r.add_argument("--hidden", type=_int("--hidden", 1), nargs="*", default=[],
+    r.add_argument("--hidden", type=int_arg("--hidden", 1), nargs="*", default=[],
                    help="hidden layer widths in front of the new head")
-    r.add_argument("--seed", type=_int("--seed", 0), default=0)
+    r.add_argument("--seed", type=int_arg("--seed", 0), default=0)
 
 
 def _protocol_arguments(f) -> None:
@@ -110,7 +107,7 @@ def _protocol_arguments(f) -> None:
     f.add_argument("--slow", action="store_true",
                    help="fixed-feature: train the head behind the frozen network every epoch "
                         "(the same as --protocol paper, the default)")
-    f.add_argument("--views", type=_int("--views", 1),
+    f.add_argument("--views", type=int_arg("--views", 1),
                    help="cached path: 1 = centre-crop features (protocol centre-crop-sgd); K > 1 "
                         f"= K augmented views (paper-kview-approx; default {DEFAULT_VIEWS})")
     f.add_argument("--head-solver", choices=HEAD_SOLVERS,
@@ -123,12 +120,12 @@ def _protocol_arguments(f) -> None:
 def _execution_arguments(x) -> None:
     x.add_argument("--device", type=arg_type(parse_device),
                    help="cpu, cuda, cuda:1 (default: cuda if available)")
-    x.add_argument("--workers", type=_int("--workers", 0), default=min(8, os.cpu_count() or 1),
+    x.add_argument("--workers", type=int_arg("--workers", 0), default=min(8, os.cpu_count() or 1),
                    help="data loader workers per process (default %(default)s)")
     x.add_argument("--resume", action="store_true",
                    help="continue interrupted runs from their last epoch checkpoint")
     x.add_argument("--force", action="store_true", help="redo runs whose result.json exists")
-    x.add_argument("--eval-every", type=_int("--eval-every", 0), default=0,
+    x.add_argument("--eval-every", type=int_arg("--eval-every", 0), default=0,
                    help="evaluate every N epochs too")
     x.add_argument("--amp", type=_bool, metavar="true|false", help="bf16 autocast (default: CUDA)")
     x.add_argument("--channels-last", type=_bool, metavar="true|false",
