@@ -44,13 +44,18 @@ def isolated_caches(tmp_path, monkeypatch):
 
 @pytest.fixture
 def hub_server():
-    """The loopback Hub, emptied for this test."""
-    _SERVER.repos.clear()
-    _SERVER.raw.clear()
-    _SERVER.tamper.clear()
-    _SERVER.fail_after.clear()
-    _SERVER.requests.clear()
-    return _SERVER
+    """The loopback Hub, emptied (files, faults, recorded requests) for this test and after it."""
+    _SERVER.clear()
+    yield _SERVER
+    _SERVER.clear()
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """Retries of transient network errors without the waits between them."""
+    from robust_zoo.hub import sources
+
+    monkeypatch.setattr(sources, "BACKOFF_SECONDS", 0.0)
 
 
 @pytest.fixture

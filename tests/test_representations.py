@@ -18,6 +18,7 @@ from robust_zoo.cli import quickstart
 from robust_zoo import representations as R
 from robust_zoo.data import digits_tensors
 from robust_zoo.errors import RobustZooError
+from zoo import model_state
 
 NAMES = {"standard": "mini_resnet_linf_eps0", "robust": "mini_resnet_linf_eps32"}
 
@@ -163,26 +164,19 @@ def test_class_seeds_follow_each_class_and_feed_synthesize(zoo):
 
 # -- contracts ----------------------------------------------------------------------------------
 
-def _state(model):
-    return ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()],
-            [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-            [p.dtype for p in model.parameters()],
-            {k: v.clone() for k, v in model.state_dict().items()})
-
-
 def test_the_model_is_left_as_found(zoo):
     model = copy.deepcopy(zoo.models["robust"]).train()
     model.model.layer2.eval()                               # mixed modes come back as found
     model.model.conv1.weight.requires_grad_(False)
     model.model.fc.weight.grad = torch.ones_like(model.model.fc.weight)
-    before = _state(model)
+    before = model_state(model)
     x = zoo.x_te[:3]
     R.saliency(model, x, smooth=2)
     R.synthesize(model, [0, 1, 2], x, steps=2, progress=False)
     R.invert(model, x, steps=2, progress=False)
     R.visualize_feature(model, 3, x, steps=2, progress=False)
     R.penultimate(model, x)
-    modes, req, grads, dtypes, sd = _state(model)
+    modes, req, grads, dtypes, sd = model_state(model)
     assert modes == before[0] and req == before[1] and dtypes == before[3]
     assert grads[-2] is not None and torch.equal(grads[-2], before[2][-2])
     assert all(g is None for g, g0 in zip(grads, before[2]) if g0 is None)
