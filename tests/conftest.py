@@ -59,6 +59,18 @@ def no_backoff(monkeypatch):
 
 
 @pytest.fixture
+def no_fetch(monkeypatch):
+    """Fetching any manifest file fails the test (what pretrained=False must never do):
+    ``fetch_verified`` is the one way to a file, from the Hub, a URL or a path."""
+    from robust_zoo.hub import sources
+
+    def fetch(*a, **k):
+        raise AssertionError("a file was fetched: pretrained=False touched the network or cache")
+
+    monkeypatch.setattr(sources, "fetch_verified", fetch)
+
+
+@pytest.fixture
 def subprocess_env(isolated_caches):
     """Environment for child processes that must see the same server and caches."""
     env = dict(os.environ)

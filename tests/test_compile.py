@@ -9,10 +9,8 @@ from torch import nn
 from robust_zoo.attacks import pgd
 from robust_zoo.engine.loop import Trainer
 from robust_zoo.engine.precision import compile_model
-from robust_zoo.models import RobustModel
 from robust_zoo.recipe import AttackSettings
-from robust_zoo.models.smallnets import mini_resnet
-from zoo import small_cnn
+from zoo import mini_model, small_cnn
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +23,6 @@ def inductor():
         compile_model(nn.Identity(), torch.device("cpu"))
     except UsageError as e:
         pytest.skip(str(e))
-
-
-def _net(seed: int = 0) -> RobustModel:
-    torch.manual_seed(seed)
-    return RobustModel(mini_resnet(num_classes=3), "mini_resnet", name="tiny")
 
 
 class BackwardRecorder:
@@ -56,7 +49,7 @@ class BackwardRecorder:
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_compiled_attack_backward_computes_the_input_gradient_only(norm):
-    model = _net()
+    model = mini_model()
     rec = BackwardRecorder()
     compiled = torch.compile(model, backend=rec.backend)
     x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
@@ -80,7 +73,7 @@ def test_compiled_attack_backward_computes_the_input_gradient_only(norm):
 
 def test_training_under_compile_still_computes_parameter_gradients():
     """After the attack the training forward's backward returns every parameter's gradient."""
-    model = _net()
+    model = mini_model()
     rec = BackwardRecorder()
     compiled = torch.compile(model, backend=rec.backend)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

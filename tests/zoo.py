@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robust_zoo.models import archs
+from robust_zoo.models import RobustModel, archs
 from robust_zoo.formats.upstream import to_robustness
 from robust_zoo.naming import model_name, upstream_filename
 
@@ -50,6 +50,14 @@ def small_cnn(num_classes: int = 5, *, seed: int = 0, dropout: float = 0.0) -> n
         nn.Dropout(dropout) if dropout else nn.Identity(),
         nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, num_classes))
+
+
+def mini_model(seed: int = 0, num_classes: int = 3) -> RobustModel:
+    """The quickstart's mini ResNet as a zoo model (16-px inputs), in train mode."""
+    from robust_zoo.models.smallnets import mini_resnet
+
+    torch.manual_seed(seed)
+    return RobustModel(mini_resnet(num_classes=num_classes), "mini_resnet", name="tiny")
 
 
 class ModelState(NamedTuple):
