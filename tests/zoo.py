@@ -1,6 +1,7 @@
 """Test helpers, in one place: random-weight networks (BN statistics randomised too), a small
-CNN, a record of a model's state, checkpoints in the exact upstream layout published on the
-loopback Hub, safetensors manifest entries, and image class-folder trees."""
+CNN and the quickstart's mini ResNet, a record of a model's state, checkpoints in the upstream
+layout published on the loopback Hub, manifest entries (upstream, safetensors, any served
+file), and image class-folder trees."""
 from __future__ import annotations
 
 import functools
@@ -151,16 +152,15 @@ def publish_upstream(server, arch: str, norm: str = "l2", eps: float = 3.0, seed
 
 def safetensors_entry(folder: Path, name: str, net: torch.nn.Module, arch: str, *,
                       norm: str = "l2", eps: float = 3.0, num_classes: int = 1000,
-                      server=None, repo: str = "robust-zoo/st",
-                      metadata: dict[str, str] | None = None, **fields) -> dict:
-    """Save ``net`` as ``folder/<name>.safetensors`` (``metadata`` added to its header) and
-    return its manifest entry: the file pinned by sha256 and size, by its path relative to the
-    manifest's folder, or, with ``server``, served from ``repo`` on the loopback Hub."""
+                      server=None, repo: str = "robust-zoo/st", **fields) -> dict:
+    """Save ``net`` as ``folder/<name>.safetensors`` and return its manifest entry: the file
+    pinned by sha256 and size, by its path relative to the manifest's folder, or, with
+    ``server``, served from ``repo`` on the loopback Hub."""
     from robust_zoo.fileio import sha256_file
     from robust_zoo.formats.safetensors_file import save_weights
 
     path = save_weights(net.state_dict(), Path(folder) / f"{name}.safetensors", arch=arch,
-                        num_classes=num_classes, **(metadata or {}))
+                        num_classes=num_classes)
     fields = {"num_classes": num_classes, "metrics": [], "preprocessing": {}, **fields}
     if server is not None:
         return dict(served_entry(server, path.name, path.read_bytes(), arch, norm, eps,
