@@ -120,6 +120,7 @@ class HubServer:
         self.requests.clear()
         self.faults.clear()
         self.any_revision = False
+        self.api_lies = {}
 
     def count(self, method: str | None = None, contains: str = "") -> int:
         return sum(1 for m, p in self.requests if (method is None or m == method) and contains in p)
@@ -270,7 +271,7 @@ class HubServer:
         """Make the API answer hostile: ``kind`` "revision" (what ``model_info`` reads) or
         "tree" (``list_repo_tree``). ``fields`` are merged into the answer (into every file of a
         tree; ``lfs`` replaces a file's LFS record), or ``body`` replaces it whole (JSON nested
-        too deep, garbage). ``api_lies = {}`` ends it."""
+        too deep, garbage). ``clear()`` ends it."""
         assert kind in ("revision", "tree"), kind
         self.api_lies = dict(self.api_lies, **{kind: (body, fields)})
 

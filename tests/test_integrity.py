@@ -23,22 +23,14 @@ from robust_zoo.formats import safetensors_file as rz_weights
 from robust_zoo.errors import RobustZooError
 from robust_zoo.hub.manifest import FileSpec, ManifestError, parse_manifest
 from robust_zoo.formats.safetensors_file import read_weights, save_weights
-from zoo import (REPO, ckpt_bytes, manifest, publish_upstream, random_net, reference_logits,
+from zoo import (REPO, ckpt_bytes, manifest, publish_upstream, random_net, same,
                  safetensors_entry, served_entry)
-
-X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-
 
 @pytest.fixture
 def server(hub_server, no_backoff, monkeypatch):
     """The loopback Hub (emptied, faults reset), with no retry waits."""
     monkeypatch.setattr(time, "sleep", lambda s: None)   # huggingface_hub's own resume waits
     return hub_server
-
-
-def same(model, net) -> bool:
-    with torch.no_grad():
-        return torch.equal(model(X), reference_logits(net, X))
 
 
 def converted_files(rz: Path) -> tuple[Path, Path]:

@@ -21,6 +21,7 @@ from robust_zoo.naming import model_name, upstream_filename
 REPO = "madrylab/robust-imagenet-models"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))   # a fixed input batch
 # publish_upstream makes the upstream files of networks up to CACHED_NET parameters once per
 # session (most tests publish a resnet18), and those of networks over BIG_NET with the attacker
 # copy sharing the model copy's storage (half the bytes to write, serve, hash and read).
@@ -92,6 +93,13 @@ def assert_same_state(model: nn.Module, before: ModelState) -> None:
 def reference_logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return net((x - MEAN) / STD)
+
+
+def same(model: torch.nn.Module, net: torch.nn.Module) -> bool:
+    """Whether a loaded ``model`` (inputs in [0, 1]) gives exactly ``net``'s logits behind the
+    ImageNet normalization, on the fixed batch ``X``."""
+    with torch.no_grad():
+        return torch.equal(model(X), reference_logits(net, X))
 
 
 # ----------------------------------------------------------------------------- manifests
