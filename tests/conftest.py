@@ -70,6 +70,22 @@ def no_fetch(monkeypatch):
     monkeypatch.setattr(sources, "fetch_verified", fetch)
 
 
+@pytest.fixture(scope="session")
+def quickstart_fast(tmp_path_factory) -> Path:
+    """The output folder of one ``robust-zoo quickstart --fast`` run (both models trained 3
+    epochs, attacked, transferred, plotted), shared by the session: test_quickstart checks the
+    run, test_representations studies its two models. Its own caches: a session fixture starts
+    before each test's isolated ones."""
+    from robust_zoo.cli import quickstart
+
+    out = tmp_path_factory.mktemp("qs") / "quickstart"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROBUST_ZOO_CACHE", str(out.parent / "rz-cache"))
+        mp.delenv("ROBUST_ZOO_MANIFEST", raising=False)
+        assert quickstart.main(["--out", str(out), "--fast", "--no-progress"]) == 0
+    return out
+
+
 @pytest.fixture
 def subprocess_env(isolated_caches):
     """Environment for child processes that must see the same server and caches."""
