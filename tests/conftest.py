@@ -1,12 +1,17 @@
 """Shared fixtures: an isolated cache per test and a loopback Hugging Face Hub.
 
 ``HF_ENDPOINT`` must be set before ``huggingface_hub`` is first imported (it reads its settings
-at import time), so the server starts when this file is imported.
+at import time), so the server starts when this file is imported. So do the session's own
+caches: what runs outside a test (module and session fixtures, their child processes) never
+reads or writes the user's.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 # OpenMP threads spin while they wait; with tests that start worker processes (torchrun, two
@@ -25,6 +30,12 @@ os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+_SESSION_CACHES = Path(tempfile.mkdtemp(prefix="robust-zoo-tests-"))
+atexit.register(shutil.rmtree, _SESSION_CACHES, ignore_errors=True)
+os.environ["ROBUST_ZOO_CACHE"] = str(_SESSION_CACHES / "rz-cache")
+os.environ["HF_HOME"] = str(_SESSION_CACHES / "hf-home")
+os.environ["HF_HUB_CACHE"] = str(_SESSION_CACHES / "hf-home" / "hub")
+os.environ.pop("ROBUST_ZOO_MANIFEST", None)
 
 
 @pytest.fixture(autouse=True)
@@ -74,15 +85,11 @@ def no_fetch(monkeypatch):
 def quickstart_fast(tmp_path_factory) -> Path:
     """The output folder of one ``robust-zoo quickstart --fast`` run (both models trained 3
     epochs, attacked, transferred, plotted), shared by the session: test_quickstart checks the
-    run, test_representations studies its two models. Its own caches: a session fixture starts
-    before each test's isolated ones."""
+    run, test_representations studies its two models."""
     from robust_zoo.cli import quickstart
 
     out = tmp_path_factory.mktemp("qs") / "quickstart"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ROBUST_ZOO_CACHE", str(out.parent / "rz-cache"))
-        mp.delenv("ROBUST_ZOO_MANIFEST", raising=False)
-        assert quickstart.main(["--out", str(out), "--fast", "--no-progress"]) == 0
+    assert quickstart.main(["--out", str(out), "--fast", "--no-progress"]) == 0
     return out
 
 
