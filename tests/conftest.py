@@ -1,12 +1,17 @@
 """Shared fixtures: an isolated cache per test and a loopback Hugging Face Hub.
 
 ``HF_ENDPOINT`` must be set before ``huggingface_hub`` is first imported (it reads its settings
-at import time), so the server starts when this file is imported.
+at import time), so the server starts when this file is imported. So do the session's own
+caches: what runs outside a test (module and session fixtures, their child processes) never
+reads or writes the user's.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 # OpenMP threads spin while they wait; with tests that start worker processes (torchrun, two
@@ -25,6 +30,12 @@ os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+_SESSION_CACHES = Path(tempfile.mkdtemp(prefix="robust-zoo-tests-"))
+atexit.register(shutil.rmtree, _SESSION_CACHES, ignore_errors=True)
+os.environ["ROBUST_ZOO_CACHE"] = str(_SESSION_CACHES / "rz-cache")
+os.environ["HF_HOME"] = str(_SESSION_CACHES / "hf-home")
+os.environ["HF_HUB_CACHE"] = str(_SESSION_CACHES / "hf-home" / "hub")
+os.environ.pop("ROBUST_ZOO_MANIFEST", None)
 
 
 @pytest.fixture(autouse=True)
@@ -44,13 +55,42 @@ def isolated_caches(tmp_path, monkeypatch):
 
 @pytest.fixture
 def hub_server():
-    """The loopback Hub, emptied for this test."""
-    _SERVER.repos.clear()
-    _SERVER.raw.clear()
-    _SERVER.tamper.clear()
-    _SERVER.fail_after.clear()
-    _SERVER.requests.clear()
-    return _SERVER
+    """The loopback Hub, emptied (files, faults, recorded requests) for this test and after it."""
+    _SERVER.clear()
+    yield _SERVER
+    _SERVER.clear()
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """Retries of transient network errors without the waits between them."""
+    from robust_zoo.hub import sources
+
+    monkeypatch.setattr(sources, "BACKOFF_SECONDS", 0.0)
+
+
+@pytest.fixture
+def no_fetch(monkeypatch):
+    """Fetching any manifest file fails the test (what pretrained=False must never do):
+    ``fetch_verified`` is the one way to a file, from the Hub, a URL or a path."""
+    from robust_zoo.hub import sources
+
+    def fetch(*a, **k):
+        raise AssertionError("a file was fetched: pretrained=False touched the network or cache")
+
+    monkeypatch.setattr(sources, "fetch_verified", fetch)
+
+
+@pytest.fixture(scope="session")
+def quickstart_fast(tmp_path_factory) -> Path:
+    """The output folder of one ``robust-zoo quickstart --fast`` run (both models trained 3
+    epochs, attacked, transferred, plotted), shared by the session: test_quickstart checks the
+    run, test_representations studies its two models."""
+    from robust_zoo.cli import quickstart
+
+    out = tmp_path_factory.mktemp("qs") / "quickstart"
+    assert quickstart.main(["--out", str(out), "--fast", "--no-progress"]) == 0
+    return out
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from urllib.parse import unquote
 class Repo:
     commit: str
     files: dict[str, bytes] = field(default_factory=dict)
+    sha256: dict[str, str] = field(default_factory=dict)   # of each file, hashed once
 
 
 class HubServer:
@@ -75,11 +76,12 @@ class HubServer:
         with self._lock:
             repo = self.repos.setdefault(repo_id, Repo(commit=""))
             repo.files[filename] = data
+            repo.sha256[filename] = hashlib.sha256(data).hexdigest()
             h = hashlib.sha1(repo_id.encode())
             for name in sorted(repo.files):
-                h.update(name.encode() + hashlib.sha256(repo.files[name]).digest())
+                h.update(name.encode() + bytes.fromhex(repo.sha256[name]))
             repo.commit = h.hexdigest()
-        return hashlib.sha256(data).hexdigest()
+        return repo.sha256[filename]
 
     def add_raw(self, name: str, data: bytes) -> str:
         self.raw[name] = data
@@ -118,6 +120,7 @@ class HubServer:
         self.requests.clear()
         self.faults.clear()
         self.any_revision = False
+        self.api_lies = {}
 
     def count(self, method: str | None = None, contains: str = "") -> int:
         return sum(1 for m, p in self.requests if (method is None or m == method) and contains in p)
@@ -220,9 +223,8 @@ class HubServer:
             return self._error(h, "RevisionNotFound", head=head)
         if filename not in repo.files:
             return self._error(h, "EntryNotFound", repo.commit, head)
-        data = repo.files[filename]
-        sha = hashlib.sha256(data).hexdigest()
-        body = self.tamper.get(f"{repo_id}/{filename}", data)
+        sha = repo.sha256[filename]
+        body = self.tamper.get(f"{repo_id}/{filename}", repo.files[filename])
         headers = {"X-Repo-Commit": repo.commit, "ETag": f'"{sha}"', "X-Linked-Etag": f'"{sha}"',
                    "X-Linked-Size": len(body), "Accept-Ranges": "bytes"}
         self._send(h, 200, headers, body, head, self.fail_after.get(path))
@@ -240,7 +242,7 @@ class HubServer:
         elif parts[2] == "tree":
             body = [{"type": "file", "path": n, "size": len(d),
                      "oid": hashlib.sha1(d).hexdigest(),
-                     "lfs": {"oid": hashlib.sha256(d).hexdigest(), "size": len(d),
+                     "lfs": {"oid": repo.sha256[n], "size": len(d),
                              "pointerSize": 134}} for n, d in sorted(repo.files.items())]
         else:
             return self._error(h, "RepoNotFound", head=head)
@@ -269,7 +271,7 @@ class HubServer:
         """Make the API answer hostile: ``kind`` "revision" (what ``model_info`` reads) or
         "tree" (``list_repo_tree``). ``fields`` are merged into the answer (into every file of a
         tree; ``lfs`` replaces a file's LFS record), or ``body`` replaces it whole (JSON nested
-        too deep, garbage). ``api_lies = {}`` ends it."""
+        too deep, garbage). ``clear()`` ends it."""
         assert kind in ("revision", "tree"), kind
         self.api_lies = dict(self.api_lies, **{kind: (body, fields)})
 

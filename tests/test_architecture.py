@@ -123,17 +123,6 @@ def _functions_where(predicate) -> list[tuple[str, str]]:
     return out
 
 
-def _tiny_net():
-    import torch
-    from torch import nn
-
-    from robust_zoo.models import RobustModel
-    from robust_zoo.models.smallnets import mini_resnet
-
-    torch.manual_seed(0)
-    return RobustModel(mini_resnet(num_classes=3), "mini_resnet", name="tiny").eval(), nn
-
-
 def test_penultimate_features_have_one_forward_pre_hook_on_the_head(monkeypatch):
     # in the code: the only pre-hook on a head is registered in models/features.py (the other
     # pre-hook of the package is freeze's, on the whole model)
@@ -148,7 +137,10 @@ def test_penultimate_features_have_one_forward_pre_hook_on_the_head(monkeypatch)
     from robust_zoo import transfer
     from robust_zoo.models import get_head
 
-    model, nn = _tiny_net()
+    from torch import nn
+    from zoo import mini_model
+
+    model = mini_model().eval()
     head = get_head(model)
     callers = []
     original = nn.Module.register_forward_pre_hook
@@ -191,7 +183,9 @@ def test_tensors_or_batches_are_read_in_one_place():
     from robust_zoo.data import DataError
     from robust_zoo.evaluate import evaluate
 
-    model, _ = _tiny_net()
+    from zoo import mini_model
+
+    model = mini_model().eval()
     bad = (torch.rand(4, 3, 16, 16), torch.zeros(3, dtype=torch.long))
     for call in (lambda: robust_accuracy(model, bad, norm="l2", eps=0.1, steps=1),
                  lambda: evaluate(model, bad, norm="l2", eps=0.1, steps=1, progress=False),
@@ -216,7 +210,9 @@ def test_one_precision_checker():
     from robust_zoo.errors import UsageError
     from robust_zoo.evaluate import evaluate
 
-    model, _ = _tiny_net()
+    from zoo import mini_model
+
+    model = mini_model().eval()
     data = (torch.rand(2, 3, 16, 16), torch.zeros(2, dtype=torch.long))
     messages = set()
     for call in (lambda: resolve_precision("fp16", torch.device("cpu")),

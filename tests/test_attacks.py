@@ -9,14 +9,7 @@ from torch import nn
 
 from robust_zoo.attacks import (L2Step, LinfStep, correct_under_attack, default_step_size, pgd,
                                 robust_accuracy)
-
-
-def _small_cnn(num_classes: int = 5, in_ch: int = 3) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(in_ch, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.3),
-        nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, num_classes))
+from zoo import assert_same_state, model_state, small_cnn
 
 
 def _images(n: int = 6, size: int = 16, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +56,7 @@ def test_linear_model_reaches_closed_form_optimum(norm, eps, dual, targeted):
 
 
 def test_keep_best_returns_the_highest_loss_iterate():
-    model = _small_cnn().eval()
+    model = small_cnn(dropout=0.3).eval()
     x, y = _images(8)
     kw = dict(norm="l2", eps=2.0, steps=4, step_size=3.0)   # overshooting steps: losses oscillate
     best = pgd(model, x, y, keep_best=True, **kw)
@@ -76,7 +69,7 @@ def test_keep_best_returns_the_highest_loss_iterate():
 
 
 def test_zero_eps_or_steps_returns_a_copy_of_x():
-    model = _small_cnn()
+    model = small_cnn(dropout=0.3)
     x, y = _images(2)
     for eps, steps in [(0.0, 5), (1.0, 0)]:
         out = pgd(model, x, y, norm="l2", eps=eps, steps=steps)
@@ -94,7 +87,7 @@ def test_default_step_size_is_robustness_convention():
 @pytest.mark.parametrize("random_start", [False, True])
 @pytest.mark.parametrize("keep_best", [False, True])
 def test_perturbation_stays_in_ball_and_image_range(norm, eps, random_start, keep_best):
-    model = _small_cnn().eval()
+    model = small_cnn(dropout=0.3).eval()
     x, y = _images(6)
     torch.manual_seed(3)
     x_adv = pgd(model, x, y, norm=norm, eps=eps, steps=5, step_size=eps,   # big steps hit the edge
@@ -138,36 +131,21 @@ def test_l2_step_is_safe_for_zero_gradient():
 
 # -- (3) no side effects on the model -----------------------------------------------------------
 
-def _state(model: nn.Module):
-    return ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()],
-            [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-            {k: v.clone() for k, v in model.state_dict().items()})
-
-
-def _assert_same_state(model: nn.Module, before) -> None:
-    modes, req, grads, sd = _state(model)
-    assert modes == before[0] and req == before[1]
-    for g, g0 in zip(grads, before[2]):
-        assert (g is None and g0 is None) or torch.equal(g, g0)
-    for k in sd:
-        assert torch.equal(sd[k], before[3][k]), f"{k} changed (BN running stats updated?)"
-
-
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_model_mode_grads_and_requires_grad_are_preserved(norm):
-    model = _small_cnn().train()
+    model = small_cnn(dropout=0.3).train()
     model[5].eval()                                   # a frozen BN inside a training model
     model[0].weight.requires_grad_(False)             # a frozen parameter
     model[9].weight.grad = torch.ones_like(model[9].weight)   # a pending accumulated gradient
-    before = _state(model)
+    before = model_state(model)
     x, y = _images(4)
     pgd(model, x, y, norm=norm, eps=0.5, steps=3, keep_best=True)
-    _assert_same_state(model, before)
+    assert_same_state(model, before)
 
 
 def test_mode_restored_when_the_attack_raises():
-    model = _small_cnn().train()
-    before = _state(model)
+    model = small_cnn(dropout=0.3).train()
+    before = model_state(model)
 
     def bad_loss(logits, y):
         raise RuntimeError("boom")
@@ -175,11 +153,11 @@ def test_mode_restored_when_the_attack_raises():
     x, y = _images(2)
     with pytest.raises(RuntimeError, match="boom"):
         pgd(model, x, y, norm="l2", eps=0.5, steps=2, loss_fn=bad_loss)
-    _assert_same_state(model, before)
+    assert_same_state(model, before)
 
 
 def test_bn_eval_false_uses_the_model_as_found():
-    model = _small_cnn().train()
+    model = small_cnn(dropout=0.3).train()
     x, y = _images(4)
     stats = model[1].running_mean.clone()
     pgd(model, x, y, norm="l2", eps=0.5, steps=2, bn_eval=False)
@@ -187,7 +165,7 @@ def test_bn_eval_false_uses_the_model_as_found():
 
 
 def test_runs_under_no_grad_and_rejects_inference_mode():
-    model = _small_cnn().eval()
+    model = small_cnn(dropout=0.3).eval()
     x, y = _images(2)
     with torch.no_grad():
         x_adv = pgd(model, x, y, norm="linf", eps=4 / 255, steps=2)
@@ -205,21 +183,21 @@ def test_runs_under_no_grad_and_rejects_inference_mode():
 def test_bad_arguments_raise_clear_errors(kwargs, match):
     x, y = _images(2)
     with pytest.raises(ValueError, match=match):
-        pgd(_small_cnn(), x, y, **kwargs)
+        pgd(small_cnn(dropout=0.3), x, y, **kwargs)
 
 
 def test_normalized_input_is_rejected():
     x, y = _images(2)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        pgd(_small_cnn(), (x - 0.5) / 0.25, y, norm="l2", eps=1.0, steps=2)
+        pgd(small_cnn(dropout=0.3), (x - 0.5) / 0.25, y, norm="l2", eps=1.0, steps=2)
 
 
 def test_scalar_loss_needs_keep_best_false():
     x, y = _images(2)
     mean_ce = lambda logits, t: F.cross_entropy(logits, t)  # noqa: E731
     with pytest.raises(ValueError, match="per-example"):
-        pgd(_small_cnn().eval(), x, y, norm="l2", eps=1.0, steps=2, loss_fn=mean_ce)
-    out = pgd(_small_cnn().eval(), x, y, norm="l2", eps=1.0, steps=2, loss_fn=mean_ce,
+        pgd(small_cnn(dropout=0.3).eval(), x, y, norm="l2", eps=1.0, steps=2, loss_fn=mean_ce)
+    out = pgd(small_cnn(dropout=0.3).eval(), x, y, norm="l2", eps=1.0, steps=2, loss_fn=mean_ce,
               keep_best=False)
     assert (_delta_norm(out, x, "l2") <= 1.0 + 1e-6).all()
 
@@ -228,7 +206,7 @@ def test_scalar_loss_needs_keep_best_false():
 
 @pytest.mark.parametrize("norm,eps", [("l2", 0.5), ("linf", 4 / 255)])
 def test_bf16_autocast_and_channels_last(norm, eps):
-    model = _small_cnn().eval().to(memory_format=torch.channels_last)
+    model = small_cnn(dropout=0.3).eval().to(memory_format=torch.channels_last)
     x, y = _images(6)
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -9,9 +9,8 @@ from torch import nn
 from robust_zoo.attacks import pgd
 from robust_zoo.engine.loop import Trainer
 from robust_zoo.engine.precision import compile_model
-from robust_zoo.models import RobustModel
 from robust_zoo.recipe import AttackSettings
-from robust_zoo.models.smallnets import mini_resnet
+from zoo import mini_model, small_cnn
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +23,6 @@ def inductor():
         compile_model(nn.Identity(), torch.device("cpu"))
     except UsageError as e:
         pytest.skip(str(e))
-
-
-def _net(seed: int = 0) -> RobustModel:
-    torch.manual_seed(seed)
-    return RobustModel(mini_resnet(num_classes=3), "mini_resnet", name="tiny")
 
 
 class BackwardRecorder:
@@ -55,7 +49,7 @@ class BackwardRecorder:
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_compiled_attack_backward_computes_the_input_gradient_only(norm):
-    model = _net()
+    model = mini_model()
     rec = BackwardRecorder()
     compiled = torch.compile(model, backend=rec.backend)
     x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
@@ -79,7 +73,7 @@ def test_compiled_attack_backward_computes_the_input_gradient_only(norm):
 
 def test_training_under_compile_still_computes_parameter_gradients():
     """After the attack the training forward's backward returns every parameter's gradient."""
-    model = _net()
+    model = mini_model()
     rec = BackwardRecorder()
     compiled = torch.compile(model, backend=rec.backend)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -95,17 +89,8 @@ def test_training_under_compile_still_computes_parameter_gradients():
     assert all(p.grad is not None for p in model.parameters())
 
 
-def _small_cnn(seed: int) -> nn.Module:
-    """conv-BN-ReLU ×2, pool, linear: every kind of layer a ResNet step compiles, small enough
-    that Inductor builds its kernels in seconds."""
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
-
-
 def _pgd_training_losses(compiled: bool, steps: int = 4) -> list[float]:
-    model = _small_cnn(seed=1)
+    model = small_cnn(3, seed=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     attack = AttackSettings(norm="l2", eps=0.5, attack_steps=3, keep_best=False)
     run = compile_model(model, torch.device("cpu")) if compiled else model
@@ -129,7 +114,7 @@ def test_compiled_pgd_training_matches_eager_losses(inductor):
 def test_evaluate_compiled_counts_match_eager(inductor):
     from robust_zoo.evaluate import evaluate, format_report
 
-    model = _small_cnn(seed=2)
+    model = small_cnn(3, seed=2)
     g = torch.Generator().manual_seed(3)
     data = (torch.rand(8, 3, 16, 16, generator=g), torch.randint(0, 3, (8,), generator=g))
     res = {c: evaluate(model, data, norm="linf", eps=2 / 255, steps=2, autoattack=False,
@@ -159,7 +144,7 @@ def test_transfer_full_fine_tuning_under_compile_matches_eager(inductor):
     for c in (False, True):
         cfg = TransferConfig(mode="full", lr=0.05, epochs=2, lr_step=1, batch_size=8,
                              compile=c, augment=False)
-        model = _small_cnn(seed=5)
+        model = small_cnn(3, seed=5)
         info = train_network(model, ds, cfg, progress=False, log=lambda *_: None)
         losses[c] = [h["train_loss"] for h in info["history"]]
         assert all(p.requires_grad for p in model.parameters())

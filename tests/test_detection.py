@@ -30,15 +30,9 @@ def _train_step(model):
     return {n: not torch.equal(before[n], p) for n, p in model.named_parameters()}
 
 
-def test_random_weight_faster_rcnn_trains_only_unfrozen_layers(monkeypatch):
+def test_random_weight_faster_rcnn_trains_only_unfrozen_layers(no_fetch):
     from torchvision.models.detection import FasterRCNN
 
-    import robust_zoo.hub.sources as hub
-
-    def no_network(*a, **k):
-        raise AssertionError("pretrained=False must not fetch anything")
-
-    monkeypatch.setattr(hub, "fetch", no_network)
     bb = backbone("resnet18", trainable_layers=3, pretrained=False)
     assert bb.out_channels == 256
     model = FasterRCNN(bb, num_classes=3, min_size=96, max_size=128,

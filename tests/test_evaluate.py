@@ -15,15 +15,11 @@ from robust_zoo.engine.evaluation import make_autoattack
 from robust_zoo.evaluate import compare_claims, evaluate, main
 from robust_zoo.fileio import sha256_file
 from robust_zoo.hub.manifest import Entry
+from zoo import (image_tree, random_net, safetensors_entry, small_cnn, write_image_tree,
+                 write_manifest)
 
 NAME = "resnet18_l2_eps0_5"
 CLASSES = ("cat", "dog", "eel")
-
-
-def _tiny_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 3)).eval()
 
 
 def _tensors(n: int = 40):
@@ -33,7 +29,7 @@ def _tensors(n: int = 40):
 
 
 def test_in_memory_tensors_loader_and_dataset_agree_with_direct_computation():
-    net, (x, y) = _tiny_net(), _tensors()
+    net, (x, y) = small_cnn(3).eval(), _tensors()
     kw = dict(norm="l2", eps=0.2, steps=3)
     clean, robust, n = robust_accuracy(net, (x, y), **kw)
     expected = {"clean_top1": clean, "pgd_top1": robust}
@@ -50,7 +46,7 @@ def test_in_memory_tensors_loader_and_dataset_agree_with_direct_computation():
 
 
 def test_eps_zero_reports_clean_only_and_restarts_never_raise_accuracy():
-    net, (x, y) = _tiny_net(), _tensors()
+    net, (x, y) = small_cnn(3).eval(), _tensors()
     r0 = evaluate(net, (x, y), norm="linf", eps=0.0, progress=False)
     assert r0["metrics"]["pgd_top1"] is None and r0["attack"] is None
     torch.manual_seed(0)
@@ -60,11 +56,11 @@ def test_eps_zero_reports_clean_only_and_restarts_never_raise_accuracy():
 
 
 def test_needs_norm_and_eps_without_an_entry_and_fp32():
-    net, data = _tiny_net(), _tensors()
+    net, data = small_cnn(3).eval(), _tensors()
     with pytest.raises(ValueError, match="norm= and eps="):
         evaluate(net, data, progress=False)
     with pytest.raises(ValueError, match="fp32"):
-        evaluate(_tiny_net().to(torch.bfloat16), data, norm="l2", eps=1.0, progress=False)
+        evaluate(small_cnn(3).eval().to(torch.bfloat16), data, norm="l2", eps=1.0, progress=False)
 
 
 def _tiny_digits_net(classes=(0, 1, 2, 3, 4), size: int = 8, steps: int = 100) -> nn.Module:
@@ -122,7 +118,7 @@ def test_autoattack_standard_and_fast_are_at_least_as_strong_as_pgd():
 
 def test_autoattack_missing_package_is_skipped_under_auto_and_an_error_when_asked(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyautoattack", None)      # None: the import fails
-    net, (x, y) = _tiny_net(), _tensors()
+    net, (x, y) = small_cnn(3).eval(), _tensors()
     r = evaluate(net, (x, y), norm="linf", eps=8 / 255, steps=1, autoattack="auto", progress=False)
     assert r["metrics"]["autoattack_top1"] is None and r["autoattack_acc"] is None
     assert "not installed" in r["autoattack"]["skipped"]
@@ -155,46 +151,21 @@ def test_compare_claims_tolerance_rule():
 
 # -- a zoo entry on disk: manifest + safetensors + ImageFolder -------------------------------
 
-def _write_tree(root, per_class: int = 4, classes=CLASSES, size: int = 40):
-    from PIL import Image
-
-    g = torch.Generator().manual_seed(1)
-    for i, c in enumerate(classes):
-        (root / c).mkdir(parents=True)
-        for j in range(per_class):
-            # class-dependent colour so a model can in principle tell them apart
-            arr = (torch.rand(size, size, 3, generator=g) * 128 + 40 * i).clamp(0, 255)
-            Image.fromarray(arr.to(torch.uint8).numpy()).save(root / c / f"{j}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
     """A resnet18 (3 classes) saved as a safetensors manifest entry, and a 13-image tree
     (odd, so two torchrun ranks get unequal shards)."""
-    from robust_zoo.models.archs import build
-    from robust_zoo.formats.safetensors_file import save_weights
-
     root = tmp_path_factory.mktemp("zoo")
-    torch.manual_seed(0)
-    net = build("resnet18", num_classes=3)
-    with torch.no_grad():   # non-trivial BN statistics, so eval mode matters
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    path = save_weights(net.state_dict(), root / "model.safetensors", arch="resnet18",
-                        num_classes=3)
-    manifest = {"schema_version": 1, "models": [{
-        "name": NAME, "arch": "resnet18", "norm": "l2", "eps": 0.5, "num_classes": 3,
-        "files": [{"format": "safetensors", "path": "model.safetensors",
-                   "sha256": sha256_file(path), "size": path.stat().st_size}],
-        "metrics": [{"name": "clean_top1", "value": 99.0, "dataset": "toy", "n_examples": 13},
-                    {"name": "pgd_top1", "value": 0.0, "norm": "l2", "eps": 0.5,
-                     "attack": {"steps": 2, "restarts": 1}}],
-        "preprocessing": {"resize": 36, "crop": 32}, "recipe": {}}]}
-    (root / "weights_manifest.json").write_text(json.dumps(manifest))
-    data = _write_tree(root / "val")
+    net = random_net("resnet18", num_classes=3)   # random BN statistics, so eval mode matters
+    write_manifest(root / "weights_manifest.json", safetensors_entry(
+        root, NAME, net, "resnet18", eps=0.5, num_classes=3,
+        metrics=[{"name": "clean_top1", "value": 99.0, "dataset": "toy", "n_examples": 13},
+                 {"name": "pgd_top1", "value": 0.0, "norm": "l2", "eps": 0.5,
+                  "attack": {"steps": 2, "restarts": 1}}],
+        preprocessing={"resize": 36, "crop": 32}, recipe={}))
+    g = torch.Generator().manual_seed(1)   # class-dependent colour: a model could tell them apart
+    data = write_image_tree(root / "val", {"": 4}, CLASSES,
+                            lambda s, c, j: (torch.rand(40, 40, 3, generator=g) * 128 + 40 * c))
     (data / "dog" / "extra.png").write_bytes((data / "dog" / "0.png").read_bytes())
     return root, data
 
@@ -256,7 +227,7 @@ def test_cli_data_errors(zoo, tmp_path, capsys):
     (tmp_path / "hollow" / "a").mkdir(parents=True)
     assert main([NAME, "--data", str(tmp_path / "hollow"), *args]) == 2
     assert "hollow" in capsys.readouterr().err
-    two = _write_tree(tmp_path / "two", per_class=1, classes=("a", "b"))
+    two = image_tree(tmp_path / "two", {"": 1}, [(60, 60, 60), (180, 180, 180)])
     assert main([NAME, "--data", str(two), *args]) == 2
     assert "2 classes but the model's head has 3 outputs" in capsys.readouterr().err
 
@@ -284,7 +255,6 @@ def test_torchrun_two_ranks_match_one_process(zoo, tmp_path, subprocess_env):
 def quickstart_run(tmp_path_factory):
     """The quickstart's robust recipe (mini_resnet, Linf PGD-3 on digits 0-4, 16 px) trained
     for one epoch, and a PNG tree of held-out digits (4 per class)."""
-    from PIL import Image
     from robust_zoo.data import digits_tensors
     from robust_zoo.cli.quickstart import recipes
     from robust_zoo.train import RunOptions, train
@@ -294,12 +264,9 @@ def quickstart_run(tmp_path_factory):
         out=root / "run", progress=False, eval_every=0, final_eval_steps=0, final_eval_limit=8,
         log_every=1000, argv=["test"]))
     x, y = digits_tensors([0, 1, 2, 3, 4], 16, "val")
-    for c in range(5):
-        (root / "val" / str(c)).mkdir(parents=True)
-        for j, i in enumerate((y == c).nonzero().flatten()[:4].tolist()):
-            arr = (x[i].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-            Image.fromarray(arr).save(root / "val" / str(c) / f"{j}.png")
-    return res, root / "val"
+    first = [(y == c).nonzero().flatten()[:4].tolist() for c in range(5)]
+    return res, write_image_tree(root / "val", {"": 4}, [str(c) for c in range(5)],
+                                 lambda s, c, j: (x[first[c][j]].permute(1, 2, 0) * 255).round())
 
 
 @pytest.mark.slow
@@ -364,7 +331,7 @@ def test_eval_result_adds_and_reduces():
         EvalResult(3, 4)
     assert a.all_reduce(Dist()) is a                                     # a world of one
     # chunked evaluation adds up to the whole, and the model's mode comes back as it was
-    net, (x, y) = _tiny_net(), _tensors()
+    net, (x, y) = small_cnn(3).eval(), _tensors()
     net.train()
     kw = dict(norm="l2", eps=0.2, steps=2)
     whole = evaluate_loader(net, [(x, y)], **kw)
@@ -390,7 +357,7 @@ def test_pgd_keeps_no_graph_across_steps(keep_best):
 
     from robust_zoo.attacks import pgd
 
-    net, (x, y) = _tiny_net(), _tensors(8)
+    net, (x, y) = small_cnn(3).eval(), _tensors(8)
     refs: list[weakref.ref] = []
     alive_at_forward: list[int] = []
 

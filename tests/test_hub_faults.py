@@ -32,23 +32,19 @@ from robust_zoo.hub.factory import NormalizationWarning
 from robust_zoo.hub.manifest import FileSpec
 from robust_zoo.models.archs import IMAGENET_MEAN, IMAGENET_STD
 from robust_zoo.validate import CheckpointFormatError
-from zoo import (REPO, manifest, publish_upstream, random_net, reference_logits,
+from zoo import (REPO, X, manifest, publish_upstream, random_net, reference_logits,
                  safetensors_entry, write_manifest)
 
-X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 STALL = 0.5
 
 
 @pytest.fixture
-def server(hub_server, monkeypatch):
-    """The loopback Hub, its faults reset before and after; bounds of half a second."""
+def server(hub_server, no_backoff, monkeypatch):
+    """The loopback Hub (emptied, faults reset, no retry waits); bounds of half a second."""
     monkeypatch.setenv("ROBUST_ZOO_STALL_TIMEOUT", str(STALL))
     monkeypatch.setenv("ROBUST_ZOO_MIN_BYTES_PER_S", "2000")
     monkeypatch.setenv("ROBUST_ZOO_MAX_RETRY_AFTER", "5")
-    monkeypatch.setattr(sources, "BACKOFF_SECONDS", 0.0)
-    hub_server.clear()
-    yield hub_server
-    hub_server.clear()
+    return hub_server
 
 
 @pytest.fixture

@@ -14,15 +14,7 @@ from robust_zoo.cli import commands as cli
 from robust_zoo.errors import UsageError
 from robust_zoo.fileio import sha256_file
 from robust_zoo.hub import cache, records, sources
-from zoo import ckpt_bytes, manifest, publish_upstream, random_net, reference_logits
-
-X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-
-
-def same(model, net) -> bool:
-    with torch.no_grad():
-        return torch.equal(model(X), reference_logits(net, X))
-
+from zoo import ckpt_bytes, manifest, publish_upstream, random_net, same
 
 def sha256_file_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

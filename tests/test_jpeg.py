@@ -19,6 +19,7 @@ from robust_zoo.data import (DataError, ResumableSampler, SeededDataset, build_d
 from robust_zoo.data.jpeg import (PARAM_COLUMNS, CropBatch, DeviceFinish, EncodedSample,
                                   EvalTransform, FinishBatch, JpegBatchDecoder, JpegFolder,
                                   TrainAugment, TrainCrops, collate_encoded, decode, image_size)
+from zoo import write_image_tree
 
 
 def _jpeg(seed: int, h: int = 150, w: int = 200, quality: int = 90) -> bytes:
@@ -189,13 +190,10 @@ def test_batched_finish_is_the_per_image_augmentation(jitter, lighting):
 # ----------------------------------------------------------------------------- training
 
 def _jpeg_tree(root, classes=2, per_class=(8, 2), h=40, w=52):
-    for split, n in zip(("train", "val"), per_class):
-        for c in range(classes):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                (d / f"{i}.jpg").write_bytes(_jpeg(1000 * c + 10 * i + len(split), h, w))
-    return root
+    """train/ and val/ trees of photo-like JPEGs, ``per_class`` images per class in each."""
+    return write_image_tree(root, dict(zip(("train", "val"), per_class)),
+                            [f"class{c}" for c in range(classes)],
+                            lambda split, c, i: _jpeg(1000 * c + 10 * i + len(split), h, w), ".jpg")
 
 
 def _first_batch(spec, batch=8, seed=7):

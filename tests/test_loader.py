@@ -14,15 +14,11 @@ from robust_zoo.models import archs
 from robust_zoo.hub import cache, sources
 from robust_zoo.formats.upstream import CheckpointFormatError
 from robust_zoo.hub.manifest import UnknownModelError
-from zoo import REPO, ckpt_bytes, manifest, publish_upstream, random_net, reference_logits
+from zoo import (REPO, ckpt_bytes, manifest, publish_upstream, random_net, reference_logits,
+                 served_entry)
 
 ALL_ARCHS = archs.list_archs()
-
-
-@pytest.fixture(autouse=True)
-def no_backoff(monkeypatch):
-    """Retries of transient network errors without the waits between them."""
-    monkeypatch.setattr(sources, "BACKOFF_SECONDS", 0.0)
+pytestmark = pytest.mark.usefixtures("no_backoff")
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)
@@ -209,18 +205,10 @@ def test_fallback_to_next_file_when_first_is_missing(hub_server):
     assert torch.equal(model(x), reference_logits(net, x))
 
 
-def served_file(server, filename: str, data: bytes) -> dict:
-    """A resnet18 entry whose one (pinned) file holds ``data``."""
-    sha = server.add_file(REPO, filename, data)
-    return {"name": "resnet18_l2_eps3", "arch": "resnet18", "norm": "l2", "eps": 3.0,
-            "files": [{"format": "robustness-ckpt", "repo_id": REPO, "filename": filename,
-                       "revision": "main", "sha256": sha}]}
-
-
 def test_not_a_robustness_checkpoint_names_expected_and_found_keys(hub_server):
     buf = io.BytesIO()
     torch.save({"weights": {"a": torch.zeros(1)}, "step": 3}, buf)
-    entry = served_file(hub_server, "odd.ckpt", buf.getvalue())
+    entry = served_entry(hub_server, "odd.ckpt", buf.getvalue())
     with pytest.raises(CheckpointFormatError, match=r"expected a top-level 'model'.*found keys "
                                                     r"\['step', 'weights'\]"):
         robust_zoo.load(entry["name"], manifest=manifest(entry))
@@ -236,7 +224,7 @@ def test_wrong_arch_names_first_mismatching_keys(hub_server):
 
 def test_html_page_instead_of_checkpoint(hub_server):
     page = b"<!DOCTYPE html><html><body>Virus scan warning</body></html>"
-    entry = served_file(hub_server, "page.ckpt", page)
+    entry = served_entry(hub_server, "page.ckpt", page)
     with pytest.raises(CheckpointFormatError, match="HTML page"):
         robust_zoo.load(entry["name"], manifest=manifest(entry))
 
@@ -248,7 +236,7 @@ def test_code_executing_pickle_is_refused(hub_server, tmp_path):
 
     buf = io.BytesIO()
     torch.save({"model": {}, "payload": Boom()}, buf)
-    entry = served_file(hub_server, "evil.ckpt", buf.getvalue())
+    entry = served_entry(hub_server, "evil.ckpt", buf.getvalue())
     with pytest.raises(CheckpointFormatError, match="weights-only"):
         robust_zoo.load(entry["name"], manifest=manifest(entry))
 

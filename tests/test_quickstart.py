@@ -9,20 +9,12 @@ import pytest
 import torch
 
 import robust_zoo
-from robust_zoo.cli import quickstart
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("qs") / "quickstart"
-    assert quickstart.main(["--out", str(out), "--fast", "--no-progress"]) == 0
-    return out
-
-
-def test_quickstart_outputs_load_and_robust_beats_standard(result):
-    out = result
+def test_quickstart_outputs_load_and_robust_beats_standard(quickstart_fast):
+    out = quickstart_fast
     for f in ("weights_manifest.json", "quickstart.png", "quickstart_synthesis.png", "results.json",
               "standard/model.safetensors", "robust/model.safetensors",
               "standard/training_curves.png", "robust/README.md", "robust/metrics.jsonl"):

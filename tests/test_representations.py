@@ -18,6 +18,7 @@ from robust_zoo.cli import quickstart
 from robust_zoo import representations as R
 from robust_zoo.data import digits_tensors
 from robust_zoo.errors import RobustZooError
+from zoo import model_state
 
 NAMES = {"standard": "mini_resnet_linf_eps0", "robust": "mini_resnet_linf_eps32"}
 
@@ -32,16 +33,16 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory, one_thread):
-    """Both quickstart models, 3 epochs each (robust: ~86% PGD-20 accuracy at ε=32/255)."""
-    out = tmp_path_factory.mktemp("repr") / "qs"
+def zoo(tmp_path_factory, quickstart_fast, one_thread):
+    """Both quickstart models, 3 epochs each (robust: ~86% PGD-20 accuracy at ε=32/255), from
+    the session's quickstart --fast run."""
+    manifest = quickstart_fast / "weights_manifest.json"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ROBUST_ZOO_CACHE", str(out / "cache"))
+        mp.setenv("ROBUST_ZOO_CACHE", str(tmp_path_factory.mktemp("repr") / "cache"))
         mp.delenv("ROBUST_ZOO_MANIFEST", raising=False)
-        runs = quickstart._train_both(out, epochs=3, seed=0, progress=False)
-        manifest = quickstart.write_manifest(out, runs)
         models = {k: robust_zoo.load(n, manifest=manifest, progress=False)
                   for k, n in NAMES.items()}
+    runs = {k: SimpleNamespace(name=n) for k, n in NAMES.items()}     # what synthesis_panel reads
     x_tr, y_tr = digits_tensors(list(range(5)), 16, "train")
     x_te, y_te = digits_tensors(list(range(5)), 16, "val")
     return SimpleNamespace(models=models, manifest=manifest, runs=runs, x_tr=x_tr, y_tr=y_tr,
@@ -163,26 +164,19 @@ def test_class_seeds_follow_each_class_and_feed_synthesize(zoo):
 
 # -- contracts ----------------------------------------------------------------------------------
 
-def _state(model):
-    return ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()],
-            [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-            [p.dtype for p in model.parameters()],
-            {k: v.clone() for k, v in model.state_dict().items()})
-
-
 def test_the_model_is_left_as_found(zoo):
     model = copy.deepcopy(zoo.models["robust"]).train()
     model.model.layer2.eval()                               # mixed modes come back as found
     model.model.conv1.weight.requires_grad_(False)
     model.model.fc.weight.grad = torch.ones_like(model.model.fc.weight)
-    before = _state(model)
+    before = model_state(model)
     x = zoo.x_te[:3]
     R.saliency(model, x, smooth=2)
     R.synthesize(model, [0, 1, 2], x, steps=2, progress=False)
     R.invert(model, x, steps=2, progress=False)
     R.visualize_feature(model, 3, x, steps=2, progress=False)
     R.penultimate(model, x)
-    modes, req, grads, dtypes, sd = _state(model)
+    modes, req, grads, dtypes, sd = model_state(model)
     assert modes == before[0] and req == before[1] and dtypes == before[3]
     assert grads[-2] is not None and torch.equal(grads[-2], before[2][-2])
     assert all(g is None for g, g0 in zip(grads, before[2]) if g0 is None)

@@ -21,8 +21,7 @@ from robust_zoo.transfer.finetune import accuracy_metrics
 from robust_zoo.transfer.hparams import (DEFAULT_VIEWS, PROTOCOLS, TABLE_SOURCE, ProtocolError,
                                         TransferConfig, paper_lr, paper_result)
 
-import zoo as zoo_helpers
-from zoo import image_tree, safetensors_entry
+from zoo import image_tree, random_manifest, write_image_tree
 
 BN = nn.modules.batchnorm._BatchNorm
 
@@ -38,15 +37,6 @@ def make_folder(root: Path, per_train: int = 16, per_test: int = 8, size: int = 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     return make_folder(tmp_path_factory.mktemp("colors"))
-
-
-def write_manifest(tmp: Path, specs: list[tuple[str, float, int]], arch: str = "resnet18") -> Path:
-    """A manifest of random-weight safetensors entries: (name, eps, seed) each."""
-    entries = []
-    for name, eps, seed in specs:
-        torch.manual_seed(seed)
-        entries.append(safetensors_entry(tmp, name, build(arch), arch, eps=eps))
-    return zoo_helpers.write_manifest(tmp / "manifest.json", *entries)
 
 
 _MODELS: dict[str, RobustModel] = {}
@@ -512,19 +502,17 @@ def stripes(tmp_path_factory) -> Path:
     """Three classes of horizontal stripes (period 2, 4, 8 px, random phase, pixel noise) at
     32 px: RandomResizedCrop rescales the stripes, so augmented views are much harder to fit
     than centre crops, and a head trained on one is easy to tell from one trained on the other."""
-    root = tmp_path_factory.mktemp("stripes")
     rng = np.random.default_rng(0)
     rows = np.arange(32)[:, None] + np.zeros((1, 32))
-    for split, n in (("train", 16), ("val", 8)):
-        for period in (2, 4, 8):
-            d = root / split / f"period{period}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                phase = rng.uniform(0, period)
-                a = 127 + 100 * np.sign(np.sin(2 * np.pi * (rows + phase) / period + 1e-3))
-                a = np.clip(a + rng.normal(0, 30, a.shape), 0, 255).astype(np.uint8)
-                Image.fromarray(np.stack([a] * 3, -1)).save(d / f"{i}.png")
-    return root
+    periods = (2, 4, 8)
+
+    def draw(split, c, i):
+        phase = rng.uniform(0, periods[c])
+        a = 127 + 100 * np.sign(np.sin(2 * np.pi * (rows + phase) / periods[c] + 1e-3))
+        return np.stack([np.clip(a + rng.normal(0, 30, a.shape), 0, 255)] * 3, -1)
+
+    return write_image_tree(tmp_path_factory.mktemp("stripes"), {"train": 16, "val": 8},
+                            [f"period{p}" for p in periods], draw)
 
 
 def test_kview_cache_trains_like_the_network_with_augmentation(stripes, tmp_path):
@@ -594,7 +582,7 @@ def _cli(args: list[str], capsys) -> tuple[int, str]:
 def test_cli_sweep_end_to_end(folder, tmp_path, capsys):
     import robust_zoo
 
-    man = write_manifest(tmp_path, [("resnet18_l2_eps0", 0.0, 1), ("resnet18_l2_eps3", 3.0, 2)])
+    man = random_manifest(tmp_path, [("resnet18_l2_eps0", 0.0, 1), ("resnet18_l2_eps3", 3.0, 2)])
     out = tmp_path / "runs"
     args = ["--model", "resnet18_l2_eps0", "resnet18_l2_eps3", "--dataset", "imagefolder",
             "--mode", "fixed", "full", "--data-root", str(folder), "--out", str(out),
@@ -673,7 +661,7 @@ def test_cli_protocol_choices_end_to_end(folder, tmp_path, capsys):
 
 
 def test_cli_errors(folder, tmp_path, capsys):
-    man = write_manifest(tmp_path, [("resnet18_l2_eps0", 0.0, 1)])
+    man = random_manifest(tmp_path, [("resnet18_l2_eps0", 0.0, 1)])
     base = ["--data-root", str(folder), "--out", str(tmp_path / "o"), "--epochs", "1",
             "--image-size", "32", "--workers", "0", "--no-progress"]
     rc, text = _cli(["--model", "resnet18", "--pretrained", "false", "--dataset", "cifar_ten",

@@ -19,6 +19,7 @@ from PIL import Image
 
 from robust_zoo.data import (TRANSFER_DATASETS, DatasetNotFoundError, UnknownDatasetError,
                              get_spec, load_splits, make_transforms)
+from zoo import write_image_tree
 
 rng = np.random.default_rng(0)
 # fake trees have a handful of classes; the adapters warn about that, as they should
@@ -299,10 +300,8 @@ def test_dtd_partition1_train_plus_val(tmp_path):
 # ----------------------------------------------------------------------------- ImageFolder
 
 def _folder(root, splits, classes=("a", "b"), per=2):
-    for s in splits:
-        for c in classes:
-            for i in range(per):
-                _img(root / s / c / f"{i}.png")
+    write_image_tree(root, dict.fromkeys(splits, per), classes,
+                     lambda s, c, i: rng.integers(0, 255, size=(10, 12, 3), dtype=np.uint8))
 
 
 def test_birdsnap_and_imagefolder(tmp_path):

@@ -166,19 +166,9 @@ def test_valid_sections_parse_and_drive_the_commands(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- pin
 
-@pytest.fixture
-def hub(hub_server):
-    """The loopback Hub with one unpinned upstream file; its API honest again afterwards."""
-    hub_server.any_revision = False
-    hub_server.api_lies = {}
-    yield hub_server
-    hub_server.api_lies = {}
-    hub_server.any_revision = False
-
-
-def _hub_manifest(hub, tmp_path) -> tuple[Path, str, bytes]:
+def _hub_manifest(hub_server, tmp_path) -> tuple[Path, str, bytes]:
     data = b"weights" * 100
-    sha = hub.add_file("org/repo", "w.ckpt", data)
+    sha = hub_server.add_file("org/repo", "w.ckpt", data)
     p = write_manifest(tmp_path / "m.json", _entry(files=[
         {"format": "robustness-ckpt", "repo_id": "org/repo", "filename": "w.ckpt",
          "revision": "main", "sha256": None}]))
@@ -199,31 +189,31 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("lie,named", HOSTILE, ids=[n for _, n in HOSTILE])
-def test_pin_validates_every_hub_value_before_writing(hub, tmp_path, capsys, lie, named):
+def test_pin_validates_every_hub_value_before_writing(hub_server, tmp_path, capsys, lie, named):
     """A hostile Hub API answer (a revision that is a path, a sha that is not one, a negative
     size, a malformed or too deeply nested answer): exit 2 naming the value, the manifest byte
     for byte as it was."""
-    p, _, _ = _hub_manifest(hub, tmp_path)
+    p, _, _ = _hub_manifest(hub_server, tmp_path)
     before = p.read_bytes()
-    hub.any_revision = True     # a hostile server answers whatever revision it made up
-    hub.lie_in_api(**lie)
+    hub_server.any_revision = True     # a hostile server answers whatever revision it made up
+    hub_server.lie_in_api(**lie)
     rc, out, err = _run(["pin", "--manifest", p], capsys)
     assert rc == 2 and named in err and "Traceback" not in err, (rc, out, err)
     assert p.read_bytes() == before
     assert sorted(x.name for x in tmp_path.iterdir() if x.name.startswith("m.")) == ["m.json"]
 
 
-def test_pin_writes_what_the_hub_answers_when_valid(hub, tmp_path, capsys):
-    p, sha, data = _hub_manifest(hub, tmp_path)
+def test_pin_writes_what_the_hub_answers_when_valid(hub_server, tmp_path, capsys):
+    p, sha, data = _hub_manifest(hub_server, tmp_path)
     rc, out, err = _run(["pin", "--manifest", p, "--out", tmp_path / "pinned.json"], capsys)
     assert rc == 0 and "pinned 1 file(s)" in out, err
     f = load_manifest(tmp_path / "pinned.json").get("m").files[0]
-    assert (f.sha256, f.size, f.revision) == (sha, len(data), hub.repos["org/repo"].commit)
+    assert (f.sha256, f.size, f.revision) == (sha, len(data), hub_server.repos["org/repo"].commit)
 
 
 @pytest.mark.parametrize("doc", [{"schema_version": 1}, {"models": []}, [],
                                  {"schema_version": 1, "models": [{"name": "m"}]}])
-def test_pin_refuses_a_manifest_that_does_not_load(hub, tmp_path, capsys, doc):
+def test_pin_refuses_a_manifest_that_does_not_load(hub_server, tmp_path, capsys, doc):
     p = tmp_path / "m.json"
     p.write_text(json.dumps(doc))
     rc, _, err = _run(["pin", "--manifest", p], capsys)

@@ -1,24 +1,35 @@
-"""Test helpers, in one place: random-weight networks (BN statistics randomised too),
-checkpoints in the exact upstream layout published on the loopback Hub, safetensors manifest
-entries, and PNG class-folder trees."""
+"""Test helpers, in one place: random-weight networks (BN statistics randomised too), a small
+CNN and the quickstart's mini ResNet, a record of a model's state, checkpoints in the upstream
+layout published on the loopback Hub, manifest entries (upstream, safetensors, any served
+file), and image class-folder trees."""
 from __future__ import annotations
 
+import functools
 import io
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
-from robust_zoo.models import archs
+from robust_zoo.models import RobustModel, archs
 from robust_zoo.formats.upstream import to_robustness
 from robust_zoo.naming import model_name, upstream_filename
 
 REPO = "madrylab/robust-imagenet-models"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))   # a fixed input batch
+# publish_upstream makes the upstream files of networks up to CACHED_NET parameters once per
+# session (most tests publish a resnet18), and those of networks over BIG_NET with the attacker
+# copy sharing the model copy's storage (half the bytes to write, serve, hash and read).
+CACHED_NET = 12_000_000
+BIG_NET = 50_000_000
 
+
+# ----------------------------------------------------------------------------- networks
 
 def random_net(arch: str, seed: int = 0, num_classes: int = 1000) -> torch.nn.Module:
     """A network whose BN statistics are random too, so a load that skips buffers shows."""
@@ -32,28 +43,51 @@ def random_net(arch: str, seed: int = 0, num_classes: int = 1000) -> torch.nn.Mo
     return net
 
 
-def ckpt_bytes(net: torch.nn.Module, arch: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    torch.save(to_robustness(net.state_dict(), arch, **kw), buf)
-    return buf.getvalue()
+def small_cnn(num_classes: int = 5, *, seed: int = 0, dropout: float = 0.0) -> nn.Sequential:
+    """conv-BN-ReLU, dropout (an Identity at 0, so the indices stay), strided conv-BN-ReLU,
+    2×2 pool, linear: every kind of layer a ResNet step has, in train mode, built in ms."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Dropout(dropout) if dropout else nn.Identity(),
+        nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, num_classes))
 
 
-def publish_upstream(server, arch: str, norm: str = "l2", eps: float = 3.0, seed: int = 0,
-                     pin: bool = True) -> tuple[dict, torch.nn.Module]:
-    """Serve an upstream .ckpt for (arch, norm, eps); return its manifest entry and the net."""
-    net = random_net(arch, seed)
-    data = ckpt_bytes(net, arch)
-    fname = upstream_filename(archs.get_arch(arch).upstream_name, norm, eps)
-    sha = server.add_file(REPO, fname, data)
-    entry = {"name": model_name(arch, norm, eps), "arch": arch, "norm": norm, "eps": eps,
-             "files": [{"format": "robustness-ckpt", "repo_id": REPO, "filename": fname,
-                        "revision": "main", "sha256": sha if pin else None, "size": len(data)}],
-             "metrics": [{"name": "clean_top1", "value": 50.0}]}
-    return entry, net
+def mini_model(seed: int = 0, num_classes: int = 3) -> RobustModel:
+    """The quickstart's mini ResNet as a zoo model (16-px inputs), in train mode."""
+    from robust_zoo.models.smallnets import mini_resnet
+
+    torch.manual_seed(seed)
+    return RobustModel(mini_resnet(num_classes=num_classes), "mini_resnet", name="tiny")
 
 
-def manifest(*entries: dict) -> dict:
-    return {"schema_version": 1, "models": list(entries)}
+class ModelState(NamedTuple):
+    modes: list[bool]
+    requires_grad: list[bool]
+    grads: list[torch.Tensor | None]
+    dtypes: list[torch.dtype]
+    state_dict: dict[str, torch.Tensor]
+
+
+def model_state(model: nn.Module) -> ModelState:
+    """What a call must leave as it found it: modes, requires_grad, pending gradients, dtypes,
+    parameters and buffers (copies)."""
+    params = list(model.parameters())
+    return ModelState([m.training for m in model.modules()], [p.requires_grad for p in params],
+                      [None if p.grad is None else p.grad.clone() for p in params],
+                      [p.dtype for p in params],
+                      {k: v.clone() for k, v in model.state_dict().items()})
+
+
+def assert_same_state(model: nn.Module, before: ModelState) -> None:
+    now = model_state(model)
+    assert now.modes == before.modes and now.requires_grad == before.requires_grad
+    assert now.dtypes == before.dtypes
+    for g, g0 in zip(now.grads, before.grads):
+        assert (g is None and g0 is None) or torch.equal(g, g0)
+    for k, v in now.state_dict.items():
+        assert torch.equal(v, before.state_dict[k]), f"{k} changed (BN running stats updated?)"
 
 
 def reference_logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -61,20 +95,17 @@ def reference_logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net((x - MEAN) / STD)
 
 
-def safetensors_entry(folder: Path, name: str, net: torch.nn.Module, arch: str, *,
-                      norm: str = "l2", eps: float = 3.0, num_classes: int = 1000,
-                      **fields) -> dict:
-    """Save ``net`` as ``folder/<name>.safetensors`` and return its manifest entry (the file
-    pinned by sha256 and size, its path relative to the manifest's folder)."""
-    from robust_zoo.fileio import sha256_file
-    from robust_zoo.formats.safetensors_file import save_weights
+def same(model: torch.nn.Module, net: torch.nn.Module) -> bool:
+    """Whether a loaded ``model`` (inputs in [0, 1]) gives exactly ``net``'s logits behind the
+    ImageNet normalization, on the fixed batch ``X``."""
+    with torch.no_grad():
+        return torch.equal(model(X), reference_logits(net, X))
 
-    path = save_weights(net.state_dict(), Path(folder) / f"{name}.safetensors", arch=arch,
-                        num_classes=num_classes)
-    return {"name": name, "arch": arch, "norm": norm, "eps": eps, "num_classes": num_classes,
-            "files": [{"format": "safetensors", "path": path.name,
-                       "sha256": sha256_file(path), "size": path.stat().st_size}],
-            "metrics": [], "preprocessing": {}, **fields}
+
+# ----------------------------------------------------------------------------- manifests
+
+def manifest(*entries: dict) -> dict:
+    return {"schema_version": 1, "models": list(entries)}
 
 
 def write_manifest(path: Path, *entries: dict) -> Path:
@@ -82,21 +113,112 @@ def write_manifest(path: Path, *entries: dict) -> Path:
     return Path(path)
 
 
+def served_entry(server, filename: str, data: bytes, arch: str = "resnet18", norm: str = "l2",
+                 eps: float = 3.0, fmt: str = "robustness-ckpt", repo: str = REPO,
+                 pin: bool = True, **fields) -> dict:
+    """Serve ``data`` as ``repo/filename`` on the loopback Hub; return a manifest entry whose one
+    file it is (pinned by sha256 and size unless ``pin`` is false)."""
+    sha = server.add_file(repo, filename, data)
+    return {"name": model_name(arch, norm, eps), "arch": arch, "norm": norm, "eps": eps,
+            "files": [{"format": fmt, "repo_id": repo, "filename": filename, "revision": "main",
+                       "sha256": sha if pin else None, "size": len(data)}], **fields}
+
+
+def ckpt_bytes(net: torch.nn.Module, arch: str, *, shared: bool = False, **kw) -> bytes:
+    """``net`` as an upstream ``.ckpt`` file (``to_robustness``: the released files' keys, with
+    the attacker copy's tensors separate clones); ``shared``: the attacker copy's tensors are
+    the model copy's, so torch.save writes each storage once (the same keys and values)."""
+    ckpt = to_robustness(net.state_dict(), arch, **kw)
+    if shared:
+        sd = ckpt["model"]
+        for k in sd:
+            if k.startswith("module.attacker.model."):
+                sd[k] = sd["module.model." + k[len("module.attacker.model."):]]
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_ckpt(arch: str, seed: int) -> bytes:
+    return ckpt_bytes(random_net(arch, seed), arch)
+
+
+def publish_upstream(server, arch: str, norm: str = "l2", eps: float = 3.0, seed: int = 0,
+                     pin: bool = True) -> tuple[dict, torch.nn.Module]:
+    """Serve an upstream .ckpt of ``random_net(arch, seed)`` for (arch, norm, eps); return its
+    manifest entry and the net."""
+    net = random_net(arch, seed)
+    size = archs.get_arch(arch).num_params
+    data = (_cached_ckpt(arch, seed) if size <= CACHED_NET
+            else ckpt_bytes(net, arch, shared=size > BIG_NET))
+    fname = upstream_filename(archs.get_arch(arch).upstream_name, norm, eps)
+    entry = served_entry(server, fname, data, arch, norm, eps, pin=pin,
+                         metrics=[{"name": "clean_top1", "value": 50.0}])
+    return entry, net
+
+
+def safetensors_entry(folder: Path, name: str, net: torch.nn.Module, arch: str, *,
+                      norm: str = "l2", eps: float = 3.0, num_classes: int = 1000,
+                      server=None, repo: str = "robust-zoo/st", **fields) -> dict:
+    """Save ``net`` as ``folder/<name>.safetensors`` and return its manifest entry: the file
+    pinned by sha256 and size, by its path relative to the manifest's folder, or, with
+    ``server``, served from ``repo`` on the loopback Hub."""
+    from robust_zoo.fileio import sha256_file
+    from robust_zoo.formats.safetensors_file import save_weights
+
+    path = save_weights(net.state_dict(), Path(folder) / f"{name}.safetensors", arch=arch,
+                        num_classes=num_classes)
+    fields = {"num_classes": num_classes, "metrics": [], "preprocessing": {}, **fields}
+    if server is not None:
+        return dict(served_entry(server, path.name, path.read_bytes(), arch, norm, eps,
+                                 fmt="safetensors", repo=repo), name=name, **fields)
+    return {"name": name, "arch": arch, "norm": norm, "eps": eps,
+            "files": [{"format": "safetensors", "path": path.name,
+                       "sha256": sha256_file(path), "size": path.stat().st_size}], **fields}
+
+
+def random_manifest(folder: Path, specs: Sequence[tuple[str, float, int]],
+                    arch: str = "resnet18") -> Path:
+    """``folder/manifest.json`` of random-weight safetensors entries: (name, eps, seed) each."""
+    entries = [safetensors_entry(folder, name, random_net(arch, seed), arch, eps=eps)
+               for name, eps, seed in specs]
+    return write_manifest(Path(folder) / "manifest.json", *entries)
+
+
+# ----------------------------------------------------------------------------- image trees
+
+def write_image_tree(root: Path, per_split: dict[str, int], classes: Sequence[str],
+                     draw: Callable[[str, int, int], Any], suffix: str = ".png") -> Path:
+    """Class folders ``root/<split>/<class>/<i><suffix>`` (``root/<class>/...`` for split "")
+    holding ``per_split[split]`` images per class, drawn in that order by ``draw(split, c, i)``:
+    an H×W×3 uint8 array (saved in the format ``suffix`` names) or encoded bytes (written as
+    they are)."""
+    from PIL import Image
+
+    for split, n in per_split.items():
+        for c, name in enumerate(classes):
+            d = Path(root) / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = draw(split, c, i)
+                if isinstance(img, bytes):
+                    (d / f"{i}{suffix}").write_bytes(img)
+                else:
+                    Image.fromarray(np.asarray(img, dtype=np.uint8)).save(d / f"{i}{suffix}")
+    return Path(root)
+
+
 def image_tree(root: Path, per_split: dict[str, int], colors: Sequence[Sequence[float]],
                size: int = 20, noise: float = 60.0, seed: int = 0) -> Path:
     """PNG class folders ``root/<split>/class<c>/<i>.png``: noisy images whose mean colour is
     the class's (``colors[c]``), so a model can learn them."""
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
-    for split, n in per_split.items():
-        for c, col in enumerate(colors):
-            d = Path(root) / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                a = np.clip(rng.normal(col, noise, size=(size, size, 3)), 0, 255)
-                Image.fromarray(a.astype(np.uint8)).save(d / f"{i}.png")
-    return Path(root)
+
+    def draw(split: str, c: int, i: int) -> np.ndarray:
+        return np.clip(rng.normal(colors[c], noise, size=(size, size, 3)), 0, 255)
+
+    return write_image_tree(root, per_split, [f"class{c}" for c in range(len(colors))], draw)
 
 
 def make_image_folder(root: Path, classes: int = 2, per_class=(28, 6), size: int = 20) -> Path:

@@ -16,7 +16,7 @@ from .._lazy import lazy_getattr as _lazy_getattr
 __all__ = ["train", "RunOptions", "RunResult", "RecipeError", "main", "build_parser",
            "resolve_recipe", "parse_number"]
 
-_LAZY = {"train": "run", "RunOptions": "options", "RunResult": "run", "RecipeError": "cli",
+_LAZY = {"train": "run", "RunOptions": "options", "RunResult": "run", "RecipeError": ".recipe",
          "main": "cli", "build_parser": "cli", "resolve_recipe": "cli", "parse_number": "cli"}
 
 
