@@ -295,3 +295,18 @@ def test_one_home_for_data_order_and_per_sample_seeds():
     epoch_seeded = set(_callers(lambda c, s: _name(c) == "manual_seed" and "epoch" in s))
     assert sorted(epoch_seeded & set(_callers(lambda c, s: _name(c) == "randperm"))) == [
         "robust_zoo/data/sampling.py:epoch_permutation"]
+
+
+def test_no_lazy_name_is_also_a_submodule_of_its_package():
+    """Importing a submodule sets it as an attribute of its package, so a lazy name spelt like a
+    submodule would turn into that module once anything imported it."""
+    import importlib
+    import pkgutil
+
+    clashes = []
+    for pkg in ["robust_zoo"] + [f"robust_zoo.{m.name}" for m in pkgutil.iter_modules(
+            [str(PKG)]) if m.ispkg]:
+        mod = importlib.import_module(pkg)
+        subs = {m.name for m in pkgutil.iter_modules(mod.__path__)}
+        clashes += [f"{pkg}.{name}" for name in getattr(mod, "_LAZY", {}) if name in subs]
+    assert clashes == []

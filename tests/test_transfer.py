@@ -686,7 +686,7 @@ def test_cli_errors(folder, tmp_path, capsys):
 
 def test_plots_from_rows(tmp_path):
     from robust_zoo.transfer.plots import best_per_group, make_plots
-    from robust_zoo.transfer.sweep import read_results, summary_row, write_results
+    from robust_zoo.transfer.study import read_results, summary_row, write_results
 
     rows = []
     for ds in ("cifar10", "pets"):

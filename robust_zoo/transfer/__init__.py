@@ -19,7 +19,7 @@ __all__ = ["replace_head", "freeze", "features", "frozen_modules", "parse_mode",
            "run_transfer", "sweep", "load_splits", "list_datasets", "get_spec",
            "TransferConfig", "paper_lr", "make_transforms"]
 
-_LAZY = {"run_transfer": "runner", "load_model": "runner", "sweep": "sweep",
+_LAZY = {"run_transfer": "runner", "load_model": "runner", "sweep": "study",
          # the data sets and their transforms live in the data layer
          "load_splits": ".data.transfer_sets", "list_datasets": ".data.transfer_sets",
          "get_spec": ".data.transfer_sets", "make_transforms": ".data.transforms",

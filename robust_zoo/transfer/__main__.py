@@ -149,7 +149,7 @@ def _plot_main(argv: list[str]) -> int:
     from pathlib import Path
 
     from .plots import make_plots
-    from .sweep import read_results
+    from .study import read_results
 
     src = Path(a.results)
     for path in make_plots(read_results(src), a.out or (src if src.is_dir() else src.parent)):
@@ -163,7 +163,7 @@ def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from .core import parse_mode
     from ..data.transfer_sets import DatasetNotFoundError, get_spec
-    from .sweep import sweep
+    from .study import sweep
 
     modes = list(dict.fromkeys(parse_mode(m) for m in args.mode))
     datasets = [get_spec(d).name for d in args.dataset]
