@@ -5,6 +5,8 @@ keys, and the modules this package writes itself (ConvStem, MeanSparse, RaWRN, M
 timm's) compute what RobustBench's do with the same weights."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -84,6 +86,12 @@ def shapes(sd: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in sd.items()}
 
 
+@functools.cache
+def our_shapes(arch: str) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of our ``arch`` (built once: several ids share an architecture)."""
+    return shapes(archs.build(arch, device="meta").state_dict())
+
+
 def test_the_table_covers_every_robustbench_imagenet_model():
     robustbench()
     from robustbench.model_zoo.enums import ThreatModel
@@ -97,7 +105,7 @@ def test_the_table_covers_every_robustbench_imagenet_model():
 @pytest.mark.parametrize("threat, rb_id, arch", CASES, ids=[f"{t}-{i}" for t, i, _ in CASES])
 def test_our_architecture_has_robustbench_keys_and_shapes(threat, rb_id, arch):
     theirs = shapes(robustbench_state(robustbench_model(rb_id, threat), arch))
-    ours = shapes(archs.build(arch, device="meta").state_dict())
+    ours = our_shapes(arch)
     assert sorted(set(ours) ^ set(theirs))[:5] == []
     assert {k for k in ours if ours[k] != theirs[k]} == set()
 
@@ -111,7 +119,7 @@ def test_timm_export_names_build_our_keys(arch):
     with torch.device("meta"):
         ref = timm.create_model(spec["architecture"], pretrained=False,
                                 **spec.get("model_args", {}))
-    assert shapes(ref.state_dict()) == shapes(archs.build(arch, device="meta").state_dict())
+    assert shapes(ref.state_dict()) == our_shapes(arch)
 
 
 # ------------------------------------------------- this package's modules compute RobustBench's

@@ -256,15 +256,14 @@ def robustbench():
     return robustbench
 
 
-class _FactoriesOnCpu(torch.overrides.TorchFunctionMode):
-    """Inside ``torch.device("meta")``: ``torch.linspace`` on the CPU, so code that reads its values
-    (``x.item()`` for stochastic-depth rates) builds on the meta device."""
+class _MetaBuild(archs.NoInitOnMeta):
+    """A build on the meta device without initialisers, and with ``torch.linspace`` on the CPU, so
+    code that reads its values (``x.item()`` for stochastic-depth rates) builds there too."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
         if func is torch.linspace:
-            kwargs["device"] = "cpu"
-        return func(*args, **kwargs)
+            kwargs = {**(kwargs or {}), "device": "cpu"}
+        return super().__torch_function__(func, types, args, kwargs)
 
 
 # RobustBench ImageNet ids its own builders cannot give with random weights and no network:
@@ -288,7 +287,7 @@ def robustbench_model(model_id: str, threat: str = "Linf", *, device: str = "met
 
     timm_name = f"{model_id.lower().replace('-', '_')}_imagenet_{threat.lower()}"
     models = rb.model_zoo.imagenet.imagenet_models[ThreatModel(threat)]
-    with torch.device(device), _FactoriesOnCpu():
+    with torch.device(device), _MetaBuild():
         if timm.is_model(timm_name):
             model = timm.create_model(timm_name, pretrained=False)
         elif model_id == "Standard_R50":
