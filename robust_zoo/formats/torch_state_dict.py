@@ -7,9 +7,9 @@ layouts RobustBench's loader accepts (``robustbench.utils.load_model``, 1.1.1):
   top-level entries, such as ``epoch``, ``args`` or ``optimizer``, are ignored);
 * keys prefixed by ``module.`` (``DataParallel``) and then ``model.`` (RobustBench's
   ``normalize_model`` wrapper, ``nn.Sequential(normalize=..., model=...)``);
-* the wrapper's normalization buffers (``normalize.mean`` / ``normalize.std``, or
-  ``normalizer.*``), which must hold the entry's mean/std and are dropped: the zoo model
-  normalizes itself;
+* the wrapper's normalization buffers (``normalize.mean`` / ``normalize.std``; ``normalizer.*``;
+  RaWRN's ``normalization.*``), which must hold the entry's mean/std and are dropped: the zoo
+  model normalizes itself;
 * Swin checkpoints of older timm versions, converted by timm's ``checkpoint_filter_fn`` as
   RobustBench does; XCiT and DeiT files go through their timm model's pretrained filter, the
   function timm's pretrained loading applies (RobustBench loads those through timm).
@@ -35,7 +35,7 @@ from .upstream import Converted, match_state_dict, read_checkpoint
 
 TOP_LEVEL_KEYS = ("state_dict", "model")
 PREFIXES = ("module.", "model.")          # stripped in this order, as RobustBench does
-NORMALIZER_KEYS = tuple(f"{m}.{b}" for m in ("normalize", "normalizer")
+NORMALIZER_KEYS = tuple(f"{m}.{b}" for m in ("normalize", "normalizer", "normalization")
                         for b in ("mean", "std", "new_mean", "new_std"))
 
 __all__ = ["harmless_globals", "read_state_dict_file", "from_state_dict", "TIMM_FILTERS"]
@@ -44,8 +44,9 @@ __all__ = ["harmless_globals", "read_state_dict_file", "from_state_dict", "TIMM_
 @functools.lru_cache(maxsize=1)
 def harmless_globals() -> tuple[Any, ...]:
     """The non-tensor types a training script stores beside the weights that unpickling may
-    build: an ``argparse.Namespace`` (attributes only, no code) and numpy scalars with their
-    dtypes, under numpy 2's module names and numpy 1's (``numpy.core``)."""
+    build: an ``argparse.Namespace`` (the run's arguments: attributes only, no code) and numeric
+    numpy scalars with their dtypes (a best accuracy, an epoch), under numpy 2's module names
+    and numpy 1's (``numpy.core``)."""
     import argparse
 
     import numpy as np
@@ -54,7 +55,7 @@ def harmless_globals() -> tuple[Any, ...]:
         from numpy._core.multiarray import scalar
     except ImportError:  # numpy 1
         from numpy.core.multiarray import scalar  # type: ignore[no-redef]
-    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    dtypes = sorted({type(np.dtype(c)) for c in "?bhilqBHILQefdgFDG"}, key=str)  # numeric
     return (argparse.Namespace, np.dtype, scalar, (scalar, "numpy.core.multiarray.scalar"),
             *dtypes)
 

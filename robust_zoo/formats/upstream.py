@@ -158,7 +158,7 @@ def read_checkpoint(path: str | os.PathLike, allow: Sequence[Any] = ()) -> dict[
         with torch.serialization.safe_globals(list(allow)):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError (zip), ...
-        code = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        code = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(e), re.IGNORECASE)
         if code:
             raise CheckpointFormatError(
                 f"{path} could not be read as a weights-only torch checkpoint: unpickling it "
