@@ -19,7 +19,8 @@ from robust_zoo.cli import commands as cli
 from robust_zoo.hub import sources
 from robust_zoo.validate import CheckpointFormatError
 
-from zoo import MEAN, STD, manifest, random_net, same, served_entry, write_manifest
+from zoo import (MEAN, STD, manifest, random_net, random_state_dict, same, served_entry,
+                 write_manifest)
 
 pytestmark = pytest.mark.usefixtures("no_backoff")
 DRIVE_HOST = "drive.usercontent.google.com"
@@ -218,17 +219,16 @@ FIDELITY = [
 
 
 def _bare(model: torch.nn.Module) -> tuple[dict, tuple, tuple]:
-    """RobustBench's network without its ``normalize_model`` wrapper, and the mean/std it
-    normalizes with ((0, 0, 0), (1, 1, 1): none)."""
+    """Random weights for RobustBench's network (built on the meta device) without its
+    ``normalize_model`` wrapper, and the mean/std it normalizes with: ImageNet's where it has
+    the wrapper or (RaWRN) normalization buffers, else none ((0, 0, 0), (1, 1, 1))."""
     children = dict(model.named_children())
     if set(children) == {"normalize", "model"}:
-        n = children["normalize"]
-        return (children["model"].state_dict(), tuple(n.mean.flatten().tolist()),
-                tuple(n.std.flatten().tolist()))
-    sd = model.state_dict()
+        return random_state_dict(children["model"]), *IMAGENET
+    sd = random_state_dict(model)
     if "normalization.mean" in sd:          # RaWRN normalizes inside; its buffers stay
-        return sd, tuple(sd["normalization.mean"].tolist()), tuple(
-            sd["normalization.std"].tolist())
+        sd["normalization.mean"], sd["normalization.std"] = map(torch.tensor, IMAGENET)
+        return sd, *IMAGENET
     return sd, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
 
@@ -256,7 +256,7 @@ def _in_layout(sd: dict, layout: str) -> dict:
     prefix = {"module.": "module.", "module.model.": "module.model.",
               "state_dict+module.": "module."}[layout]
     out = {prefix + k: v for k, v in sd.items()}
-    return {"state_dict": out, "best_acc1": np.float64(48.9)} if "+" in layout else out
+    return {"state_dict": out, "epoch": 89} if "+" in layout else out
 
 
 def _robustbench_loaded(rb, model_id: str, threat: str, folder, path):
@@ -285,8 +285,7 @@ def test_logits_equal_robustbench_after_its_own_loading(hub_server, tmp_path, mo
     from zoo import robustbench, robustbench_model
 
     rb = robustbench()
-    torch.manual_seed(0)
-    sd, mean, std = _bare(robustbench_model(model_id, threat, device="cpu"))
+    sd, mean, std = _bare(robustbench_model(model_id, threat))
     data = saved(_in_layout(sd, layout))
     path = tmp_path / "imagenet" / threat / f"{model_id}.pt"
     path.parent.mkdir(parents=True)
