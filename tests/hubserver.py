@@ -4,7 +4,9 @@ It answers what ``huggingface_hub.hf_hub_download`` asks (HEAD and GET on
 ``/{org}/{repo}/resolve/{revision}/{file}`` with ``X-Repo-Commit``, ``ETag``/``X-Linked-Etag``,
 ``X-Linked-Size``, ``Content-Length``; 404 + ``X-Error-Code`` for missing repos, revisions and
 files), so the real client code runs: cache layout, etags, revisions, offline mode. Plain URLs
-under ``/raw/<name>`` serve the same bytes with HTTP Range support, for the ``url`` source.
+under ``/raw/<name>`` serve the same bytes with HTTP Range support, for the ``url`` source. As
+an HTTP proxy (``HTTP_PROXY`` set to its URL) it answers ``http://<host>/<path>`` with the raw
+file ``<host>/<path>`` (``add_raw``), so a test can stand in for another host (Google Drive).
 
 Tests can make it lie (``tamper``: serve other bytes under the advertised sha256), fail
 (``fail_after``: cut a GET after N bytes), misbehave in the ways real servers and mirrors do
@@ -207,6 +209,8 @@ class HubServer:
 
     def _handle(self, h, head):
         path = unquote(h.path.split("?")[0])
+        if path.startswith("http://"):     # asked as a proxy: the raw file "<host>/<path>"
+            path = "/raw/" + path[len("http://"):]
         self.requests.append(("HEAD" if head else "GET", path))
         if path.startswith("/raw/"):
             return self._raw(h, path[len("/raw/"):], head)

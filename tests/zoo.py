@@ -295,3 +295,24 @@ def robustbench_model(model_id: str, threat: str = "Linf", *, device: str = "met
         else:
             model = models[model_id]["model"]()
     return model.eval()
+
+
+def random_state_dict(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random values for ``model``'s state dict (its keys, shapes and dtypes; a model built on
+    the meta device has no initialisation to wait for), scaled so a forward pass stays in
+    range: weights N(0, 1/fan-in), norm scales around 1, biases and BN means small, BN variances
+    in [0.5, 1.5], integer buffers 0."""
+    import math
+
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, v in model.state_dict().items():
+        if not v.dtype.is_floating_point:
+            out[k] = torch.zeros(v.shape, dtype=v.dtype)
+        elif k.endswith("running_var"):
+            out[k] = torch.rand(v.shape, generator=g) + 0.5
+        elif v.dim() >= 2:
+            out[k] = torch.randn(v.shape, generator=g) / math.sqrt(math.prod(v.shape[1:]))
+        else:
+            out[k] = torch.randn(v.shape, generator=g) * 0.1 + (k.endswith("weight"))
+    return out

@@ -60,7 +60,7 @@ def cmd_info(args) -> int:
     else:
         print(model_card(entry))
         for f in entry.files:
-            print(f"file: {f.describe()}  format={f.format}  sha256={f.sha256 or 'unpinned'}  "
+            print(f"file: {f.describe()}  format={f.format}  sha256={_pin_state(f)}  "
                   f"size={f.size or '?'}")
         try:
             cached = _cached(entry)
@@ -69,6 +69,17 @@ def cmd_info(args) -> int:
             print(f"cache: {str(e).splitlines()[0]}")
         print(f"cached: {'yes' if cached else 'no'}")
     return 0
+
+
+def _pin_state(spec) -> str:
+    """A file's sha256, or "unpinned" and the sha256 recorded on its first download."""
+    from ..hub.sources import recorded_sha256
+
+    if spec.sha256:
+        return spec.sha256
+    seen = recorded_sha256(spec)
+    return ("unpinned" + (f" (recorded on first download: {seen}; `robust-zoo pin` writes it "
+                          "into the manifest)" if seen else ""))
 
 
 def cmd_download(args) -> int:
@@ -249,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_arg(s)
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("pin", help="fill sha256/size/commit of Hub files from the Hub's API")
+    s = sub.add_parser("pin", help="fill sha256/size/commit of Hub files from the Hub's API "
+                       "and sha256/size of URL files from the file (downloaded if not cached)")
     s.add_argument("--revision", help="pin to this branch/commit (default: each file's own)")
     s.add_argument("--out", help="write here instead of in place")
     _manifest_arg(s)

@@ -5,6 +5,8 @@
   digest.
 * ``upstream``: MadryLab ``robustness`` checkpoints ⇄ plain torchvision state dicts
   (``read_checkpoint`` unpickles with ``weights_only=True`` only).
+* ``torch_state_dict``: RobustBench's and Peng et al.'s state-dict files in the layouts
+  RobustBench's loader reads (prefixes, normalization wrapper, timm checkpoint filters).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ _LAZY = {
     "write_safetensors": "safetensors_file", "Loaded": "safetensors_file",
     "from_robustness": "upstream", "to_robustness": "upstream", "read_checkpoint": "upstream",
     "match_state_dict": "upstream", "Converted": "upstream", "UnsafeTorchError": "upstream",
+    "from_state_dict": "torch_state_dict", "read_state_dict_file": "torch_state_dict",
 }
 __all__ = sorted(_LAZY)
 

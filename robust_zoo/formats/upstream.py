@@ -136,9 +136,11 @@ def match_state_dict(sd: Mapping[str, torch.Tensor], arch: str, num_classes: int
                        for k, v in expected.items())
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load`` restricted to tensors and plain containers (no code execution); refused
-    on a torch older than 2.10, whose weights-only unpickler is exploitable."""
+def read_checkpoint(path: str | os.PathLike, allow: Sequence[Any] = ()) -> dict[str, Any]:
+    """``torch.load`` restricted to tensors and plain containers (no code execution), plus
+    exactly the types in ``allow`` (``torch.serialization.safe_globals``: classes whose
+    instances are rebuilt from their attributes, never a callable that runs code); refused on
+    a torch older than 2.10, whose weights-only unpickler is exploitable."""
     if _torch_version() < SAFE_UNPICKLER_TORCH:
         raise UnsafeTorchError(
             f"Refusing to unpickle {path} with torch {torch.__version__}: its weights-only "
@@ -153,8 +155,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if head.startswith(b"version https://git-lfs"):
         raise CheckpointFormatError(f"{path} is a Git LFS pointer, not the checkpoint itself")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allow)):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError (zip), ...
+        code = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(e), re.IGNORECASE)
+        if code:
+            raise CheckpointFormatError(
+                f"{path} could not be read as a weights-only torch checkpoint: unpickling it "
+                f"needs {code.group(1)}, which could run code. Files that need arbitrary code "
+                "to unpickle are refused; nothing in it was executed.") from None
         raise CheckpointFormatError(
             f"{path} could not be read as a weights-only torch checkpoint ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:300]}). Files that need arbitrary code to unpickle are "

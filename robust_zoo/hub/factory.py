@@ -127,6 +127,7 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
                                    dtype=dtype or torch.float32)
         net = build(a.name, entry.num_classes, device="meta")
         net.load_state_dict(_with_versions(sd, net), strict=True, assign=True)
+        _computed_buffers(net, a.name, entry.num_classes)
         _check_normalization(meta, entry)
     else:
         net = build(a.name, entry.num_classes)
@@ -138,6 +139,31 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
+
+
+def _computed_buffers(net: nn.Module, arch: str, num_classes: int) -> None:
+    """Fill the buffers no state dict holds (non-persistent: Swin's relative position indices
+    and attention masks), which the build on the meta device left without values: computed on
+    the CPU by the module's own ``init_non_persistent_buffers`` (timm's) where it has one,
+    else taken from a build of ``arch`` on the CPU."""
+    empty = {f"{p}.{k}" if p else k: (m, k) for p, m in net.named_modules()
+             for k, b in m._buffers.items() if b is not None and b.is_meta}
+    if not empty:
+        return
+    for m, k in empty.values():
+        m._buffers[k] = torch.empty_like(m._buffers[k], device="cpu")
+    owners = {id(m) for m, _ in empty.values()}
+    done = set()
+    for p, m in net.named_modules():
+        if id(m) in owners and hasattr(m, "init_non_persistent_buffers"):
+            m.init_non_persistent_buffers()
+            done.add(id(m))
+    rest = [name for name, (m, _) in empty.items() if id(m) not in done]
+    if rest:
+        ref = dict(build(arch, num_classes).named_buffers())
+        for name in rest:
+            m, k = empty[name]
+            m._buffers[k] = ref[name]
 
 
 def _check_load_arguments(*, pretrained: Any, normalize: Any, progress: Any,

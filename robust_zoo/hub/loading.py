@@ -6,11 +6,12 @@
 * a safetensors file is fetched and verified (``sources.fetch_verified``) and read with
   ``safetensors_file.read_weights``, which recomputes the fast digest of exactly the bytes it
   maps and compares it with the one recorded when the file's sha256 was checked;
-* an upstream pickle is converted once into ``converted/<key>.safetensors``, only after its
+* an upstream pickle (``CONVERTERS``: a ``robustness`` checkpoint, or a RobustBench-style
+  ``torch-state-dict``) is converted once into ``converted/<key>.safetensors``, only after its
   sha256 was checked in that very call, and only with a torch whose weights-only unpickler is
   not known to be exploitable. The key (``conversion_key``) is the source sha256 and a digest of
   every other input that determines the copy's bytes: architecture, number of classes,
-  mean/std, the entry's name and the source's address; two entries that share a source but
+  mean/std, the entry's name, the source's address and format; two entries that share a source but
   differ in any of them never share a copy. The copy is bound to its inputs: its metadata
   carries them (compared with the entry's on every load) and its record (``records``, beside
   it) holds its sha256, its fast digest and the source sha256 it was converted from. A
@@ -30,6 +31,7 @@ from . import records, sources
 from ..fileio import hash_file
 from ..formats.safetensors_file import (Loaded, read_weights, serialized_digest, weights_metadata,
                                         write_safetensors)
+from ..formats.torch_state_dict import from_state_dict, read_state_dict_file
 from ..formats.upstream import CheckpointFormatError, from_robustness, read_checkpoint
 from ..validate import IntegrityError
 from .cache import (cache_write_error, cleanup_converted, conversion_lock, converted_path,
@@ -68,6 +70,10 @@ def _load_safetensors(entry, spec, verify, progress, local_files_only) -> Loaded
 
 # ----------------------------------------------------------------------------- conversion
 
+# Each pickled format: how its file is read (weights-only) and turned into the arch's keys.
+CONVERTERS = {"robustness-ckpt": (read_checkpoint, from_robustness),
+              "torch-state-dict": (read_state_dict_file, from_state_dict)}
+
 def _discard(out: Path, why: str) -> None:
     warnings.warn(f"Discarding a damaged converted checkpoint ({why}); converting again.")
     for p in (out, records.record_path(out)):
@@ -82,7 +88,7 @@ def conversion_inputs(entry: Entry, spec: FileSpec, source_sha: str) -> dict[str
     source's bytes give): with the source's bytes, all that determines the copy's content."""
     return weights_metadata(entry.arch, entry.num_classes, entry.mean, entry.std,
                             name=entry.name, source_sha256=source_sha,
-                            source_file=spec.describe())
+                            source_file=spec.describe(), source_format=spec.format)
 
 
 def conversion_key(inputs: dict[str, str]) -> str:
@@ -137,9 +143,11 @@ class UnverifiableError(sources.NotCachedError):
 
 def converted_copy(entry: Entry, spec: FileSpec, *, verify: str = "auto", progress: bool = True,
                    local_files_only: bool = False) -> Loaded:
-    """Upstream pickle → safetensors, once; later loads read only the safetensors file."""
-    if spec.sha256 and verify != "always":
-        hit = _cached_conversion(conversion_inputs(entry, spec, spec.sha256), verify)
+    """Upstream pickle → safetensors, once; later loads read only the safetensors file (of an
+    unpinned URL file too, by the sha256 recorded on its first download)."""
+    pin = spec.sha256 or sources.recorded_sha256(spec)
+    if pin and verify != "always":
+        hit = _cached_conversion(conversion_inputs(entry, spec, pin), verify)
         if hit is not None:
             return hit
     try:
@@ -159,10 +167,12 @@ def converted_copy(entry: Entry, spec: FileSpec, *, verify: str = "auto", progre
 
 
 def existing_copy(entry: Entry, spec: FileSpec) -> Path | None:
-    """The converted copy of pinned ``spec`` for ``entry`` if one is in the cache."""
-    if spec.format == "safetensors" or not spec.sha256:
+    """The converted copy of ``spec`` for ``entry`` if one is in the cache (``spec`` pinned, or
+    an unpinned URL file with a sha256 recorded)."""
+    pin = spec.sha256 or sources.recorded_sha256(spec)
+    if spec.format == "safetensors" or not pin:
         return None
-    out = converted_path(conversion_key(conversion_inputs(entry, spec, spec.sha256)))
+    out = converted_path(conversion_key(conversion_inputs(entry, spec, pin)))
     return out if out.exists() else None
 
 
@@ -177,10 +187,10 @@ def _convert(entry: Entry, spec: FileSpec, v: sources.Verified, verify: str) -> 
             hit = _cached_conversion(inputs, verify)  # another process may have done it
             if hit is not None:
                 return hit
+        read, convert = CONVERTERS[spec.format]
         try:
-            conv = from_robustness(read_checkpoint(v.path), entry.arch, mean=entry.mean,
-                                   std=entry.std, num_classes=entry.num_classes,
-                                   source=spec.describe())
+            conv = convert(read(v.path), entry.arch, mean=entry.mean, std=entry.std,
+                           num_classes=entry.num_classes, source=spec.describe())
         except CheckpointFormatError as e:
             raise CheckpointFormatError(f"{entry.name}: {e}") from None
         meta = dict(inputs, source_epoch=str(conv.epoch))
@@ -224,7 +234,8 @@ class Verification:
     status: str                  # "verified", "unpinned", "unverifiable" or "not cached"
     file: Path | None = None     # the file hashed (for an upstream pickle: the source)
     sha256: str | None = None    # the sha256 it has, equal to ``against``'s
-    against: str = ""            # "the manifest's pin" or "the Hub's LFS hash"
+    against: str = ""            # "the manifest's pin", "the Hub's LFS hash", or (unpinned
+                                 # URL file) "the sha256 recorded on its first download"
     copy: Path | None = None     # a converted copy: equal to a fresh conversion of ``file``
 
     def describe(self) -> str:
@@ -257,7 +268,8 @@ def verify_spec(entry: Entry, spec: FileSpec) -> Verification:
         return Verification(spec, "unpinned", v.path)
     rec = records.read(v.path)
     sha = spec.sha256 or (rec.pinned if rec is not None else None)
-    against = "the manifest's pin" if spec.sha256 else "the Hub's LFS hash"
+    against = ("the manifest's pin" if spec.sha256 else "the Hub's LFS hash"
+               if spec.source == "hf" else "the sha256 recorded on its first download")
     if spec.format == "safetensors":
         read_weights(v.path, v.fast, spec.describe())
         return Verification(spec, "verified", v.path, sha, against)

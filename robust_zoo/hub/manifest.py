@@ -26,7 +26,7 @@ from ..naming import check_norm, eps_close, eps_display, model_name
 SCHEMA_VERSION = 1
 PACKAGE_MANIFEST = Path(__file__).parents[1] / "weights_manifest.json"
 SCHEMA_PATH = Path(__file__).parents[1] / "schema" / "manifest.schema.json"
-FORMATS = ("safetensors", "robustness-ckpt")
+FORMATS = ("safetensors", "robustness-ckpt", "torch-state-dict")
 
 
 class ManifestError(RobustZooError, ValueError):

@@ -1,5 +1,8 @@
 """``robust-zoo pin``: complete a manifest's Hub files with the sha256, size and commit that the
-Hub reports (its LFS metadata), so every later download is checked against a pinned hash.
+Hub reports (its LFS metadata), and its unpinned URL files (GitHub releases, Google Drive) with
+the sha256 and size of the file itself: the sha256 recorded when it was first downloaded into
+the cache, or downloaded now when it is not there. Every later download is then checked
+against a pinned hash.
 
 Validate before writing: the manifest is read and validated first; every value the Hub answers
 goes through ``robust_zoo.validate`` (a commit of 40 hex digits, a sha256, a byte count); the
@@ -24,7 +27,8 @@ class PinError(RobustZooError, ValueError):
 
 def pin_manifest(manifest: str | Path | None = None, out: str | Path | None = None, *,
                  revision: str | None = None) -> int:
-    """Fill ``sha256``/``size`` where null and pin ``revision`` to a commit; returns how many
+    """Fill ``sha256``/``size`` where null (Hub files: from the Hub's API; URL files: from the
+    file, see the module doc) and pin ``revision`` to a commit; returns how many
     files changed. A pinned sha256 that the Hub contradicts is an error, never overwritten."""
     from huggingface_hub import HfApi
 
@@ -33,11 +37,15 @@ def pin_manifest(manifest: str | Path | None = None, out: str | Path | None = No
         validate.revision(revision, "--revision")
     api, trees = HfApi(), {}
     changed = 0
+    parsed = parse_manifest(data, src)
     for m in data["models"]:
         for i, f in enumerate(m["files"]):
-            if "repo_id" not in f:
+            if "url" in f and not f.get("sha256"):
+                new = _pinned_url(parsed.get(m["name"]).files[i])
+            elif "repo_id" in f:
+                new = _pinned(api, trees, m["name"], f, revision or f.get("revision") or "main")
+            else:
                 continue
-            new = _pinned(api, trees, m["name"], f, revision or f.get("revision") or "main")
             if any(f.get(k) != v for k, v in new.items()):
                 f.update(new)
                 changed += 1
@@ -116,3 +124,16 @@ def _pinned(api, trees: dict, name: str, f: dict, rev: str) -> dict[str, Any]:
         raise IntegrityError(f"{name}: the manifest pins {f['sha256']} but the Hub has {sha} "
                              f"for {f['filename']} at {commit}; refusing to re-pin")
     return {"sha256": f.get("sha256") or sha, "size": size, "revision": commit}
+
+
+def _pinned_url(spec) -> dict[str, Any]:
+    """The ``sha256`` and ``size`` of unpinned URL file ``spec``: recorded when it was first
+    downloaded into the cache (fetched now when it is not there)."""
+    import warnings
+
+    from .sources import UnpinnedFileWarning, fetch_verified, recorded_sha256
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnpinnedFileWarning)   # being pinned right now
+        v = fetch_verified(spec, verify="auto", progress=False)
+    return {"sha256": recorded_sha256(spec), "size": v.path.stat().st_size}

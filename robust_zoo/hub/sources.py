@@ -26,7 +26,9 @@ from ..validate import IntegrityError
 from .cache import (cache_dir, cache_write_error, cleanup_stale, file_lock, hf_blob, hf_cache,
                     offline, remove)
 from .manifest import FileSpec
-from .records import check_mode, forget, verify_file
+from ..fileio import hash_file
+from .records import check_mode, forget, note, verify_file
+from .records import read as read_record
 
 RETRIES = 3                 # attempts per source for transient network errors
 BACKOFF_SECONDS = 1.0       # first wait; doubles per attempt
@@ -44,9 +46,9 @@ class UnpinnedFileWarning(UserWarning):
     """A manifest file without a sha256: checked against the Hub's LFS hash only."""
 
 
-__all__ = ["fetch", "fetch_verified", "hf_download", "IntegrityError", "NotCachedError",
-           "SourceUnavailableError", "UnpinnedFileWarning", "Verified", "RETRIES",
-           "BACKOFF_SECONDS"]
+__all__ = ["fetch", "fetch_verified", "hf_download", "recorded_sha256", "IntegrityError",
+           "NotCachedError", "SourceUnavailableError", "UnpinnedFileWarning", "Verified",
+           "DRIVE_HOSTS", "RETRIES", "BACKOFF_SECONDS"]
 
 
 @dataclass(frozen=True)
@@ -254,14 +256,63 @@ def _check_hf(path: Path, spec: FileSpec, what: str, verify: str) -> str | None:
     return None
 
 
+def _url_dest(url: str, sha256: str | None, basename: str) -> Path:
+    """Where a URL file lives in the cache: under its pinned sha256, else under the URL's."""
+    key = sha256 or hashlib.sha256(url.encode()).hexdigest()
+    return cache_dir() / "downloads" / key / basename
+
+
+def recorded_sha256(spec: FileSpec) -> str | None:
+    """A URL file's sha256: its pin, else the one recorded when it was first downloaded (None:
+    not a URL file, or neither pinned nor downloaded)."""
+    if spec.source != "url" or spec.sha256:
+        return spec.sha256 if spec.source == "url" else None
+    dest = _url_dest(spec.url, None, spec.basename)
+    rec = read_record(dest) if dest.exists() else None
+    return rec.sha256 if rec is not None else None
+
+
+def _check_url_file(dest: Path, spec: FileSpec, verify: str) -> str | None:
+    """The fast digest of the URL file at ``dest``: checked against its pin or, unpinned,
+    against the sha256 recorded on its first download (recorded now when there is none)."""
+    if verify == "never":
+        return None
+    expected = spec.sha256 or recorded_sha256(spec)
+    if expected:
+        return verify_file(dest, expected, spec.url, verify)
+    sha, fast, size = hash_file(dest)
+    note(dest, sha, fast, size, None)
+    warnings.warn(f"{spec.url} has no sha256 in the manifest: recorded sha256 {sha} of this "
+                  "download, which later loads are checked against. Pin it (`robust-zoo pin` "
+                  "writes it into the manifest) to guard against a changed file.",
+                  UnpinnedFileWarning, stacklevel=5)
+    return fast
+
+
+def _adopt_unpinned_copy(spec: FileSpec, dest: Path) -> None:
+    """Move the copy downloaded while ``spec`` was unpinned to its pinned place ``dest`` if it
+    matches the pin (a file pinned since is not downloaded again)."""
+    old = _url_dest(spec.url, None, spec.basename)
+    if dest.exists() or not old.is_file():
+        return
+    try:
+        verify_file(old, spec.sha256, spec.url, "always")
+    except IntegrityError:
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(old, dest)
+    forget(old)
+
+
 def _fetch_url(spec: FileSpec, verify: str, progress: bool, local_only: bool) -> Verified:
-    key = spec.sha256 or hashlib.sha256(spec.url.encode()).hexdigest()
-    dest = cache_dir() / "downloads" / key / spec.basename
+    dest = _url_dest(spec.url, spec.sha256, spec.basename)
+    key = dest.parent.name
     with file_lock(key, f"downloading {spec.url}"):
+        if spec.sha256:
+            _adopt_unpinned_copy(spec, dest)
         if dest.exists():
             try:
-                return Verified(dest, verify_file(dest, spec.sha256, spec.url, verify),
-                                spec.sha256)
+                return Verified(dest, _check_url_file(dest, spec, verify), spec.sha256)
             except IntegrityError as e:
                 warnings.warn(f"Cached copy of {spec.url} is corrupted; downloading it again.\n{e}")
                 remove(dest)
@@ -286,15 +337,32 @@ def _fetch_url(spec: FileSpec, verify: str, progress: bool, local_only: bool) ->
                 raise SourceUnavailableError(f"{spec.url} could not be downloaded ("
                                              f"{type(e).__name__}: {str(e)[:300]})") from None
             raise cache_write_error(e, dest.parent, f"download {spec.url}") from None
+        forget(dest)   # a record of an earlier file at this place says nothing about this one
         try:
-            fast = verify_file(dest, spec.sha256, spec.url, "always")
+            fast = _check_url_file(dest, spec, "always")
         except IntegrityError:
             remove(dest)
             raise
-        if spec.sha256 is None:
-            warnings.warn(f"{spec.url} has no sha256 in the manifest: it is not verified.",
-                          UnpinnedFileWarning, stacklevel=4)
         return Verified(dest, fast, spec.sha256)
+
+
+DRIVE_HOSTS = ("drive.google.com", "drive.usercontent.google.com", "docs.google.com")
+
+
+def _html_refused(url: str, part: Path, what: str) -> SourceUnavailableError:
+    """The error for an HTML page served in place of the file (``what`` says how it showed);
+    from Google Drive, named as Drive's quota or confirmation page."""
+    from urllib.parse import urlsplit
+
+    if (urlsplit(url).hostname or "").lower() in DRIVE_HOSTS:
+        dest = part.with_name(part.name[:-len(".part")])
+        return SourceUnavailableError(
+            f"Google Drive returned an HTML page instead of the checkpoint: {url} ({what}): its "
+            "download quota for the file is exceeded, or it asks to confirm a virus-scan "
+            "warning. Nothing was kept. Try later, or download it by hand (in a browser) and "
+            f"pass its path=... as the file of a manifest entry, or save it as {dest}.")
+    return SourceUnavailableError(f"{url} answered with an HTML page ({what}), not the file: "
+                                  "a login, error or consent page? Nothing was kept.")
 
 
 def _looks_like_html(head: bytes) -> bool:
@@ -354,15 +422,14 @@ def _check_answer(r, url: str, part: Path, have: int) -> int:
     an error status or an HTML page is refused."""
     if r.status_code == 404:
         raise SourceUnavailableError(f"{url}: 404 Not Found")
+    ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    html = ctype in ("text/html", "application/xhtml+xml")
+    if html and r.status_code in (200, 206, 403):   # Drive's quota page may come with a 403
+        remove(part)
+        raise _html_refused(url, part, f"HTTP {r.status_code}, {ctype}")
     r.raise_for_status()
     if have and r.status_code != 206:  # server ignored the Range: start over
         have = 0
-    ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if ctype in ("text/html", "application/xhtml+xml"):
-        remove(part)
-        raise SourceUnavailableError(f"{url} answered with an HTML page ({ctype}), not "
-                                     "the file: a login, error or consent page? Nothing "
-                                     "was kept.")
     return have
 
 
@@ -392,8 +459,6 @@ def _write_body(r, url: str, part: Path, have: int, size: int | None, lim: netwo
                 if _looks_like_html(chunk[:64]):
                     f.close()
                     remove(part)
-                    raise SourceUnavailableError(
-                        f"{url} served an HTML page, not the file (a login, error or "
-                        "consent page?). Nothing was kept.")
+                    raise _html_refused(url, part, "its body is an HTML page")
             f.write(chunk)
             bar.update(len(chunk))
