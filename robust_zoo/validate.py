@@ -280,7 +280,9 @@ def threat_models(value: Any, norm: str, field: str = "threat_model") -> tuple[s
     RobustBench's leaderboards); absent, the one its norm implies."""
     if value is None:
         return (next(k for k, v in THREAT_MODELS.items() if v == norm),)
-    items = [value] if isinstance(value, str) else value
+    if isinstance(value, str):
+        return (threat_model(value, field),)
+    items = value
     if not isinstance(items, list) or not items:
         raise FieldError(field, f"{value!r} is not a threat model or a non-empty list of them")
     out = tuple(threat_model(v, f"{field}[{i}]") for i, v in enumerate(items))

@@ -135,8 +135,9 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
         net = build(a.name, entry.num_classes, device="meta")
         net.load_state_dict(_with_versions(sd, net), strict=True, assign=True)
         _check_normalization(meta, entry)
-    else:
-        net = build(a.name, entry.num_classes)
+    else:   # random weights; on the meta device built there, without allocating
+        meta = device is not None and torch.device(device).type == "meta"
+        net = build(a.name, entry.num_classes, device="meta" if meta else None)
     if num_classes is not None and num_classes != entry.num_classes:
         replace_head(net, num_classes, arch=a.name)
     model: nn.Module = RobustModel(net, a.name, mean, std, name=entry.name) if normalize else net
