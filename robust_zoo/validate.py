@@ -242,16 +242,86 @@ def percent(value: Any, field: str) -> float:
 # torchvision's InterpolationMode values that Resize accepts on images (timm's names too)
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming",
                   "lanczos")
-PREPROCESSING_FIELDS = ("resize", "crop", "interpolation", "mean", "std", "input_range",
+PREPROCESSING_FIELDS = ("name", "resize", "crop", "interpolation", "mean", "std", "input_range",
                         "normalize_in_model")
 MAX_IMAGE_SIDE = 1 << 14
 # metrics measured under an attack: their records name the threat model
 ROBUST_METRICS = ("pgd_top1", "autoattack_top1")
+# RobustBench's threat models, spelt as it spells them, and the entry norm each goes with
+THREAT_MODELS = {"Linf": "linf", "L2": "l2", "corruptions": "none"}
+# an entry's norm: an attack norm, or "none" for a model trained for no norm ball (corruptions)
+ENTRY_NORMS = ("l2", "linf", "none")
+
+
+def entry_norm(value: Any, field: str = "norm") -> str:
+    """An entry's norm: ``"none"`` (no norm ball: a corruption-robust or standard model listed
+    under RobustBench's corruptions) or an attack norm as ``naming.check_norm`` reads it."""
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return "none"
+    try:
+        return check_norm(non_empty_str(value, field))
+    except FieldError:
+        raise
+    except ValueError:
+        raise FieldError(field, f"{value!r} is not one of {', '.join(ENTRY_NORMS)}") from None
+
+
+def threat_model(value: Any, field: str = "threat_model") -> str:
+    """One of RobustBench's threat models (``THREAT_MODELS``), its case ignored."""
+    names = {k.lower(): k for k in THREAT_MODELS}
+    if not isinstance(value, str) or value.strip().lower() not in names:
+        raise FieldError(field, f"{value!r} is not a threat model; valid: "
+                         f"{', '.join(THREAT_MODELS)}")
+    return names[value.strip().lower()]
+
+
+def threat_models(value: Any, norm: str, field: str = "threat_model") -> tuple[str, ...]:
+    """An entry's threat models: one name or a list of distinct names (a model on several of
+    RobustBench's leaderboards); absent, the one its norm implies."""
+    if value is None:
+        return (next(k for k, v in THREAT_MODELS.items() if v == norm),)
+    if isinstance(value, str):
+        return (threat_model(value, field),)
+    items = value
+    if not isinstance(items, list) or not items:
+        raise FieldError(field, f"{value!r} is not a threat model or a non-empty list of them")
+    out = tuple(threat_model(v, f"{field}[{i}]") for i, v in enumerate(items))
+    if len(set(out)) != len(out):
+        raise FieldError(field, f"{value!r} names a threat model twice")
+    return out
+
+
+def names(value: Any, field: str) -> tuple[str, ...]:
+    """A list of distinct non-empty names (an entry's ``aliases``); null: none."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise FieldError(field, f"{value!r} is not a list of names")
+    out = tuple(model_name_text(v, f"{field}[{i}]") for i, v in enumerate(value))
+    if len(set(out)) != len(out):
+        raise FieldError(field, f"{value!r} names one name twice")
+    return out
+
+
+# A model name: what RobustBench ids and zoo names use (letters, digits, '_', '-', '.'),
+# starting with a letter or '_', so that it is never read as a path or an option
+_MODEL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,199}$")
+
+
+def model_name_text(value: Any, field: str = "name") -> str:
+    """A model name: letters, digits, '_', '-' and '.', starting with a letter or '_'."""
+    if not isinstance(value, str) or not _MODEL_NAME_RE.match(value):
+        raise FieldError(field, f"{value!r} is not a model name (letters, digits, '_', '-', "
+                         "'.'; starting with a letter or '_')")
+    return value
 
 
 def preprocessing(value: Any, field: str = "preprocessing") -> dict[str, Any]:
     """An entry's eval preprocessing: only the fields ``PREPROCESSING_FIELDS``, each valid
-    (sizes positive integers, an interpolation torchvision has, 3 finite mean/std values)."""
+    (sizes positive integers, an interpolation torchvision has, 3 finite mean/std values).
+    ``resize`` is the shorter side or ``[height, width]``, ``crop`` a square's side; either may
+    be null (that step is skipped: RobustBench's ``Crop288`` and ``Res224``), never both;
+    ``name`` is a free label (RobustBench's name of the preprocessing)."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -261,9 +331,14 @@ def preprocessing(value: Any, field: str = "preprocessing") -> dict[str, Any]:
         raise FieldError(f"{field}.{unknown[0]}", "is not a preprocessing field; valid: "
                          f"{', '.join(PREPROCESSING_FIELDS)}")
     out = dict(value)
-    for k in ("resize", "crop"):
-        if k in value:
-            out[k] = positive_int(value[k], f"{field}.{k}", maximum=MAX_IMAGE_SIDE)
+    optional_str(value.get("name"), f"{field}.name")
+    if value.get("resize") is not None:
+        out["resize"] = _resize(value["resize"], f"{field}.resize")
+    if value.get("crop") is not None:
+        out["crop"] = positive_int(value["crop"], f"{field}.crop", maximum=MAX_IMAGE_SIDE)
+    elif "crop" in value and not isinstance(out.get("resize"), list):
+        raise FieldError(f"{field}.crop", "is null (no crop) but resize is not [height, width]: "
+                         "the input size would vary with the image")
     if "interpolation" in value and value["interpolation"] not in INTERPOLATIONS:
         raise FieldError(f"{field}.interpolation", f"{value['interpolation']!r} is not one of "
                          f"{', '.join(INTERPOLATIONS)}")
@@ -280,6 +355,16 @@ def preprocessing(value: Any, field: str = "preprocessing") -> dict[str, Any]:
         raise FieldError(f"{field}.normalize_in_model",
                          f"{value['normalize_in_model']!r} is not true or false")
     return out
+
+
+def _resize(value: Any, field: str) -> "int | list[int]":
+    """A resize: the shorter side (an integer), or ``[height, width]`` (an exact size)."""
+    if isinstance(value, list):
+        if len(value) != 2:
+            raise FieldError(field, f"{value!r} is not [height, width]")
+        return [positive_int(v, f"{field}[{i}]", maximum=MAX_IMAGE_SIDE)
+                for i, v in enumerate(value)]
+    return positive_int(value, field, maximum=MAX_IMAGE_SIDE)
 
 
 def metric(value: Any, field: str) -> dict[str, Any]:
@@ -309,8 +394,12 @@ def metric(value: Any, field: str) -> dict[str, Any]:
     if value.get("n_examples") is not None:
         positive_int(value["n_examples"], f"{field}.n_examples", maximum=10**12)
     optional_object(value.get("attack"), f"{field}.attack")
-    for k in ("dataset", "split", "source"):
+    for k in ("dataset", "split", "source", "robustbench_id"):
         optional_str(value.get(k), f"{field}.{k}")
+    if value.get("threat_model") is not None:
+        out["threat_model"] = threat_model(value["threat_model"], f"{field}.threat_model")
+    if value.get("external") is not None:
+        percent(value["external"], f"{field}.external")
     return out
 
 

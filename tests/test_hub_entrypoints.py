@@ -28,12 +28,35 @@ def test_torch_hub_list_help_load(tmp_path, monkeypatch):
     (tmp_path / "robust-zoo_robust_zoo_main").symlink_to(ROOT)
     repo = "robust-zoo/robust_zoo:main"
     names = torch.hub.list(repo, trust_repo=True, skip_validation=True)
-    assert sorted(names) == load_manifest().names()
+    assert sorted(names) == sorted(load_manifest().hub_names())
     doc = torch.hub.help(repo, "resnet50_linf_eps4", trust_repo=True, skip_validation=True)
     assert "linf" in doc and "4/255" in doc and "63.86" in doc
     model = torch.hub.load(str(ROOT), "resnet50_linf_eps4", source="local", pretrained=False,
                            num_classes=10, trust_repo=True)
     assert isinstance(model, robust_zoo.RobustModel) and model.num_classes == 10
+
+
+@pytest.mark.parametrize("hub_name, name, arch", [
+    ("Singh2023Revisiting_ConvNeXt_T_ConvStem", "Singh2023Revisiting_ConvNeXt-T-ConvStem",
+     "convnext_tiny_convstem"),
+    ("Debenedetti2022Light_XCiT_S12", "Debenedetti2022Light_XCiT-S12", "xcit_s12"),
+    ("Peng2023Robust_RaResNet_50", "Peng2023Robust_RaResNet-50", "ra_resnet50"),
+    ("Salman2020Do_R18", "resnet18_linf_eps4", "resnet18")])
+def test_torch_hub_entry_points_of_robustbench_ids(hub_name, name, arch, no_fetch):
+    """A RobustBench id's entry point ('-' written '_') and an alias load their entry; its help
+    names the entry, threat model and accuracy."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hubconf", ROOT / "hubconf.py")
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    doc = getattr(hubconf, hub_name).__doc__
+    entry = load_manifest().get(name)
+    assert f"arch={arch}" in doc and f"{entry.clean_top1:.2f}" in doc and "Linf" in doc
+    model = torch.hub.load(str(ROOT), hub_name, source="local", pretrained=False, device="meta",
+                           trust_repo=True)
+    assert model.entry.name == name and model.arch == arch
+    assert next(model.parameters()).is_meta
 
 
 def test_torch_hub_load_pretrained_equals_robust_zoo_load(hub_server, tmp_path, monkeypatch):
@@ -55,7 +78,7 @@ def test_cli_list_info_and_errors(capsys):
     assert cli.main(["list", "--arch", "resnet18", "--norm", "linf"]) == 0
     out = capsys.readouterr().out
     assert "resnet18_linf_eps4" in out and "52.49" in out and "6 models" in out
-    assert cli.main(["list", "--eps", "4/255", "--json"]) == 0
+    assert cli.main(["list", "--eps", "4/255", "--paper", "Salman2020Do", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == ["resnet18_linf_eps4", "resnet50_linf_eps4",
                                                    "wide_resnet50_2_linf_eps4"]
     assert cli.main(["info", "resnet50_l2_eps3"]) == 0
@@ -63,6 +86,70 @@ def test_cli_list_info_and_errors(capsys):
     assert "62.83" in out and "380b14e6" in out and "cached: no" in out
     assert cli.main(["info", "resnet50_l2_eps3.0"]) == 2
     assert "Closest names: resnet50_l2_eps3" in capsys.readouterr().err
+
+
+def test_cli_list_filters_the_new_families(capsys):
+    assert cli.main(["list", "--family", "xcit"]) == 0
+    out = capsys.readouterr().out
+    assert "Debenedetti2022Light_XCiT-L12  xcit_l12  Linf    4/255  73.76  47.60" in out
+    assert out.endswith("3 models\n")
+    assert cli.main(["list", "--threat-model", "corruptions", "--family", "vit"]) == 0
+    out = capsys.readouterr().out
+    assert "Tian2022Deeper_DeiT-B  deit_base   corruptions  -    81.38  67.55 (C)" in out
+    assert cli.main(["list", "--norm", "none", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 10
+    assert cli.main(["list", "--threat-model", "Linf2"]) == 2
+    assert "invalid choice: 'Linf2'" in capsys.readouterr().err
+
+
+def test_cli_info_of_a_robustbench_model(capsys):
+    """`robust-zoo info` shows the accuracies with their source, the files' source URL, the
+    licence and its source, the paper and the pin state."""
+    assert cli.main(["info", "Singh2023Revisiting_ConvNeXt-T-ConvStem"]) == 0
+    out = capsys.readouterr().out
+    src = ("source: RobustBench model_info/imagenet/Linf/Singh2023Revisiting_ConvNeXt-T-ConvStem"
+           ".json (RobustBench/robustbench@78fcc9e)")
+    assert "clean_top1            72.72  imagenet-1k val n=5,000\n" + " " * 23 + src in out
+    assert "autoattack_top1       49.46  imagenet-1k val Linf eps 4/255 n=5,000" in out
+    assert ("1. https://drive.usercontent.google.com/download?id=1-FjtOF6LJ3-bf4VezsmWwncCxYSx-USP"
+            "&export=download&confirm=t  format=torch-state-dict") in out
+    assert "unpinned: no published sha256; the sha256 of the first download is recorded" in out
+    assert "licence:       mit (RobustBench LICENSE" in out
+    assert ("paper:         Singh2023Revisiting | Revisiting Adversarial Training for ImageNet: "
+            "Architectures, Training and Generalization across Threat Models | "
+            "https://arxiv.org/abs/2303.01870") in out
+    assert "preprocessing: BicubicRes256Crop224: resize 256 (bicubic), center crop 224" in out
+    assert "cached: no" in out
+    assert cli.main(["info", "Salman2020Do_50_2_Linf"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("wide_resnet50_2_linf_eps4\n")
+    assert "threat model:  Linf/corruptions" in out
+    assert "corruptions_top1      36.09  imagenet-c val" in out
+    assert "aliases:       Salman2020Do_50_2, Salman2020Do_50_2_Linf" in out
+    assert cli.main(["info", "Peng2023Robust"]) == 0
+    out = capsys.readouterr().out
+    assert "1. hf://poloclub/robust-principles@main/ra_wrn101_2_imagenet.pt" in out
+    assert "unpinned: checked against the sha256 the Hub reports" in out
+    assert "pgd_top1              51.03  imagenet-1k val Linf eps 4/255 100 steps" in out
+
+
+def test_cli_info_reports_the_sha256_recorded_on_first_download(hub_server, tmp_path, capsys):
+    """An unpinned URL file, once downloaded and its sha256 recorded, is reported with it."""
+    from robust_zoo.hub import records
+
+    data = b"weights" * 100
+    url = hub_server.add_raw("m.pt", data)
+    entry = {"name": "m", "arch": "resnet18", "norm": "linf", "eps": "4/255",
+             "files": [{"format": "torch-state-dict", "url": url}]}
+    mpath = tmp_path / "m.json"
+    mpath.write_text(json.dumps(manifest(entry)))
+    spec = load_manifest(mpath).get("m").files[0]
+    with pytest.warns(sources.UnpinnedFileWarning):
+        path = sources.fetch(spec, progress=False)
+    sha = records.file_sha256(path)
+    assert sha == hashlib.sha256(data).hexdigest()
+    assert cli.main(["info", "m", "--manifest", str(mpath)]) == 0
+    assert f"unpinned: sha256 {sha} recorded on first download" in capsys.readouterr().out
 
 
 def test_cli_download_verify_convert(hub_server, subprocess_env, isolated_caches, tmp_path,

@@ -32,54 +32,127 @@ def _cached(entry) -> bool:
         return False
 
 
+def _robust(entry) -> str:
+    """The entry's robust accuracy: AutoAttack for a norm ball, ImageNet-C for corruptions."""
+    m = entry.metric("autoattack_top1") or entry.metric("corruptions_top1")
+    if m is None:
+        return "-"
+    return f"{m['value']:.2f}" + (" (C)" if m["name"] == "corruptions_top1" else "")
+
+
 def cmd_list(args) -> int:
     from ..hub.manifest import load_manifest
 
-    entries = load_manifest(args.manifest).filter(args.arch, args.norm, args.eps)
+    entries = load_manifest(args.manifest).filter(
+        args.arch, args.norm, args.eps, family=args.family, paper=args.paper,
+        threat_model=args.threat_model)
     if args.json:
         print(json.dumps([e.name for e in entries], indent=1))
         return 0
-    rows = [(e.name, e.arch, e.norm, e.eps_display,
-             f"{e.clean_top1:.2f}" if e.clean_top1 is not None else "-") for e in entries]
-    head = ("name", "arch", "norm", "eps", "top-1")
+    rows = [(e.name, e.arch, "/".join(e.threat_models), e.eps_display,
+             f"{e.clean_top1:.2f}" if e.clean_top1 is not None else "-", _robust(e))
+            for e in entries]
+    head = ("name", "arch", "threat", "eps", "top-1", "robust")
     w = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    print("  ".join(h.ljust(w[i]) for i, h in enumerate(head)))
+    print("  ".join(h.ljust(w[i]) for i, h in enumerate(head)).rstrip())
     for r in sorted(rows):
-        print("  ".join(str(c).ljust(w[i]) for i, c in enumerate(r)))
+        print("  ".join(str(c).ljust(w[i]) for i, c in enumerate(r)).rstrip())
     print(f"{len(rows)} models")
     return 0
 
 
+def _metric_line(m: dict) -> str:
+    """One claimed accuracy: value, what it was measured on, and its source."""
+    what = [m.get("dataset") or "", m.get("split") or ""]
+    if m.get("norm"):
+        from ..naming import eps_display
+
+        norm = "L2" if m["norm"] == "l2" else "Linf"
+        what.append(f"{norm} eps {eps_display(m['norm'], m['eps'])}")
+    if m.get("attack", {}).get("steps"):
+        what.append(f"{m['attack']['steps']} steps")
+    if m.get("n_examples"):
+        what.append(f"n={m['n_examples']:,}")
+    ext = f" (external: {m['external']:.2f})" if m.get("external") is not None else ""
+    return (f"  {m['name']:<20} {m['value']:6.2f}{ext}  {' '.join(w for w in what if w)}\n"
+            f"  {'':<20} source: {m.get('source') or 'not given'}")
+
+
+def _pin_state(spec) -> str:
+    """Pinned (a sha256 in the manifest), or how an unpinned file is checked."""
+    if spec.sha256:
+        return f"pinned: sha256 {spec.sha256}"
+    if spec.source == "hf":
+        return ("unpinned: checked against the sha256 the Hub reports (LFS); `robust-zoo pin` "
+                "writes it into a manifest")
+    from ..hub.sources import recorded_sha256
+
+    recorded = recorded_sha256(spec)
+    if recorded:
+        return (f"unpinned: sha256 {recorded} recorded on first download, checked from then on "
+                "(`robust-zoo pin` writes it into a manifest)")
+    return ("unpinned: no published sha256; the sha256 of the first download is recorded and "
+            "checked from then on")
+
+
+def _info_lines(entry) -> list[str]:
+    """What ``robust-zoo info`` prints: the model, its claims and their sources, its paper,
+    licence, preprocessing and files with their pin state."""
+    from ..hub.manifest import entry_family
+    from ..models.archs import get_arch
+
+    a = get_arch(entry.arch)
+    threat = "/".join(entry.threat_models)
+    lines = [entry.name, f"  {entry.description}" if entry.description else "",
+             f"arch:          {a.name} (family {entry_family(entry) or '-'}, "
+             f"{a.num_params:,} parameters with the 1000-class head)",
+             f"threat model:  {threat}" + (f", eps {entry.eps_display}" if entry.norm != "none"
+                                           else "")]
+    if entry.aliases:
+        lines.append(f"aliases:       {', '.join(entry.aliases)}")
+    lines.append(f"paper:         {_paper(entry)}")
+    src = entry.extra.get("license_source")
+    lines.append(f"licence:       {entry.license or 'unknown'}" + (f" ({src})" if src else ""))
+    lines.append(f"preprocessing: {entry.describe_preprocessing()}; mean {list(entry.mean)}, "
+                 f"std {list(entry.std)} (applied inside the model)")
+    lines.append("accuracy (%, as claimed):")
+    lines += [_metric_line(m) for m in entry.metrics] or ["  none claimed"]
+    lines.append("files (in order of preference):")
+    for i, f in enumerate(entry.files, 1):
+        lines.append(f"  {i}. {f.describe()}  format={f.format}  size={f.size or '?'}")
+        lines.append(f"     {_pin_state(f)}")
+    return [ln for ln in lines if ln]
+
+
+def _paper(entry) -> str:
+    """The paper key with the title and link its citation gives."""
+    import re
+
+    cite = entry.citation or ""
+    title = re.search(r"title=\{(.+?)\},?\n", cite)
+    link = re.search(r"url=\{(.+?)\}", cite) or None
+    parts = [entry.paper or "", title.group(1) if title else "",
+             link.group(1) if link else (entry.extra.get("upstream") or {}).get("paper_url", "")]
+    return " | ".join(p for p in parts if p) or "not given"
+
+
 def cmd_info(args) -> int:
     from ..hub.factory import get_entry
-    from ..hub.publish import model_card
 
     entry = get_entry(args.name, manifest=args.manifest)
     if args.json:
         print(json.dumps(entry.to_dict(), indent=2))
-    else:
-        print(model_card(entry))
-        for f in entry.files:
-            print(f"file: {f.describe()}  format={f.format}  sha256={_pin_state(f)}  "
-                  f"size={f.size or '?'}")
-        try:
-            cached = _cached(entry)
-        except RobustZooError as e:  # a cached file that cannot be read counts as not cached
-            cached = False
-            print(f"cache: {str(e).splitlines()[0]}")
-        print(f"cached: {'yes' if cached else 'no'}")
+        return 0
+    print("\n".join(_info_lines(entry)))
+    try:
+        cached = _cached(entry)
+    except RobustZooError as e:  # a cached file that cannot be read counts as not cached
+        cached = False
+        print(f"cache: {str(e).splitlines()[0]}")
+    print(f"cached: {'yes' if cached else 'no'}")
+    if entry.citation:
+        print("citation:\n" + entry.citation.strip())
     return 0
-
-
-def _pin_state(spec) -> str:
-    """A file's sha256, or "unpinned" and the sha256 recorded on its first download."""
-    from ..hub.sources import recorded_sha256
-
-    if spec.sha256:
-        return spec.sha256
-    seen = recorded_sha256(spec)
-    return ("unpinned" + (f" (recorded on first download: {seen}; `robust-zoo pin` writes it "
-                          "into the manifest)" if seen else ""))
 
 
 def cmd_download(args) -> int:
@@ -217,13 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("list", help="list zoo models")
     s.add_argument("--arch")
-    s.add_argument("--norm", choices=["l2", "linf"])
+    s.add_argument("--norm", choices=["l2", "linf", "none"])
     s.add_argument("--eps", type=arg_type(parse_eps, what="--eps"), help="e.g. 3 or 4/255")
+    s.add_argument("--family", help="architecture family: resnet, convnext, swin, vit, xcit, ...")
+    s.add_argument("--paper", help="paper key, e.g. Singh2023Revisiting (case ignored)")
+    s.add_argument("--threat-model", choices=["Linf", "L2", "corruptions"],
+                   help="RobustBench's threat model")
     s.add_argument("--json", action="store_true")
     _manifest_arg(s)
     s.set_defaults(func=cmd_list)
 
-    s = sub.add_parser("info", help="model card, files and cache state of one model")
+    s = sub.add_parser("info", help="accuracy and its source, paper, licence, files, pin and "
+                       "cache state of one model (a name or alias)")
     s.add_argument("name")
     s.add_argument("--json", action="store_true")
     _manifest_arg(s)

@@ -26,9 +26,15 @@ __all__ = ["load", "get_entry", "list_models", "download", "load_state_dict", "a
 
 
 def list_models(arch: str | None = None, norm: str | None = None, eps: float | None = None, *,
-                manifest: Any = None) -> list[str]:
-    """Names in the zoo, optionally filtered by architecture, norm ("l2"/"linf") and ε."""
-    return sorted(e.name for e in load_manifest(manifest).filter(arch, norm, eps))
+                family: str | None = None, paper: str | None = None,
+                threat_model: str | None = None, manifest: Any = None) -> list[str]:
+    """Names in the zoo, optionally filtered by architecture, norm ("l2", "linf", "none"),
+    ε, architecture family ("resnet", "convnext", "swin", "vit", "xcit", ...), paper key
+    (a RobustBench id's first part, e.g. "Singh2023Revisiting"; case ignored) and
+    RobustBench threat model ("Linf", "L2", "corruptions"). Aliases (RobustBench's
+    ``Salman2020Do_*`` ids) load their entry but are not listed."""
+    return sorted(e.name for e in load_manifest(manifest).filter(
+        arch, norm, eps, family=family, paper=paper, threat_model=threat_model))
 
 
 def get_entry(name: str | os.PathLike | None = None, *, arch: str | None = None,
@@ -68,7 +74,8 @@ def _check_selection(name: Any, arch: Any, norm: Any, eps: Any) -> float | None:
         get_arch(arch)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    check_norm(norm)
+    if str(norm).strip().lower() != "none":
+        check_norm(norm)
     try:
         return validate.eps(eps, "eps")
     except validate.FieldError as e:
@@ -129,8 +136,9 @@ def load(name: str | os.PathLike | None = None, *, arch: str | None = None, norm
         net.load_state_dict(_with_versions(sd, net), strict=True, assign=True)
         _computed_buffers(net, a.name, entry.num_classes)
         _check_normalization(meta, entry)
-    else:
-        net = build(a.name, entry.num_classes)
+    else:   # random weights; on the meta device built there, without allocating
+        meta = device is not None and torch.device(device).type == "meta"
+        net = build(a.name, entry.num_classes, device="meta" if meta else None)
     if num_classes is not None and num_classes != entry.num_classes:
         replace_head(net, num_classes, arch=a.name)
     model: nn.Module = RobustModel(net, a.name, mean, std, name=entry.name) if normalize else net
