@@ -17,8 +17,8 @@ from torch import nn
 from .archs import IMAGENET_MEAN, IMAGENET_STD, Arch, get_arch, list_archs, resolve_path
 
 __all__ = ["RobustModel", "Normalize", "eval_mode", "frozen_parameters", "unwrap",
-           "unwrap_parallel", "get_head", "replace_head", "head_path", "IMAGENET_MEAN",
-           "IMAGENET_STD"]
+           "unwrap_parallel", "get_head", "replace_head", "head_path", "input_size",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
 
 
 @contextlib.contextmanager
@@ -125,6 +125,11 @@ class RobustModel(nn.Module):
         replace_head(self, num_classes, hidden=hidden, arch=self.arch_spec)
 
     @property
+    def input_size(self) -> int:
+        """Side in pixels of the images this model is evaluated on (``input_size``)."""
+        return input_size(self)
+
+    @property
     def num_classes(self) -> int:
         head = self.get_classifier()
         last = head[-1] if isinstance(head, nn.Sequential) else head
@@ -132,6 +137,31 @@ class RobustModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}" + (f", name={self.name!r}" if self.name else "")
+
+
+def input_size(model: nn.Module, default: int = 224) -> int:
+    """Side in pixels of the square images ``model`` is evaluated on: its manifest entry's
+    (``entry.input_size``, else the crop, else a square resize such as RobustBench's Res224),
+    else its architecture's ``input_size`` (fixed for ViT/DeiT/Swin position tables), else
+    ``default``."""
+    entry = getattr(model, "entry", None)
+    size = getattr(entry, "input_size", None)
+    if isinstance(size, int) and size > 0:
+        return size
+    pre = getattr(entry, "preprocessing", None) or {}
+    crop, resize = pre.get("crop"), pre.get("resize")
+    if isinstance(crop, int) and crop > 0:
+        return crop
+    if isinstance(resize, (list, tuple)) and len(resize) == 2 and resize[0] == resize[1]:
+        return int(resize[0])
+    spec = _arch_of(model)
+    if isinstance(spec, str):
+        try:
+            spec = get_arch(spec)
+        except ValueError:
+            spec = None
+    size = getattr(spec, "input_size", None)
+    return int(size) if isinstance(size, int) and size > 0 else default
 
 
 # --------------------------------------------------------------------------- heads
