@@ -1,9 +1,13 @@
 """Architecture registry: the one table that loading, training and transfer share.
 
-Each zoo architecture is a torchvision constructor plus the facts the rest of the package needs
-about it: where its classifier head sits, how wide its penultimate features are, what the
-upstream ``robustness`` checkpoint files call it, whether those files wrap it in the extra
-``model.`` level of ``robustness``' ``DummyModel``, and how timm builds the same keys.
+Each architecture is a constructor plus the facts the rest of the package needs about it: its
+family, where its classifier head sits, how wide its penultimate features are, its input size,
+what the upstream ``robustness`` checkpoint files call it (the ten architectures of Salman et
+al.), whether those files wrap it in the extra ``model.`` level of ``robustness``' ``DummyModel``,
+and how timm builds the same keys. Besides the ten, the registry holds the architectures of the
+RobustBench ImageNet models and Peng et al.'s (timm's ConvNeXt, Swin, ViT/DeiT, XCiT; the
+ConvStem, MeanSparse and RaResNet/RaWRN modules of this package) and the quickstart's small ones.
+Every network is the bare classifier: inputs are normalized by ``RobustModel``.
 """
 from __future__ import annotations
 
@@ -32,6 +36,10 @@ class Arch:
                                  # the same keys
     family: str = ""             # "resnet", "densenet", ... (freeze levels exist for "resnet")
     aliases: tuple[str, ...] = field(default=())
+    input_size: int = 224        # side of the square input the architecture is used at
+    fixed_input_size: bool = False   # True: a timm transformer built for input_size only (its
+                                     # builder takes ``img_size=`` for another size)
+    requires: str = ""           # the package the builder needs beyond torchvision ("timm")
 
     @property
     def zoo(self) -> bool:
@@ -103,9 +111,17 @@ def resolve_path(model: nn.Module, path: str) -> tuple[nn.Module, str]:
     return parent, last
 
 
-def list_archs(include_extra: bool = False) -> list[str]:
-    """The zoo's architectures; ``include_extra=True`` adds the small non-zoo ones (quickstart)."""
-    return sorted(n for n, a in _ARCHS.items() if include_extra or a.zoo)
+def list_archs(include_extra: bool = False, *, family: str | None = None) -> list[str]:
+    """The ten architectures of the upstream ``robustness`` checkpoints; ``include_extra=True``
+    lists every registered one (the RobustBench and Peng et al. architectures, the quickstart's
+    small ones); ``family`` keeps that family only ("resnet", "convnext", "swin", ...)."""
+    return sorted(n for n, a in _ARCHS.items()
+                  if (include_extra or a.zoo) and (family is None or a.family == family))
+
+
+def families() -> list[str]:
+    """Every architecture family in the registry."""
+    return sorted({a.family for a in _ARCHS.values()})
 
 
 def get_arch(name: str) -> Arch:
@@ -139,3 +155,98 @@ def _mini_resnet(**kwargs) -> nn.Module:
 
 
 _register(Arch("mini_resnet", _mini_resnet, "fc", 128, "", False, 436_536, None, "resnet"))
+
+
+# The architectures of the RobustBench ImageNet models and Peng et al.'s (no upstream
+# ``robustness`` files): timm's own models with the configs RobustBench 1.1.1 builds, and this
+# package's modules where no library has the network (convstem, meansparse, rawrn).
+def _refuse_weights(weights) -> None:
+    if weights is not None:
+        raise ValueError("only the zoo's own weights exist for this architecture: build it with "
+                         "weights=None and load a zoo entry (robust_zoo.load)")
+
+
+def _import_timm():
+    try:
+        import timm
+    except ImportError:
+        raise ImportError("this architecture is timm's: pip install 'robust-zoo[timm]'") from None
+    return timm
+
+
+def _timm(model_name: str, **cfg) -> Callable[..., nn.Module]:
+    """timm's ``model_name`` with ``cfg`` (random weights, never a download)."""
+    def build(*, weights=None, **kwargs):
+        _refuse_weights(weights)
+        return _import_timm().create_model(model_name, pretrained=False, **{**cfg, **kwargs})
+
+    build.__name__ = model_name
+    return build
+
+
+def _ours(module: str, fn: str, *args, needs_timm: bool = True) -> Callable[..., nn.Module]:
+    """``robust_zoo.models.<module>.<fn>(*args, **kwargs)``, imported when first built."""
+    def build(*, weights=None, **kwargs):
+        import importlib
+
+        _refuse_weights(weights)
+        if needs_timm:
+            _import_timm()
+        return getattr(importlib.import_module(f"{__package__}.{module}"), fn)(*args, **kwargs)
+
+    build.__name__ = f"{fn}_{'_'.join(args)}" if args else fn
+    return build
+
+
+def _add(name: str, builder: Callable[..., nn.Module], head: str, num_features: int,
+         num_params: int, family: str, timm: dict | None = None, *, fixed: bool = False,
+         requires: str = "timm") -> None:
+    _register(Arch(name, builder, head, num_features, "", False, num_params, timm, family,
+                   fixed_input_size=fixed, requires=requires))
+
+
+def _ln6(dim: int, **kwargs) -> nn.Module:
+    """The LayerNorm (eps 1e-6) of the SimMIM Swin code MIMIR's models use."""
+    return nn.LayerNorm(dim, eps=1e-6, **kwargs)
+
+
+_add("alexnet", _tv("alexnet"), "classifier.6", 4096, 61_100_840, "alexnet", requires="")
+for _size, _w, _n in [("tiny", 768, 28_627_432), ("small", 768, 50_261_992),
+                      ("base", 1024, 88_753_416), ("large", 1536, 198_134_680)]:
+    _add(f"convnext_{_size}_convstem", _ours("convstem", "convnext_convstem", _size), "head.fc",
+         _w, _n, "convnext")
+_add("vit_small_convstem", _ours("convstem", "vit_convstem", "small"), "head", 384, 22_777_576,
+     "vit", fixed=True)
+_add("vit_base_convstem", _ours("convstem", "vit_convstem", "base"), "head", 768, 87_147_112,
+     "vit", fixed=True)
+_add("convnext_base", _timm("convnext_base"), "head.fc", 1024, 88_591_464, "convnext",
+     {"architecture": "convnext_base"})
+_add("convnext_large", _timm("convnext_large"), "head.fc", 1536, 197_767_336, "convnext",
+     {"architecture": "convnext_large"})
+_add("convnext_large_meansparse", _ours("meansparse", "convnext_large_meansparse"), "head.fc",
+     1536, 197_767_336, "convnext")
+_add("swin_base", _timm("swin_base_patch4_window7_224"), "head.fc", 1024, 87_768_224, "swin",
+     {"architecture": "swin_base_patch4_window7_224"}, fixed=True)
+_add("swin_large", _timm("swin_large_patch4_window7_224"), "head.fc", 1536, 196_532_476, "swin",
+     {"architecture": "swin_large_patch4_window7_224"}, fixed=True)
+_add("swin_large_meansparse", _ours("meansparse", "swin_large_meansparse"), "head.fc", 1536,
+     196_532_476, "swin", fixed=True)
+_add("swin_base_mimir", _timm("swin_base_patch4_window7_224", norm_layer=_ln6), "head.fc", 1024,
+     87_768_224, "swin", fixed=True)
+_add("swin_large_mimir", _timm("swin_large_patch4_window7_224", window_size=14, norm_layer=_ln6),
+     "head.fc", 1536, 196_794_556, "swin", fixed=True)
+_add("vit_base", _timm("vit_base_patch16_224"), "head", 768, 86_567_656, "vit",
+     {"architecture": "vit_base_patch16_224"}, fixed=True)
+_add("deit_small", _timm("deit_small_patch16_224"), "head", 384, 22_050_664, "vit",
+     {"architecture": "deit_small_patch16_224"}, fixed=True)
+_add("deit_base", _timm("deit_base_patch16_224"), "head", 768, 86_567_656, "vit",
+     {"architecture": "deit_base_patch16_224"}, fixed=True)
+for _size, _cfg, _w, _n in [("s12", {}, 384, 26_253_304),
+                            ("m12", {"embed_dim": 512}, 512, 46_401_160),
+                            ("l12", {"embed_dim": 768, "num_heads": 16}, 768, 103_792_648)]:
+    _add(f"xcit_{_size}", _timm("xcit_small_12_p16_224", **_cfg), "head", _w, _n, "xcit",
+         {"architecture": "xcit_small_12_p16_224", **({"model_args": _cfg} if _cfg else {})})
+for _name, _w, _n in [("ra_resnet50", 2160, 26_143_228), ("ra_resnet101", 2624, 45_901_928),
+                      ("ra_wrn101_2", 4032, 104_065_776)]:
+    _add(_name, _ours("rawrn", "ranet", _name, needs_timm=False), "fc", _w, _n, "rawrn",
+         requires="")
