@@ -140,7 +140,7 @@ def _sizes(entry: Entry) -> tuple[int, float]:
 
 
 def _input_line(entry: Entry) -> str:
-    p, (size, pct) = entry.preprocessing, _sizes(entry)
+    p, size = entry.preprocessing, _sizes(entry)[0]
     resize = p.get("resize", 256 if p.get("crop") in (None, 224) else None)
     if isinstance(resize, (list, tuple)):
         return f"{size} px, resized to {resize[0]}×{resize[1]}"

@@ -142,7 +142,8 @@ class RobustModel(nn.Module):
 def input_size(model: nn.Module, default: int = 224) -> int:
     """Side in pixels of the square images ``model`` is evaluated on: its manifest entry's
     (``entry.input_size``, else the crop, else a square resize such as RobustBench's Res224),
-    else its architecture's ``input_size`` (fixed for ViT/DeiT/Swin position tables), else
+    else, for an architecture built for one size (ViT/DeiT/Swin position tables and windows),
+    the size its patch embedding was built for, else the architecture's ``input_size``, else
     ``default``."""
     entry = getattr(model, "entry", None)
     size = getattr(entry, "input_size", None)
@@ -160,6 +161,10 @@ def input_size(model: nn.Module, default: int = 224) -> int:
             spec = get_arch(spec)
         except ValueError:
             spec = None
+    if getattr(spec, "fixed_input_size", False):     # built for one size, maybe img_size=N
+        built = getattr(getattr(unwrap(model), "patch_embed", None), "img_size", None)
+        if isinstance(built, (tuple, list)) and len(built) == 2 and built[0] == built[1]:
+            return int(built[0])
     size = getattr(spec, "input_size", None)
     return int(size) if isinstance(size, int) and size > 0 else default
 

@@ -77,22 +77,27 @@ def prepare_model(net: RobustModel, spec, num_classes: int, cfg: TransferConfig)
     return num_classes
 
 
-def check_input_size(net: nn.Module, size: int) -> None:
-    """Refuse an image size the network cannot take (ViT, DeiT and Swin have position tables
-    or attention windows for one size) before any data is read: one forward of a single
-    blank image, in eval mode, without gradients."""
+def check_input_size(net: RobustModel, size: int) -> None:
+    """Refuse an image size the network cannot take before any data is read: ViT, DeiT and
+    Swin are built for one size (position tables, attention windows); another size than the
+    architecture's own is tried with one forward of a blank image (a convnet's downsampling
+    needs a minimum size)."""
     from ..models.robust_model import eval_mode, input_size
 
+    native = input_size(net)
+    if size == native:
+        return
+    if net.arch_spec.fixed_input_size:
+        raise UsageError(f"{net.arch} is built for {native}-px images (its position table "
+                         f"fixes the size); pass --image-size {native} (image_size={native})")
     x = torch.zeros(1, 3, size, size, device=next(net.parameters()).device)
     try:
         with eval_mode(net), torch.no_grad():
             net(x)
     except (AssertionError, RuntimeError, ValueError) as e:
-        native = input_size(net)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UsageError(f"{net.arch} cannot take {size}-px images ({first}); pass "
-                         f"--image-size {native} (image_size={native}), the size it was built "
-                         "for") from None
+                         f"--image-size {native} (image_size={native})") from None
 
 
 def _model_meta(model: nn.Module, name: str) -> dict[str, Any]:
@@ -146,8 +151,8 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
         train_ds, test_ds, spec = _splits(dataset, data_root, cfg, download, dist, datasets)
         name, net = _source_model(model, model_name, manifest, pretrained, progress)
         meta = _model_meta(net, name)
-        check_input_size(net, cfg.image_size)
         num_classes = prepare_model(net, spec, len(train_ds.classes), cfg)
+        check_input_size(net, cfg.image_size)
         lr, lr_source = (cfg.lr, "given") if cfg.lr is not None else paper_lr(
             spec.name, net.arch, cfg.mode)
         rcfg = dataclasses.replace(cfg, lr=lr)
