@@ -80,7 +80,7 @@ def test_fixed_feature_trains_the_head_only_and_full_the_whole_network(deit, fol
         "model.head.weight", "model.head.bias"]
     before = {k: v.clone() for k, v in deit.model.state_dict().items()}
     for mode in ("fixed-feature", "full"):
-        cfg = TransferConfig(mode=mode, epochs=1, image_size=SIZE, batch_size=8, lr=0.01)
+        cfg = TransferConfig(mode=mode, epochs=1, image_size=SIZE, batch_size=24, lr=0.01)
         res = run_transfer(deit, "imagefolder", data_root=folder, out_dir=tmp_path / mode,
                            config=cfg, cache_dir=None, progress=False, log=lambda *a: None,
                            save_model=True)
@@ -176,12 +176,11 @@ def test_export_loads_into_timm_and_viz_draws_it(tmp_path, capsys):
     assert data_cfg["interpolation"] == "bicubic" and data_cfg["crop_pct"] == pre["crop_pct"]
     card = (out / "README.md").read_text()
     assert "timm `deit_small_patch16_224` keys" in card and "resize 248 + center crop" in card
-    images = image_tree(tmp_path / "imgs", {"": 1}, COLORS[:2], 40)
+    images = image_tree(tmp_path / "imgs", {"": 1}, COLORS[:1], 40)
     png = tmp_path / "grid.png"
     capsys.readouterr()
-    assert cli.main(["viz", str(out), "invert", "--images", str(images / "class0"),
-                     str(images / "class1"), "--steps", "1", "--no-progress", "--out",
-                     str(png)]) == 0
+    assert cli.main(["viz", str(out), "invert", "--images", str(images / "class0"), "--steps",
+                     "1", "--no-progress", "--out", str(png)]) == 0
     assert png.stat().st_size > 0 and "mean representation distance" in capsys.readouterr().out
 
 
