@@ -1,4 +1,5 @@
-"""The model a user gets back: a torchvision network behind its input normalization.
+"""The model a user gets back: a network (torchvision, timm or this package's) behind its input
+normalization.
 
 Robust checkpoints are trained and attacked in pixel space: inputs in [0, 1], the ImageNet
 mean/std applied inside the model (the convention of ``robustness`` and RobustBench), so that
@@ -99,7 +100,7 @@ class Normalize(nn.Module):
 
 
 class RobustModel(nn.Module):
-    """``model(normalize(x))`` for x in [0, 1]; ``.model`` is the bare torchvision network."""
+    """``model(normalize(x))`` for x in [0, 1]; ``.model`` is the bare network."""
 
     def __init__(self, model: nn.Module, arch: "str | Arch", mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, name: str | None = None):
@@ -208,7 +209,7 @@ def replace_head(model: nn.Module, num_classes: int, hidden: Sequence[int] = (),
 
     ``hidden=(h1, h2, ...)`` puts ``Linear+ReLU`` layers in front of it (the paper code's
     ``--additional-hidden``). ``num_classes=0`` gives an ``Identity`` head, so the forward
-    returns penultimate features. Works on bare torchvision modules, on the loader's
+    returns penultimate features. Works on bare torchvision and timm modules, on the loader's
     normalizing wrapper and on DDP-wrapped models; returns ``model`` for chaining.
     """
     if num_classes < 0:
