@@ -14,3 +14,10 @@ PY=${PYTHON:-python3}
 # pyautoattack (the [eval] extra, part of [dev] above) is AutoAttack for
 # `python -m robust_zoo.evaluate --autoattack`; checked here so a partial install is noticed.
 .venv/bin/python -c "import pyautoattack" 2>/dev/null || .venv/bin/python -m pip install -q -e ".[eval]"
+# robustbench is the reference of the fidelity tests (tests/test_families.py and the loader's):
+# its own ImageNet model builders and loader, run against ours. It pins timm==1.0.9 and
+# gdown==5.1.0, which would downgrade timm, so it is installed without dependencies, plus what
+# its imports need (setuptools<81 still ships the pkg_resources it imports).
+.venv/bin/python -m pip install -q --no-deps "robustbench==1.1.1"
+.venv/bin/python -m pip install -q gdown geotorch torchdiffeq beautifulsoup4 soupsieve \
+    "setuptools<81" pandas

@@ -1,6 +1,8 @@
 """The architecture registry: one table for load, train and transfer."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -11,17 +13,26 @@ from robust_zoo.models import RobustModel
 from robust_zoo.naming import model_name, parse_name
 
 
-@pytest.mark.parametrize("name", archs.list_archs(include_extra=True))
-def test_registry_facts_match_the_network(name):
-    a = archs.get_arch(name)
-    net = archs.build(name, device="meta")
-    assert sum(p.numel() for p in net.parameters()) == a.num_params
-    head = models.get_head(net, name)
-    assert isinstance(head, torch.nn.Linear) and head.in_features == a.num_features
-    assert head.out_features == 1000
-    models.replace_head(net, 5, hidden=(16,), arch=name)
-    new = models.get_head(net, name)
-    assert isinstance(new, torch.nn.Sequential) and new[-1].out_features == 5
+def test_list_archs_keeps_the_ten_upstream_architectures_and_filters_by_family():
+    assert len(archs.list_archs()) == 10 and "resnet50" in archs.list_archs()
+    assert all(archs.get_arch(a).upstream_name for a in archs.list_archs())
+    every = archs.list_archs(include_extra=True)
+    assert {"convnext_tiny_convstem", "swin_large_mimir", "ra_wrn101_2", "mini_resnet"} <= set(every)
+    assert archs.list_archs(include_extra=True, family="xcit") == ["xcit_l12", "xcit_m12",
+                                                                    "xcit_s12"]
+    assert archs.list_archs(family="swin") == []          # none has upstream robustness files
+    assert {"resnet", "convnext", "swin", "vit", "xcit", "rawrn", "alexnet"} <= set(
+        archs.families())
+
+
+def test_new_architectures_refuse_weights_and_name_the_missing_timm(monkeypatch):
+    with pytest.raises(ValueError, match="robust_zoo.load"):
+        archs.get_arch("convnext_base").builder(weights="IMAGENET1K_V1")
+    monkeypatch.setitem(sys.modules, "timm", None)          # what an install without timm sees
+    for name in ("swin_base", "convnext_tiny_convstem"):
+        with pytest.raises(ImportError, match=r"robust-zoo\[timm\]"):
+            archs.build(name, device="meta")
+    assert archs.build("ra_resnet50", device="meta").fc.in_features == 2160    # no timm needed
 
 
 def test_aliases_and_unknown_names():

@@ -10,7 +10,7 @@ import robust_zoo
 from robust_zoo.models import archs
 from robust_zoo.formats.upstream import from_robustness, to_robustness
 from robust_zoo.hub.manifest import load_manifest
-from robust_zoo.models import Normalize, RobustModel, get_head
+from robust_zoo.models import Normalize, RobustModel, get_head, replace_head
 
 from zoo import random_net
 
@@ -29,6 +29,23 @@ def test_every_manifest_name_builds_on_the_meta_device_without_network(name, no_
     assert sum(p.numel() for p in model.model.parameters()) == archs.get_arch(entry.arch).num_params
     with pytest.raises(AssertionError, match="was fetched"):     # the guard sees a fetch
         robust_zoo.load(name)
+
+
+@pytest.mark.parametrize("name", archs.list_archs(include_extra=True))
+def test_every_architecture_builds_on_meta_with_the_registry_facts(name):
+    """The registry walk: every architecture builds without network with 10 classes, its head
+    is the Linear at ``head`` with ``num_features`` inputs and 10 outputs, its parameter count is
+    the registry's (``num_params`` counts a 1000-class head), and heads swap."""
+    a = archs.get_arch(name)
+    net = archs.build(name, 10, device="meta")
+    assert net.state_dict() and all(t.is_meta for t in net.state_dict().values())
+    head = get_head(net, name)
+    assert isinstance(head, torch.nn.Linear) and head.in_features == a.num_features
+    assert head.out_features == 10
+    assert sum(p.numel() for p in net.parameters()) == a.num_params - 990 * (a.num_features + 1)
+    replace_head(net, 5, hidden=(16,), arch=name)
+    new = get_head(net, name)
+    assert isinstance(new, torch.nn.Sequential) and new[-1].out_features == 5
 
 
 @pytest.mark.parametrize("arch", RESNETS)

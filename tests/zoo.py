@@ -225,3 +225,74 @@ def make_image_folder(root: Path, classes: int = 2, per_class=(28, 6), size: int
     """train/ and val/ trees of ``classes`` classes, each a dominant primary colour."""
     colors = [tuple(140.0 if k == c % 3 else 0.0 for k in range(3)) for c in range(classes)]
     return image_tree(root, dict(zip(("train", "val"), per_class)), colors, size, noise=60.0)
+
+
+# ----------------------------------------------------------------------------- RobustBench
+
+def robustbench():
+    """The ``robustbench`` package (1.1.1, the fidelity reference), imported with AutoAttack under
+    the name it imports (``autoattack``; ``pyautoattack`` installs it as ``pyautoattack``). Skips
+    the test when it is not installed, except under ``CI=true``, where that fails the test."""
+    import importlib.util
+    import os
+    import sys
+    import warnings
+
+    import pytest
+
+    missing = [m for m in ("robustbench", "pyautoattack") if importlib.util.find_spec(m) is None]
+    if missing:
+        msg = f"{', '.join(missing)} not installed (scripts/bootstrap.sh installs robustbench)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    import pyautoattack
+
+    sys.modules.setdefault("autoattack", pyautoattack)
+    with warnings.catch_warnings():     # its pkg_resources import warns on import
+        warnings.simplefilter("ignore")
+        import robustbench
+        import robustbench.model_zoo.imagenet  # noqa: F401  (registers its timm models)
+    return robustbench
+
+
+class _FactoriesOnCpu(torch.overrides.TorchFunctionMode):
+    """Inside ``torch.device("meta")``: ``torch.linspace`` on the CPU, so code that reads its values
+    (``x.item()`` for stochastic-depth rates) builds on the meta device."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.linspace:
+            kwargs["device"] = "cpu"
+        return func(*args, **kwargs)
+
+
+# RobustBench ImageNet ids its own builders cannot give with random weights and no network:
+# Standard_R50 downloads torchvision's weights (the same network without them is built instead);
+# MixedNUTS is an ensemble (left out of the zoo).
+RB_UNBUILDABLE = {"Bai2024MixedNUTS": "an ensemble of two networks with two forward passes"}
+
+
+def robustbench_model(model_id: str, threat: str = "Linf", *, device: str = "meta") -> nn.Module:
+    """RobustBench's ImageNet model ``model_id`` (its builder, random weights, no network), on
+    ``device``. Models RobustBench loads through timm (XCiT, DeiT, AlexNet) are built from the timm
+    names it registers, with ``pretrained=False``, as its ``load_model`` would name them."""
+    import timm
+
+    rb = robustbench()
+    if model_id in RB_UNBUILDABLE:
+        raise ValueError(f"{model_id}: {RB_UNBUILDABLE[model_id]}")
+    from robustbench.model_zoo.architectures.utils_architectures import normalize_model
+    from robustbench.model_zoo.enums import ThreatModel
+    from torchvision.models import resnet50
+
+    timm_name = f"{model_id.lower().replace('-', '_')}_imagenet_{threat.lower()}"
+    models = rb.model_zoo.imagenet.imagenet_models[ThreatModel(threat)]
+    with torch.device(device), _FactoriesOnCpu():
+        if timm.is_model(timm_name):
+            model = timm.create_model(timm_name, pretrained=False)
+        elif model_id == "Standard_R50":
+            model = normalize_model(resnet50(), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        else:
+            model = models[model_id]["model"]()
+    return model.eval()

@@ -64,11 +64,12 @@ class _Stem(nn.Module):
 
 
 class RaNet(nn.Module):
-    """RaResNet-50/101 or RaWRN-101-2 (``name`` a key of ``CONFIGS``), without normalization."""
+    """The upstream ``ConfigurableModel`` with the settings the three ImageNet models share (SE
+    ratio 0.25, SiLU, bottleneck 0.25, stride 2 in every stage), without normalization."""
 
-    def __init__(self, name: str, num_classes: int = 1000):
+    def __init__(self, depths: tuple[int, ...], widths: tuple[int, ...],
+                 groups: tuple[int, ...], num_classes: int = 1000):
         super().__init__()
-        depths, widths, groups = CONFIGS[name]
         self.stem = _Stem(STEM_WIDTH)
         stages, w_in = [], STEM_WIDTH
         for i, (depth, w_out, gw) in enumerate(zip(depths, widths, groups), start=1):
@@ -87,4 +88,5 @@ class RaNet(nn.Module):
 
 
 def ranet(name: str, *, num_classes: int = 1000) -> RaNet:
-    return RaNet(name, num_classes)
+    """RaResNet-50/101 or RaWRN-101-2 (``name`` a key of ``CONFIGS``), random weights."""
+    return RaNet(*CONFIGS[name], num_classes=num_classes)
