@@ -79,20 +79,31 @@ def test_fixed_feature_trains_the_head_only_and_full_the_whole_network(deit, fol
     assert [n for n, p in model.named_parameters() if p.requires_grad] == [
         "model.head.weight", "model.head.bias"]
     before = {k: v.clone() for k, v in deit.model.state_dict().items()}
-    for mode in ("fixed-feature", "full"):
-        cfg = TransferConfig(mode=mode, epochs=1, image_size=SIZE, batch_size=24, lr=0.01)
-        res = run_transfer(deit, "imagefolder", data_root=folder, out_dir=tmp_path / mode,
-                           config=cfg, cache_dir=None, progress=False, log=lambda *a: None,
-                           save_model=True)
-        assert res["arch"] == ARCH and res["num_classes"] == 3 and res["n_test"] == 12
-        sd, meta = load_weights(tmp_path / mode / "model.safetensors")
+    # behind the network (both modes), and the head fit on cached penultimate features
+    for mode, protocol in [("fixed-feature", "paper"), ("full", "paper"),
+                           ("fixed-feature", "centre-crop-lbfgs")]:
+        cfg = TransferConfig(mode=mode, protocol=protocol, epochs=1, image_size=SIZE,
+                             batch_size=24, lr=0.01)
+        out = tmp_path / f"{mode}-{protocol}"
+        res = run_transfer(deit, "imagefolder", data_root=folder, out_dir=out, config=cfg,
+                           cache_dir=tmp_path / "cache", progress=False, log=lambda *a: None,
+                           save_model=protocol == "paper")
+        assert (res["arch"], res["protocol"], res["num_classes"], res["n_test"]) == (
+            ARCH, protocol, 3, 12)
+        head, _ = load_weights(out / "head.safetensors")
+        assert head["weight"].shape == (3, 384)
+        if protocol != "paper":          # the network never ran behind a head being trained
+            continue
+        sd, meta = load_weights(out / "model.safetensors")
         assert meta["arch"] == ARCH and sd["head.weight"].shape == (3, 384)
         backbone = [k for k in before if not k.startswith("head.")]
         changed = [k for k in backbone if not torch.equal(sd[k], before[k])]
+        assert torch.equal(sd["head.weight"], head["weight"])
         if mode == "fixed-feature":
             assert changed == []
         else:
             assert "cls_token" in changed and "blocks.0.attn.qkv.weight" in changed
+    assert res["cache"]["train"]["hit"] is False and Path(res["cache"]["test"]["path"]).is_file()
     assert all(torch.equal(v, before[k]) for k, v in deit.model.state_dict().items())
 
 
