@@ -50,7 +50,7 @@ from .data.common import iter_batches
 from .engine.precision import autocast
 from .errors import UsageError
 from .models.features import Penultimate
-from .models.robust_model import get_head
+from .models.robust_model import get_head, input_size
 from .naming import parse_int, parse_number
 from .recipe import default_step_size
 
@@ -190,10 +190,10 @@ def synthesize(model: nn.Module, target: "int | Sequence[int] | torch.Tensor",
     each target class's own images in ``data`` (``class_seeds``), or uniform noise without
     ``data``. ``data``: ``(images, labels)`` tensors or an iterable of such batches, labels in
     the model's class indices. ``size``: side of generated starts (default: the model entry's
-    crop, else 224). ε, steps, α: ``DEFAULTS["synthesize"]`` (ε 40, 60 steps, α 1 at 224 px,
-    scaled to the image size); given ε and/or steps without α, α = 2.5·ε/steps
-    (``recipe.default_step_size``, see ``budget``). ``keep_best``: per image the iterate with
-    the lowest target loss.
+    crop, else its architecture's input size). ε, steps, α: ``DEFAULTS["synthesize"]`` (ε 40,
+    60 steps, α 1 at 224 px, scaled to the image size); given ε and/or steps without α,
+    α = 2.5·ε/steps (``recipe.default_step_size``, see ``budget``). ``keep_best``: per image
+    the iterate with the lowest target loss.
     """
     device, dtype = _model_device_dtype(model)
     num_classes = _num_classes(model, device, dtype, None)
@@ -431,10 +431,10 @@ def _feature_width(model, device, dtype, shape) -> int:
 
 
 def _image_shape(model: nn.Module, size: int | None) -> tuple[int, int, int]:
+    """(3, size, size): ``size`` given, else the model's own input size (its entry's crop, else
+    its architecture's, ``models.robust_model.input_size``)."""
     if size is None:
-        entry = getattr(model, "entry", None)
-        crop = (getattr(entry, "preprocessing", None) or {}).get("crop")
-        size = int(crop) if crop else 224
+        size = input_size(model)
     else:
         size = parse_int(size, what="size (pixels)", minimum=1)
     return (3, size, size)

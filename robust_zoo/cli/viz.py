@@ -243,7 +243,7 @@ def _main(argv: list[str]) -> int:
     names = [args.name] + ([args.compare] if args.compare else [])
     models = [load(n, manifest=args.manifest, device=device, progress=not args.no_progress)
               for n in names]
-    job = _inputs(args, files, models[0].entry)
+    job = _inputs(args, files, models[0])
     rows = [("inputs" if job.x is not None else "starts", list(zip(job.first, job.head)))]
     summary = []
     for name, model in zip(names, models):
@@ -260,20 +260,21 @@ def _main(argv: list[str]) -> int:
 main = command(_main)
 
 
-def _inputs(args: argparse.Namespace, files: list[Path], entry) -> SimpleNamespace:
+def _inputs(args: argparse.Namespace, files: list[Path], model) -> SimpleNamespace:
     """What every model starts from, shared so that the rows differ only by the model: the
     images ``x`` (or None), the starts, the per-image targets / units, and the first row's
     tiles and captions."""
     from .. import representations as R
+    from ..models.robust_model import input_size
 
-    mode, x = args.mode, (load_images(files, entry) if files else None)
+    mode, x = args.mode, (load_images(files, model.entry) if files else None)
     count = (max(len(files), len(args.target or args.unit or [])) if mode in ("synthesize",
              "feature") else len(files))
     labels = _broadcast(args.target, count, "--target") if args.target else None
     units = _broadcast(args.unit, count, "--unit") if args.unit else None
     if x is not None and mode in ("synthesize", "feature"):
         x = x[_broadcast(list(range(len(x))), count, "--images")]
-    crop = int(entry.preprocessing.get("crop", 224))
+    crop = input_size(model)
     start = x if x is not None else R._noise((count, 3, crop, crop), args.seed)
     if mode == "invert":
         start = R._noise(tuple(x.shape), args.seed)

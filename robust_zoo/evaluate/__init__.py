@@ -5,6 +5,7 @@ metrics: ``python -m robust_zoo.evaluate`` or, in code,
     >>> result = evaluate("resnet50_l2_eps3", "/data/imagenet/val", attack="pgd", eps=3.0)
 
 * ``run``: ``evaluate`` (model, loader, attacks, report) and ``compare_claims``.
+* ``corruptions``: RobustBench's common-corruption accuracy (the ImageNet-C folders).
 * ``cli``: the command line.
 """
 from __future__ import annotations

@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="model name (robust-zoo list), export folder or hf-hub:org/repo")
     p.add_argument("--data", default=os.environ.get("ROBUST_ZOO_DATA"),
                    help="ImageFolder tree, e.g. ImageNet val/ (default: $ROBUST_ZOO_DATA)")
+    p.add_argument("--corruptions", metavar="DIR",
+                   help="ImageNet-C folder (<corruption>/<severity>/<class>/<image>): also the "
+                        "mean top-1 over its corruption folders, RobustBench's corruptions_acc "
+                        "(--limit applies to each folder)")
     p.add_argument("--manifest", help="manifest file or folder (default: the zoo's own)")
     p.add_argument("--norm", choices=("l2", "linf"), help="default: the entry's")
     p.add_argument("--eps", type=_arg(parse_eps),
@@ -85,7 +89,7 @@ def _main(argv: list[str]) -> int:
             keep_best=args.keep_best, autoattack=args.autoattack, limit=args.limit,
             batch_size=args.batch_size, workers=args.workers, device=args.device,
             manifest=args.manifest, tolerance=args.tolerance, precision=args.precision,
-            compile=args.compile, progress=args.progress)
+            compile=args.compile, progress=args.progress, corruptions=args.corruptions)
     finally:
         distributed.shutdown()
     if result["world_size"] == 1 or int(os.environ.get("RANK", "0")) == 0:

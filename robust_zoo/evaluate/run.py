@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +35,8 @@ from ..errors import RobustZooError, UsageError, message
 from ..naming import check_norm, eps_close, eps_display, parse_eps, parse_int
 from ..recipe import default_step_size
 
-__all__ = ["evaluate", "compare_claims", "format_report"]
+__all__ = ["evaluate", "compare_claims", "format_report", "threat_model",
+           "ROBUSTBENCH_FIELDS"]
 
 DEFAULT_STEPS = 20
 
@@ -95,28 +97,60 @@ def _binomial_halfwidth(p_percent: float, n: int) -> float:
     return 100.0 * 1.96 * math.sqrt(p * (1 - p) / n) if n > 0 else float("inf")
 
 
+# RobustBench's names of the metrics (its model_info JSON and leaderboard), by ours
+ROBUSTBENCH_FIELDS = {"clean_top1": "clean_acc", "autoattack_top1": "autoattack_acc",
+                      "corruptions_top1": "corruptions_acc"}
+_ATTACKED = ("pgd_top1", "autoattack_top1")
+
+
+def threat_model(entry, norm: str, corruptions: bool = False) -> str:
+    """RobustBench's threat-model name of this evaluation: "corruptions" for common-corruption
+    accuracy or a corruption-robust entry, else "Linf" / "L2" of ``norm``."""
+    if corruptions or getattr(entry, "threat_model", None) == "corruptions" or (
+            entry is not None and entry.norm not in ("l2", "linf")):
+        return "corruptions"
+    return {"linf": "Linf", "l2": "L2"}[norm]
+
+
+def _claim_applies(claim: dict, name: str, norm: str, eps: float, threat: str | None) -> bool:
+    """Whether ``claim`` of an entry is a claim about metric ``name`` measured here: the same
+    name (ours or RobustBench's), the same threat model when the claim names one, the same
+    norm and ε for an attacked accuracy."""
+    if claim.get("name") not in (name, ROBUSTBENCH_FIELDS.get(name)):
+        return False
+    claimed_threat = claim.get("threat_model")
+    if threat is not None and claimed_threat is not None \
+            and str(claimed_threat).lower() != threat.lower():
+        return False
+    if name in _ATTACKED:
+        return claim.get("norm") == norm and eps_close(float(claim.get("eps", -1)), eps)
+    return True
+
+
 def compare_claims(entry, measured: dict[str, float | None], *, norm: str, eps: float, n: int,
-                   tolerance: float = 1.0) -> list[dict[str, Any]]:
-    """Measured vs claimed for each metric the entry claims. The allowed difference is
-    ``tolerance`` points, widened to the binomial 95% half-width 1.96·√(p(1−p)/n) at the
-    claimed accuracy p when n is small enough that sampling alone exceeds it."""
+                   tolerance: float = 1.0, threat: str | None = None,
+                   counts: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Measured vs claimed for each metric the entry claims (under its own name or
+    RobustBench's, for the threat model ``threat`` when the claim names one). The allowed
+    difference is ``tolerance`` points, widened to the binomial 95% half-width 1.96·√(p(1−p)/n)
+    at the claimed accuracy p when n is small enough that sampling alone exceeds it;
+    ``counts`` gives a metric its own n (corruption accuracy counts every corrupted image)."""
     rows = []
     for name, value in measured.items():
         if value is None or entry is None:
             continue
         for claim in entry.metrics:
-            if claim.get("name") != name:
+            if not _claim_applies(claim, name, norm, eps, threat):
                 continue
-            if name != "clean_top1" and not (claim.get("norm") == norm
-                                             and eps_close(float(claim.get("eps", -1)), eps)):
-                continue
-            half = _binomial_halfwidth(claim["value"], n)
+            n_metric = (counts or {}).get(name, n)
+            half = _binomial_halfwidth(claim["value"], n_metric)
             tol, rule = ((tolerance, f"fixed {tolerance:g} pt") if half <= tolerance
-                         else (half, f"binomial 95% (n={n})"))
+                         else (half, f"binomial 95% (n={n_metric})"))
             diff = value - claim["value"]
             rows.append({"name": name, "measured": value, "claimed": claim["value"], "diff": diff,
                          "tolerance": tol, "rule": rule, "ok": abs(diff) <= tol,
                          "claim_n": claim.get("n_examples"), "claim_attack": claim.get("attack"),
+                         "threat_model": claim.get("threat_model"),
                          "source": claim.get("source")})
     return rows
 
@@ -158,6 +192,9 @@ def _model(model_or_name, manifest, device: torch.device, norm, eps):
     if bad:
         raise UsageError(f"evaluate runs in fp32 but the model has {', '.join(sorted(bad))} "
                          "parameters: pass model.float()")
+    if entry is not None and entry.norm not in ("l2", "linf"):
+        # a corruption-robust entry (norm "none", ε 0): no attack unless one is asked for
+        norm, eps = ("linf" if norm is None else norm), (0.0 if eps is None else eps)
     if entry is not None:
         norm = entry.norm if norm is None else norm
         eps = entry.eps if eps is None else eps
@@ -282,8 +319,8 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
              autoattack: bool | str = False, limit: int | None = None, batch_size: int = 64,
              workers: int | None = None, device: str | torch.device | None = None,
              manifest: Any = None, transform=None, tolerance: float = 1.0,
-             precision: str = "fp32", compile: bool = False,
-             progress: bool = True) -> dict[str, Any]:
+             precision: str = "fp32", compile: bool = False, progress: bool = True,
+             corruptions: str | os.PathLike | None = None) -> dict[str, Any]:
     """Clean top-1, PGD robust top-1 (and AutoAttack top-1) in percent, plus claim checks.
 
     ``model_or_name``: a zoo name (loaded with ``robust_zoo.load``) or a model taking [0, 1]
@@ -294,8 +331,13 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
     pyautoattack is installed and it runs on the images, without Square where Square cannot,
     reported as "standard-no-square" with a note; skipped when nothing of it can run) or False.
     A version asked for by name that cannot run is an ``AutoAttackUnsupported`` saying why.
-    The result carries RobustBench's ``clean_acc`` / ``autoattack_acc`` (percent) next to
-    ``metrics``.
+    ``corruptions``: an ImageNet-C folder (``<corruption>/<severity>/<class>/<image>``): the
+    clean top-1 on each of its corruption folders too, and their mean (RobustBench's
+    ``corruptions_acc``; images resized to the model's input size, as RobustBench does).
+    The result carries RobustBench's field names (percent) next to ``metrics``: ``clean_acc``,
+    ``autoattack_acc``, ``external`` (the lowest robust accuracy any attack here found),
+    ``corruptions_acc`` and ``threat_model``, also gathered as ``robustbench`` with the
+    entry's claimed leaderboard values, so a leaderboard row can be re-checked.
     ``precision="bf16"`` runs the model under bf16 autocast (the attack's steps stay fp32; the
     result records it: manifest accuracies are fp32 numbers). ``compile``: clean and PGD passes
     through ``torch.compile`` (the attack keeps input-only gradients); AutoAttack runs eager.
@@ -323,20 +365,57 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
     res = _count(model, loader, attack=attack, autoattack=aa_run, classes=classes, total=total,
                  cap=cap, device=device, d=d, precision=precision, compile=compile,
                  progress=progress)
+    corr = None
+    if corruptions is not None:
+        corr = _count_corruptions(model, corruptions, entry, limit=limit, batch_size=batch_size,
+                                  workers=workers, device=device, d=d, precision=precision,
+                                  compile=compile, progress=progress)
     return _report(res, model, entry, data, attack, _autoattack_info(aa_run, aa_skipped),
-                   tolerance=tolerance, limit=limit,
+                   tolerance=tolerance, limit=limit, corruptions=corr,
                    world=d.world_size, device=device, precision=precision, compile=compile,
                    seconds=time.perf_counter() - t0)
 
 
+def _count_corruptions(model, root, entry, *, limit, batch_size, workers, device,
+                       d: distributed.Dist, precision: str, compile: bool, progress: bool
+                       ) -> dict[str, Any]:
+    """Clean top-1 on every ImageNet-C folder under ``root`` (at most ``limit`` images each),
+    summed over ranks: the report's ``corruptions`` section (``corruptions.summarize``)."""
+    from ..models.robust_model import input_size
+    from .corruptions import corruption_folders, corruption_transform, summarize
+
+    folders = corruption_folders(root)
+    transform = corruption_transform(input_size(model))
+    clean_only = dict(norm="linf", eps=0.0, steps=0, step_size=None, restarts=1,
+                      random_start=False, keep_best=True)
+    accuracies = {}
+    for c, sev, folder in folders:
+        loader, classes, total, cap = _loader(folder, transform, entry, limit=limit,
+                                              batch_size=batch_size, workers=workers,
+                                              device=device, d=d)
+        res = _count(model, loader, attack=clean_only, autoattack=None, classes=classes,
+                     total=total, cap=cap, device=device, d=d, precision=precision,
+                     compile=compile, progress=progress)
+        accuracies[(c, sev)] = (res.clean_top1, res.n)
+    return summarize(accuracies, Path(root))
+
+
 def _report(res: EvalResult, model, entry, data, attack: dict, aa_info: dict, *,
-            tolerance: float, limit, world: int, device, precision: str, compile: bool,
-            seconds: float) -> dict[str, Any]:
+            tolerance: float, limit, corruptions: dict | None, world: int, device,
+            precision: str, compile: bool, seconds: float) -> dict[str, Any]:
     """The result of ``evaluate`` as one JSON-ready dict (``format_report`` prints it)."""
     norm, eps, steps = attack["norm"], attack["eps"], attack["steps"]
     alpha = (attack["step_size"] if attack["step_size"] is not None
              else default_step_size(eps, steps))
     metrics = res.metrics()
+    counts = {}
+    if corruptions is not None:
+        metrics["corruptions_top1"] = corruptions["corruptions_acc"]
+        counts["corruptions_top1"] = corruptions["n"]
+    threat = threat_model(entry, norm, corruptions is not None)
+    claims = compare_claims(entry, metrics, norm=norm, eps=eps, n=res.n, tolerance=tolerance,
+                            threat=threat, counts=counts)
+    rb = _robustbench_row(entry, metrics, threat, norm, eps, res.n)
     return {
         "model": entry.name if entry else getattr(model, "name", None) or type(model).__name__,
         "arch": entry.arch if entry else getattr(model, "arch", None),
@@ -348,14 +427,36 @@ def _report(res: EvalResult, model, entry, data, attack: dict, aa_info: dict, *,
         "autoattack": aa_info,
         "metrics": metrics,
         "counts": {"n": res.n, "clean": res.clean, "pgd": res.pgd, "autoattack": res.autoattack},
+        "corruptions": corruptions,
         # RobustBench's field names (percent), so results compare with its leaderboard
-        "clean_acc": metrics["clean_top1"], "autoattack_acc": metrics["autoattack_top1"],
-        "claims": compare_claims(entry, metrics, norm=norm, eps=eps, n=res.n,
-                                 tolerance=tolerance),
+        **{k: rb[k] for k in ("threat_model", "clean_acc", "autoattack_acc", "external",
+                              "corruptions_acc")},
+        "robustbench": rb,
+        "claims": claims,
         "limit": limit, "world_size": world, "device": str(device), "precision": precision,
         "compiled": bool(compile),
         "seconds": round(seconds, 3), "torch": torch.__version__,
     }
+
+
+def _robustbench_row(entry, metrics: dict, threat: str, norm: str, eps: float, n: int
+                     ) -> dict[str, Any]:
+    """This evaluation as a row of RobustBench's ImageNet leaderboard (its field names, in
+    percent) and the row the entry claims. ``external`` is the leaderboard's robust accuracy:
+    the lowest that any attack run here found (AutoAttack or PGD)."""
+    robust = [v for v in (metrics["autoattack_top1"], metrics["pgd_top1"]) if v is not None]
+    claimed = {}
+    for ours, theirs in ROBUSTBENCH_FIELDS.items():
+        for claim in getattr(entry, "metrics", None) or ():
+            if _claim_applies(claim, ours, norm, eps, threat) and theirs not in claimed:
+                claimed[theirs] = claim["value"]
+    return {"model_name": getattr(entry, "name", None), "dataset": "imagenet",
+            "threat_model": threat,
+            "eps": None if threat == "corruptions" else eps_display(norm, eps),
+            "clean_acc": metrics["clean_top1"], "autoattack_acc": metrics["autoattack_top1"],
+            "external": min(robust) if robust and threat != "corruptions" else None,
+            "corruptions_acc": metrics.get("corruptions_top1"), "n_examples": n,
+            "claimed": claimed}
 
 
 def _describe(data) -> str:
@@ -371,8 +472,9 @@ def _describe(data) -> str:
 
 def format_report(result: dict[str, Any]) -> str:
     m = result["metrics"]
-    lines = [f"{result['model']}  on {result['data']}  (n={result['n']}, "
-             f"{result['norm']} eps={result['eps_display']})"]
+    threat = (f"{result['norm']} eps={result['eps_display']}" if result["eps"] > 0
+              or result.get("threat_model") != "corruptions" else "common corruptions")
+    lines = [f"{result['model']}  on {result['data']}  (n={result['n']}, {threat})"]
     att = result["attack"]
     if att:
         lines.append(f"PGD: {att['steps']} steps, step size {att['step_size']:.4g}, "
@@ -390,10 +492,15 @@ def format_report(result: dict[str, Any]) -> str:
                      f"{aa['package']} {aa['package_version']})")
         if aa.get("note"):
             lines.append(f"  note: {aa['note']}")
+    corr = result.get("corruptions")
+    if corr:
+        lines.append(f"corruptions: {corr['folders']} ImageNet-C folders, {corr['n']} images"
+                     + ("" if corr["complete"] else f" ({len(corr['missing'])} of 75 missing: "
+                        "not RobustBench's full set)"))
     claims = {c["name"]: c for c in result["claims"]}
     head = ("metric", "measured", "claimed", "diff", "allowed", "")
     rows = []
-    for name in ("clean_top1", "pgd_top1", "autoattack_top1"):
+    for name in ("clean_top1", "pgd_top1", "autoattack_top1", "corruptions_top1"):
         if m.get(name) is None:
             continue
         c = claims.get(name)

@@ -1,6 +1,6 @@
 """Publishing: ``robust-zoo export`` writes a Hub-ready folder for one entry.
 
-``model.safetensors`` (bare torchvision keys), ``config.json`` (timm's format — architecture,
+``model.safetensors`` (the bare network's keys), ``config.json`` (timm's format — architecture,
 num_classes, pretrained_cfg with mean/std/crop — plus a ``robust_zoo`` section with the entry),
 and ``README.md``, a model card generated from the manifest. ``config.json``'s ``robust_zoo``
 section records what the export wrote (``written``: the sha256 of ``model.safetensors`` and
@@ -8,8 +8,10 @@ section records what the export wrote (``written``: the sha256 of ``model.safete
 its own source, refuses a folder that holds another model, and replaces a ``README.md`` or
 ``config.json`` it did not write only with ``force=True``. The folder loads with
 ``robust_zoo.load(folder)`` or, once uploaded, ``robust_zoo.load("hf-hub:org/repo")``; for the
-architectures timm builds with the same keys (ResNets, WRNs, ResNeXt) also with
-``timm.create_model("hf-hub:org/repo", pretrained=True)`` — which then expects normalized inputs.
+architectures timm builds with the same keys (an ``Arch`` with ``timm`` export info: ResNets,
+WRNs, ResNeXt, and timm's ConvNeXt, Swin, ViT/DeiT, XCiT) also with
+``timm.create_model("hf-hub:org/repo", pretrained=True)`` or ``"local-dir:FOLDER"`` — which
+then expects normalized inputs (mean/std in ``pretrained_cfg``).
 """
 from __future__ import annotations
 
@@ -75,13 +77,11 @@ def model_card(entry: Entry, repo_id: str | None = None) -> str:
         f"{_dataset(entry)}.",
         "",
         "## Model details",
-        f"- Architecture: `{a.name}` (torchvision keys; {a.num_params:,} parameters with the "
-        f"{entry.num_classes}-class head)",
+        f"- Architecture: `{a.name}` ({_keys(a)} keys; {a.num_params:,} parameters with the "
+        f"1000-class head)",
         f"- Threat model: {norm}, ε = {entry.eps_display} on images in [0, 1]"
         + (" (standard training)" if entry.eps == 0 else ""),
-        f"- Input: {entry.preprocessing.get('crop', 224)} px, resize "
-        f"{entry.preprocessing.get('resize', 256)} + center crop; mean {list(entry.mean)}, "
-        f"std {list(entry.std)}",
+        f"- Input: {_input_line(entry)}; mean {list(entry.mean)}, std {list(entry.std)}",
         "",
         "## Usage",
         "```python",
@@ -119,23 +119,61 @@ def model_card(entry: Entry, repo_id: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _keys(a) -> str:
+    """Whose state-dict keys the weights carry."""
+    if a.timm:
+        return f"timm `{a.timm['architecture']}`"
+    return "torchvision" if a.family in ("resnet", "alexnet", "densenet", "mnasnet",
+                                         "mobilenet", "shufflenet", "vgg") else "RobustBench"
+
+
+def _sizes(entry: Entry) -> tuple[int, float]:
+    """(input side, crop_pct) of the entry's eval preprocessing: a resize to the shorter side
+    and a center crop (crop_pct = crop / resize), a square resize (1.0) or a crop alone
+    (1.0)."""
+    p = entry.preprocessing
+    crop, resize = p.get("crop"), p.get("resize", 256 if p.get("crop") in (None, 224) else None)
+    if isinstance(resize, (list, tuple)):
+        return int(crop or resize[0]), 1.0
+    size = int(crop or getattr(get_arch(entry.arch), "input_size", 224))
+    return size, round(size / resize, 4) if isinstance(resize, (int, float)) else 1.0
+
+
+def _input_line(entry: Entry) -> str:
+    p, size = entry.preprocessing, _sizes(entry)[0]
+    resize = p.get("resize", 256 if p.get("crop") in (None, 224) else None)
+    if isinstance(resize, (list, tuple)):
+        return f"{size} px, resized to {resize[0]}×{resize[1]}"
+    if resize:
+        return f"{size} px, resize {resize} + center crop"
+    return f"{size} px center crop"
+
+
 def timm_config(entry: Entry) -> dict[str, Any]:
+    """timm's ``config.json`` fields: timm builds the architecture from ``architecture`` and
+    ``model_args`` and reads ``model.safetensors`` (``timm.create_model("hf-hub:org/repo")`` or
+    ``"local-dir:FOLDER"``, ``pretrained=True``). timm models take normalized inputs: mean/std
+    are in ``pretrained_cfg`` (timm's data config applies them), where ``robust_zoo.load``
+    normalizes inside the model; ``normalization`` says so."""
     a = get_arch(entry.arch)
     p = entry.preprocessing
-    crop, resize = p.get("crop", 224), p.get("resize", 256)
+    crop, crop_pct = _sizes(entry)
     cfg: dict[str, Any] = {
         "architecture": (a.timm or {}).get("architecture", a.name),
         "num_classes": entry.num_classes,
         "num_features": a.num_features,
         "pretrained_cfg": {
             "tag": entry.name, "input_size": [3, crop, crop], "interpolation":
-            p.get("interpolation", "bilinear"), "crop_pct": round(crop / resize, 4),
+            p.get("interpolation", "bilinear"), "crop_pct": crop_pct,
             "crop_mode": "center", "mean": list(entry.mean), "std": list(entry.std),
             "num_classes": entry.num_classes, "classifier": a.head, "license": entry.license,
         },
     }
     if a.timm and a.timm.get("model_args"):
         cfg["model_args"] = a.timm["model_args"]
+    cfg["normalization"] = (
+        "timm: inputs normalized with pretrained_cfg mean/std (timm.data.resolve_data_config "
+        "+ create_transform); robust_zoo.load: images in [0, 1], normalized inside the model")
     return cfg
 
 

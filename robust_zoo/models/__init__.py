@@ -13,8 +13,8 @@ from __future__ import annotations
 from .archs import IMAGENET_MEAN, IMAGENET_STD, Arch, build, get_arch, list_archs
 from .features import Penultimate, head_input
 from .robust_model import (Normalize, RobustModel, eval_mode, frozen_parameters, get_head,
-                           head_path, replace_head, unwrap, unwrap_parallel)
+                           head_path, input_size, replace_head, unwrap, unwrap_parallel)
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Arch", "build", "get_arch", "list_archs",
            "Normalize", "Penultimate", "RobustModel", "eval_mode", "frozen_parameters", "get_head",
-           "head_input", "head_path", "replace_head", "unwrap", "unwrap_parallel"]
+           "head_input", "head_path", "input_size", "replace_head", "unwrap", "unwrap_parallel"]

@@ -1,4 +1,5 @@
-"""The model a user gets back: a torchvision network behind its input normalization.
+"""The model a user gets back: a network (torchvision, timm or this package's) behind its input
+normalization.
 
 Robust checkpoints are trained and attacked in pixel space: inputs in [0, 1], the ImageNet
 mean/std applied inside the model (the convention of ``robustness`` and RobustBench), so that
@@ -17,8 +18,8 @@ from torch import nn
 from .archs import IMAGENET_MEAN, IMAGENET_STD, Arch, get_arch, list_archs, resolve_path
 
 __all__ = ["RobustModel", "Normalize", "eval_mode", "frozen_parameters", "unwrap",
-           "unwrap_parallel", "get_head", "replace_head", "head_path", "IMAGENET_MEAN",
-           "IMAGENET_STD"]
+           "unwrap_parallel", "get_head", "replace_head", "head_path", "input_size",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
 
 
 @contextlib.contextmanager
@@ -99,7 +100,7 @@ class Normalize(nn.Module):
 
 
 class RobustModel(nn.Module):
-    """``model(normalize(x))`` for x in [0, 1]; ``.model`` is the bare torchvision network."""
+    """``model(normalize(x))`` for x in [0, 1]; ``.model`` is the bare network."""
 
     def __init__(self, model: nn.Module, arch: "str | Arch", mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, name: str | None = None):
@@ -125,6 +126,11 @@ class RobustModel(nn.Module):
         replace_head(self, num_classes, hidden=hidden, arch=self.arch_spec)
 
     @property
+    def input_size(self) -> int:
+        """Side in pixels of the images this model is evaluated on (``input_size``)."""
+        return input_size(self)
+
+    @property
     def num_classes(self) -> int:
         head = self.get_classifier()
         last = head[-1] if isinstance(head, nn.Sequential) else head
@@ -132,6 +138,36 @@ class RobustModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}" + (f", name={self.name!r}" if self.name else "")
+
+
+def input_size(model: nn.Module, default: int = 224) -> int:
+    """Side in pixels of the square images ``model`` is evaluated on: its manifest entry's
+    (``entry.input_size``, else the crop, else a square resize such as RobustBench's Res224),
+    else, for an architecture built for one size (ViT/DeiT/Swin position tables and windows),
+    the size its patch embedding was built for, else the architecture's ``input_size``, else
+    ``default``."""
+    entry = getattr(model, "entry", None)
+    size = getattr(entry, "input_size", None)
+    if isinstance(size, int) and size > 0:
+        return size
+    pre = getattr(entry, "preprocessing", None) or {}
+    crop, resize = pre.get("crop"), pre.get("resize")
+    if isinstance(crop, int) and crop > 0:
+        return crop
+    if isinstance(resize, (list, tuple)) and len(resize) == 2 and resize[0] == resize[1]:
+        return int(resize[0])
+    spec = _arch_of(model)
+    if isinstance(spec, str):
+        try:
+            spec = get_arch(spec)
+        except ValueError:
+            spec = None
+    if getattr(spec, "fixed_input_size", False):     # built for one size, maybe img_size=N
+        built = getattr(getattr(unwrap(model), "patch_embed", None), "img_size", None)
+        if isinstance(built, (tuple, list)) and len(built) == 2 and built[0] == built[1]:
+            return int(built[0])
+    size = getattr(spec, "input_size", None)
+    return int(size) if isinstance(size, int) and size > 0 else default
 
 
 # --------------------------------------------------------------------------- heads
@@ -173,7 +209,7 @@ def replace_head(model: nn.Module, num_classes: int, hidden: Sequence[int] = (),
 
     ``hidden=(h1, h2, ...)`` puts ``Linear+ReLU`` layers in front of it (the paper code's
     ``--additional-hidden``). ``num_classes=0`` gives an ``Identity`` head, so the forward
-    returns penultimate features. Works on bare torchvision modules, on the loader's
+    returns penultimate features. Works on bare torchvision and timm modules, on the loader's
     normalizing wrapper and on DDP-wrapped models; returns ``model`` for chaining.
     """
     if num_classes < 0:

@@ -14,6 +14,7 @@ import types
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..models.archs import get_arch, list_archs
 from ..models.features import head_input, model_arch
 from ..models.robust_model import head_path, replace_head, unwrap
@@ -42,8 +43,33 @@ def parse_mode(mode: "str | int | None") -> str:
         return f"layer{key}"
     if key in {"layer1", "layer2", "layer3", "layer4"}:
         return key
-    raise ValueError(f"Unknown freeze mode {mode!r}. Valid modes: {', '.join(MODES)} "
+    raise UsageError(f"Unknown freeze mode {mode!r}. Valid modes: {', '.join(MODES)} "
                      "(aliases: 'fixed', 'linear', -1 = 'full', 1..4 = 'layer1'..'layer4')")
+
+
+def _check_freeze_level(net: nn.Module, arch: str | None, mode: str) -> None:
+    """A freeze level exists for ResNet-family archs only (stem, then layer1..layer4)."""
+    family = get_arch(arch).family if arch else (
+        "resnet" if all(hasattr(net, f"layer{i}") for i in range(1, 5)) else "")
+    if family != "resnet":
+        resnets = [a for a in list_archs() if get_arch(a).family == "resnet"]
+        what = f"a {family} arch" if family else "not a ResNet"
+        raise UsageError(
+            f"freeze level {mode!r} exists only for ResNet-family archs ({', '.join(resnets)}); "
+            f"{arch or type(net).__name__} is {what}. Valid modes for it: 'fixed-feature', "
+            "'full'")
+
+
+def _own_parameters(net: nn.Module, head_path: str) -> list[nn.Parameter]:
+    """Parameters held directly by ``net`` or by an ancestor of its head, outside any child
+    ``_pinned_roots`` returns: a ViT's ``cls_token`` and ``pos_embed``, for instance."""
+    out, module = [], net
+    for part in head_path.split(".")[:-1] + [None]:
+        out += list(module.parameters(recurse=False))
+        if part is None:
+            break
+        module = module[int(part)] if part.isdigit() else getattr(module, part)
+    return out
 
 
 def _pinned_roots(net: nn.Module, head_path: str, mode: str) -> list[nn.Module]:
@@ -114,15 +140,7 @@ def freeze(model: nn.Module, mode: "str | int" = "fixed-feature", *, pin_eval: b
     net = unwrap(model)
     arch = model_arch(model)
     if mode.startswith("layer"):
-        family = get_arch(arch).family if arch else (
-            "resnet" if all(hasattr(net, f"layer{i}") for i in range(1, 5)) else "")
-        if family != "resnet":
-            resnets = [a for a in list_archs() if get_arch(a).family == "resnet"]
-            raise ValueError(
-                f"Freeze level {mode!r} exists only for ResNet-family archs "
-                f"({', '.join(resnets)}); "
-                f"{arch or type(net).__name__} is not one. Valid modes for it: 'fixed-feature', "
-                "'full'.")
+        _check_freeze_level(net, arch, mode)
     _unpin(model)
     for p in net.parameters():
         p.requires_grad_(True)
@@ -132,6 +150,9 @@ def freeze(model: nn.Module, mode: "str | int" = "fixed-feature", *, pin_eval: b
     roots = _pinned_roots(net, path, mode)
     for root in roots:
         for p in root.parameters():
+            p.requires_grad_(False)
+    if mode == "fixed-feature":
+        for p in _own_parameters(net, path):
             p.requires_grad_(False)
     if pin_eval:
         for root in roots:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..errors import UsageError
 from ..models.archs import IMAGENET_MEAN, IMAGENET_STD, build, get_arch, list_archs
 
 __all__ = ["backbone", "faster_rcnn", "detection_archs"]
@@ -54,10 +55,11 @@ def backbone(name: str, trainable_layers: int = 3, pretrained: bool = True, mani
     arch = get_arch(arch_of(name, manifest=manifest, pretrained=pretrained))
     supported = detection_archs()
     if arch.name not in supported:
-        raise ValueError(f"{name!r} is a {arch.name}; detection backbones (ResNet-FPN) exist only "
-                         f"for torchvision ResNet archs: {', '.join(supported)}")
+        raise UsageError(f"{name!r} is a {arch.name} ({arch.family or 'non-ResNet'} family); "
+                         "detection backbones (ResNet-FPN) exist only for torchvision ResNet "
+                         f"archs: {', '.join(supported)}")
     if not 0 <= trainable_layers <= 5:
-        raise ValueError(
+        raise UsageError(
             f"trainable_layers must be in 0..5 (5: every layer), got {trainable_layers}")
     norm_layer = norm_layer or FrozenBatchNorm2d
     net = arch.builder(weights=None, num_classes=1000, norm_layer=norm_layer)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..models.archs import get_arch
 from ..models.robust_model import get_head
 from ..fileio import atomic_write_text
@@ -25,7 +26,8 @@ from .feature_cache import (cached_features, default_cache_dir, head_predict, mo
                             train_head)
 from .hparams import PAPER_PROTOCOLS, TransferConfig, default_protocol, paper_lr, paper_result
 
-__all__ = ["load_model", "check_model_name", "run_transfer", "run_dir", "prepare_model"]
+__all__ = ["load_model", "check_model_name", "run_transfer", "run_dir", "prepare_model",
+           "check_input_size"]
 
 DEFAULT_CACHE = "default"
 
@@ -73,6 +75,29 @@ def prepare_model(net: RobustModel, spec, num_classes: int, cfg: TransferConfig)
     replace_head(net, num_classes, hidden=cfg.hidden)
     freeze(net, cfg.mode, pin_eval=not cfg.faithful)
     return num_classes
+
+
+def check_input_size(net: RobustModel, size: int) -> None:
+    """Refuse an image size the network cannot take before any data is read: ViT, DeiT and
+    Swin are built for one size (position tables, attention windows); another size than the
+    architecture's own is tried with one forward of a blank image (a convnet's downsampling
+    needs a minimum size)."""
+    from ..models.robust_model import eval_mode, input_size
+
+    native = input_size(net)
+    if size == native:
+        return
+    if net.arch_spec.fixed_input_size:
+        raise UsageError(f"{net.arch} is built for {native}-px images (its position table "
+                         f"fixes the size); pass --image-size {native} (image_size={native})")
+    x = torch.zeros(1, 3, size, size, device=next(net.parameters()).device)
+    try:
+        with eval_mode(net), torch.no_grad():
+            net(x)
+    except (AssertionError, RuntimeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UsageError(f"{net.arch} cannot take {size}-px images ({first}); pass "
+                         f"--image-size {native} (image_size={native})") from None
 
 
 def _model_meta(model: nn.Module, name: str) -> dict[str, Any]:
@@ -127,6 +152,7 @@ def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
         name, net = _source_model(model, model_name, manifest, pretrained, progress)
         meta = _model_meta(net, name)
         num_classes = prepare_model(net, spec, len(train_ds.classes), cfg)
+        check_input_size(net, cfg.image_size)
         lr, lr_source = (cfg.lr, "given") if cfg.lr is not None else paper_lr(
             spec.name, net.arch, cfg.mode)
         rcfg = dataclasses.replace(cfg, lr=lr)
