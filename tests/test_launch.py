@@ -14,7 +14,8 @@ from robust_zoo.cli import commands
 from robust_zoo.console import ArgumentParser, run_main
 from robust_zoo.errors import UsageError
 from robust_zoo.launch import (JobsFailed, LaunchOptions, Task, add_launch_arguments,
-                               check_outcomes, launch, launch_options, status)
+                               check_outcomes, exit_status, launch, launch_options,
+                               status)
 from robust_zoo.launch import slurm as slurm_backend
 
 
@@ -91,6 +92,7 @@ def test_the_local_launcher_runs_here_and_a_rerun_skips_finished_runs(tmp_path, 
     sub = launch(_squares(out, 3), LaunchOptions(), out)
     assert _results(out, 3) == [{"x": i, "y": i * i} for i in range(3)]
     assert [o.state for o in sub.wait(progress_bar=False)] == ["done"] * 3
+    assert exit_status(sub.wait(progress_bar=False)) == 0
     assert status(out).counts() == {"done": 3, "running": 0, "pending": 0, "failed": 0,
                                     "requeued": 0}
     again = launch(_squares(out, 4), LaunchOptions(), out)
@@ -128,6 +130,10 @@ def test_a_job_array_equals_the_local_runs_and_failures_are_rerun(slurm_env, tmp
     assert "fails once on purpose" in outcomes[3].log_tail
     with pytest.raises(JobsFailed, match=f"2 of 5 runs failed: t3 .*log {outcomes[3].log}"):
         check_outcomes(outcomes)
+    capsys.readouterr()
+    assert exit_status(outcomes) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: 2 of 5 runs failed") and "fails once on purpose" in err
     assert status(out).counts() == {"done": 3, "running": 0, "pending": 0, "failed": 2,
                                     "requeued": 0}
     capsys.readouterr()
