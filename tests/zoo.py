@@ -507,11 +507,16 @@ def counting_task(run_dir: str, steps: int, seconds_per_step: float,
                   stall_at: int | None = None) -> None:
     """A resumable run: counts to ``steps`` (one step per ``seconds_per_step``), keeping its count
     in ``state.json``; called again, it continues from there. On its first attempt it stalls
-    after step ``stall_at`` until it is killed (the test requeues it there). ``result.json``
-    holds the sum of the steps' squares and how many attempts it took."""
+    after step ``stall_at`` until it is killed (the test requeues it there); SIGTERM ends it at
+    once (submitit would let it run on until SLURM's SIGKILL). ``result.json`` holds the sum of
+    the steps' squares and how many attempts it took."""
+    import os
+    import signal
     import time
 
     from robust_zoo.fileio import atomic_write_text
+
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
 
     state_file = Path(run_dir) / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {"step": 0, "sum": 0}
