@@ -54,6 +54,9 @@ def _results(out: Path, n: int) -> list[dict]:
     return [json.loads((out / f"t{i}" / "result.json").read_text()) for i in range(n)]
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def _text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
@@ -102,7 +105,7 @@ def test_without_sbatch_slurm_is_one_line_saying_what_to_install(tmp_path, monke
 def test_the_local_launcher_runs_here_and_a_rerun_skips_finished_runs(tmp_path, capsys):
     out = tmp_path / "out"
     sub = launch(_squares(out, 3), LaunchOptions(), out)
-    assert _results(out, 3) == [{"x": i, "y": i * i} for i in range(3)]
+    assert [(r["x"], r["y"]) for r in _results(out, 3)] == [(i, i * i) for i in range(3)]
     assert [o.state for o in sub.wait(progress_bar=False)] == ["done"] * 3
     assert exit_status(sub.wait(progress_bar=False)) == 0
     assert status(out).counts() == {"done": 3, "running": 0, "pending": 0, "failed": 0,
@@ -136,6 +139,9 @@ def test_a_job_array_equals_the_local_runs_and_failures_are_rerun(slurm_env, lig
     ids = sub.job_ids
     assert len(ids) == n and all(i.startswith(ids[0].split("_")[0] + "_") for i in ids)
     assert any(ids[0].split("_")[0] in ln for ln in sub.describe())
+    while_queued = launch(_squares(out, n, flaky=3), LaunchOptions(launcher="slurm"), out)
+    assert while_queued.entries == [] and \
+        len(while_queued.in_flight) + len(while_queued.skipped_done) == n
     slurm_env.scancel(ids[4])                  # held back by the array's limit of 4
     outcomes = sub.wait(progress_bar=False, poll_s=0.3, timeout_s=240)
     assert [o.state for o in outcomes] == ["done"] * 3 + ["failed"] * 2
@@ -162,6 +168,7 @@ def test_a_job_array_equals_the_local_runs_and_failures_are_rerun(slurm_env, lig
     local = tmp_path / "local"
     launch(_squares(local, n), LaunchOptions(), local)
     assert _results(out, n) == _results(local, n)
+    assert _results(out, 1)[0]["robust_zoo"] == str(ROOT / "robust_zoo")   # this checkout
     assert status(out).counts()["done"] == n
 
 
@@ -184,3 +191,17 @@ def test_a_requeued_task_resumes_from_its_run_folder(slurm_env, light_jobs, tmp_
     assert status(out).counts()["requeued"] == 1
     assert commands.main(["jobs", str(out), "--all"]) == 0
     assert "requeued 1x" in capsys.readouterr().out
+
+
+def test_a_ddp_job_runs_one_process_per_task_and_rank_0_finishes_it(slurm_env, light_jobs,
+                                                                       tmp_path):
+    out = tmp_path / "out"
+    run = out / "ddp"
+    sub = launch([Task("ddp", run, zoo.ranks_task, (str(run),))],
+                 LaunchOptions(launcher="slurm", tasks_per_node=2), out, kind="ddp")
+    [o] = sub.wait(progress_bar=False, poll_s=0.3, timeout_s=120)
+    assert (o.state, o.attempts) == ("done", 1)            # only rank 0 records its start
+    assert json.loads((run / "result.json").read_text()) == \
+        {"world": 2, "ranks": ["rank-0", "rank-1"]}
+    assert "#SBATCH --ntasks-per-node=2" in \
+        (Path(sub.ledger["folder"]) / f"{sub.job_ids[0]}_submission.sh").read_text()

@@ -497,10 +497,12 @@ def _alive(pid: int) -> bool:
 # module-level (a SLURM job unpickles them by reference: tests/ must be on its PYTHONPATH)
 
 def square_task(run_dir: str, x: int) -> None:
-    """A run that writes ``result.json`` with ``x`` squared."""
+    """A run that writes ``result.json`` with ``x`` squared and the robust_zoo it imported."""
+    import robust_zoo
     from robust_zoo.fileio import atomic_write_text
 
-    atomic_write_text(Path(run_dir) / "result.json", json.dumps({"x": x, "y": x * x}))
+    atomic_write_text(Path(run_dir) / "result.json", json.dumps(
+        {"x": x, "y": x * x, "robust_zoo": str(Path(robust_zoo.__file__).parent)}))
 
 
 def counting_task(run_dir: str, steps: int, seconds_per_step: float,
@@ -530,6 +532,24 @@ def counting_task(run_dir: str, steps: int, seconds_per_step: float,
     lines = (Path(run_dir) / ".attempts").read_text().splitlines()
     atomic_write_text(Path(run_dir) / "result.json",
                       json.dumps({"sum": state["sum"], "attempts": len(lines)}))
+
+
+def ranks_task(run_dir: str) -> None:
+    """One run of several processes (a SLURM job's tasks): each writes ``rank-<r>``; rank 0
+    waits for all of them and writes ``result.json`` with the world it saw."""
+    import os
+    import time
+
+    from robust_zoo.fileio import atomic_write_text
+
+    rank, world = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+    (Path(run_dir) / f"rank-{rank}").write_text(os.environ.get("SLURM_LOCALID", ""))
+    if rank == 0:
+        deadline = time.monotonic() + 60
+        while len(list(Path(run_dir).glob("rank-*"))) < world and time.monotonic() < deadline:
+            time.sleep(0.05)
+        atomic_write_text(Path(run_dir) / "result.json", json.dumps(
+            {"world": world, "ranks": sorted(p.name for p in Path(run_dir).glob("rank-*"))}))
 
 
 def flaky_task(run_dir: str, x: int) -> None:
