@@ -392,11 +392,7 @@ class SlurmCluster:
         import time
 
         if "slurmctld" in self.pids:                # no job outlives the cluster
-            self.run("scancel", "--user", str(os.getuid()), check=False)
-            deadline = time.monotonic() + 10
-            while self.run("squeue", "-h", "-o", "%i", check=False).strip() and \
-                    time.monotonic() < deadline:
-                time.sleep(0.2)
+            self.cancel_all()
         pids = [self.pids.pop(n) for n in ("slurmd", "slurmctld", "munged") if n in self.pids]
         for pid in pids:                               # each takes ~2 s: all at once
             try:
@@ -411,6 +407,18 @@ class SlurmCluster:
                 os.kill(pid, signal.SIGKILL)
         if self.munge_dir is not None:
             shutil.rmtree(self.munge_dir, ignore_errors=True)
+
+    def cancel_all(self, timeout: float = 10) -> None:
+        """Cancel every job of the cluster and wait (up to ``timeout``) until the queue is
+        empty."""
+        import os
+        import time
+
+        self.run("scancel", "--user", str(os.getuid()), check=False)
+        deadline = time.monotonic() + timeout
+        while self.run("squeue", "-h", "-o", "%i", check=False).strip() and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
 
     # -- clients
     def run(self, *cmd: str, check: bool = True) -> str:

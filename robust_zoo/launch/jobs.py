@@ -99,6 +99,16 @@ def latest_entries(out: Path) -> dict[str, dict]:
     return entries
 
 
+def aggregator(out: Path) -> str | None:
+    """``"module:function"`` of the table-making function the latest ledger naming one
+    recorded (``launch(..., aggregate=)``), or None."""
+    for ledger in reversed(read_ledgers(out)):
+        name = ledger.get("aggregate")
+        if isinstance(name, str) and name.startswith("robust_zoo.") and ":" in name:
+            return name
+    return None
+
+
 def queue_states(job_ids: Iterable[str] = ()) -> dict[str, str] | None:
     """SLURM job id (``12``, ``12_3`` for an array task) → squeue's state, for the jobs the
     controller still knows (finished ones for a few minutes); None when squeue cannot answer."""

@@ -139,8 +139,9 @@ def _entry(task: Task, job_id: str, log: Path | None) -> dict:
             "done_file": task.done_file, "job_id": job_id, "log": str(log) if log else None}
 
 
-def _ledger(opts: LaunchOptions, kind: str, name: str, folder: Path | None) -> dict:
-    return {"launcher": opts.launcher, "kind": kind, "name": name,
+def _ledger(opts: LaunchOptions, kind: str, name: str, folder: Path | None,
+            aggregate: str | None) -> dict:
+    return {"launcher": opts.launcher, "kind": kind, "name": name, "aggregate": aggregate,
             "folder": str(folder) if folder else None, "pid": os.getpid(),
             "array_parallelism": opts.array_parallelism, "tasks": []}
 
@@ -163,8 +164,19 @@ def _split(tasks: Sequence[Task], out: Path) -> tuple[list[Task], list[Task], li
     return [t for t in todo if t.key not in busy], done, in_flight
 
 
+def _aggregate_name(aggregate) -> str | None:
+    """``"module:function"`` of a table-making function of a robust_zoo program."""
+    if aggregate is None:
+        return None
+    name = aggregate if isinstance(aggregate, str) else \
+        f"{aggregate.__module__}:{aggregate.__qualname__}"
+    if not name.startswith("robust_zoo.") or ":" not in name:
+        raise ValueError(f"aggregate must be a function of robust_zoo's programs, got {name!r}")
+    return name
+
+
 def launch(tasks: Sequence[Task], opts: LaunchOptions, out: Path, *, kind: str = "array",
-           name: str = "robust-zoo") -> Submission:
+           name: str = "robust-zoo", aggregate=None) -> Submission:
     """Run ``tasks`` with the launcher ``opts`` names and record them in a ledger under
     ``out/.jobs``. Finished runs (completion file present) are skipped, and so are runs still
     queued or running from an earlier submission.
@@ -173,15 +185,20 @@ def launch(tasks: Sequence[Task], opts: LaunchOptions, out: Path, *, kind: str =
     array (``kind="array"``, one single-task job per run, ``--array-parallelism`` at once) or
     one job of ``--nodes`` × ``--tasks-per-node`` processes per run (``kind="ddp"``); a preempted
     or timed-out job is requeued and calls its task again. A refusal by sbatch is a
-    ``UsageError`` quoting it, and leaves nothing in ``out``."""
+    ``UsageError`` quoting it, and leaves nothing in ``out``.
+
+    ``aggregate``: the program's function ``fn(out) -> list[str]`` that builds its tables from
+    the finished run folders (a robust_zoo function, or its ``"module:function"`` name); the
+    ledger records it and ``robust-zoo jobs OUT`` calls it after the status."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     out = Path(out)
     todo, done, in_flight = _split(tasks, out)
     if opts.launcher == "slurm":
-        return _launch_slurm(todo, done, in_flight, opts, out, kind, name)
+        return _launch_slurm(todo, done, in_flight, opts, out, kind, name,
+                             _aggregate_name(aggregate))
     stamp = jobs.new_stamp()
-    ledger = _ledger(opts, kind, name, None)
+    ledger = _ledger(opts, kind, name, None, _aggregate_name(aggregate))
     ledger["tasks"] = [_entry(t, "local", None) for t in todo]
     path = jobs.write_ledger(out, stamp, ledger) if todo else None
     for t in todo:
@@ -216,14 +233,14 @@ def _remove_new(folder: Path, parents: Sequence[Path]) -> None:
             pass
 
 
-def _launch_slurm(todo, done, in_flight, opts, out, kind, name) -> Submission:
+def _launch_slurm(todo, done, in_flight, opts, out, kind, name, aggregate) -> Submission:
     from . import slurm
 
     slurm.require_slurm()
     slurm.parameters(opts, kind, name)                      # bad flags before any file
     stamp = jobs.new_stamp()
     folder = jobs.jobs_dir(out) / stamp
-    ledger = _ledger(opts, kind, name, folder)
+    ledger = _ledger(opts, kind, name, folder, aggregate)
     if not todo:
         return Submission(out, ledger, None, done, in_flight)
     made = [p for p in (jobs.jobs_dir(out), out) if not p.exists()]
