@@ -3,6 +3,7 @@ over seeds with min/max), reruns that do only what is missing, named studies, --
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,19 +39,36 @@ def cli(args: list[str], capsys) -> tuple[int, str]:
     return rc, cap.out + cap.err
 
 
-def test_seeds_make_one_folder_per_run_and_a_table_over_seeds(digits, manifest, tmp_path,
-                                                               capsys):
-    out = tmp_path / "study"
-    args = grid_args(digits, manifest, out, "--seeds", "0", "1")
-    rc, text = cli(args, capsys)
-    assert rc == 0, text
-    results = {}
-    for m in MODELS:
-        for seed in (0, 1):
-            res = json.loads((out / m / "imagefolder" / "fixed-feature-lr0.05" / f"seed{seed}" /
-                              "result.json").read_text())
-            assert res["seed"] == seed and res["config"]["seed"] == seed and res["lr"] == 0.05
-            results[(m, seed)] = res["accuracy"]
+SEED_GRID = ("--seeds", "0", "1")          # 2 models × 2 seeds = 4 runs
+
+
+@pytest.fixture(scope="module")
+def local_grid(digits, manifest, tmp_path_factory) -> tuple[Path, str]:
+    """The 4-run grid done here (--launcher local): its OUT and what it printed."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("local") / "study"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        rc = main(grid_args(digits, manifest, out, *SEED_GRID, "--launcher", "local"))
+    assert rc == 0, buf.getvalue()
+    return out, buf.getvalue()
+
+
+def run_results(out: Path) -> dict[tuple[str, int], dict]:
+    """(model, seed) → result.json of every run of the grid under ``out``."""
+    return {(m, seed): json.loads((out / m / "imagefolder" / "fixed-feature-lr0.05" /
+                                   f"seed{seed}" / "result.json").read_text())
+            for m in MODELS for seed in (0, 1)}
+
+
+def test_seeds_make_one_folder_per_run_and_a_table_over_seeds(local_grid, digits, manifest,
+                                                               tmp_path, capsys):
+    out, text = local_grid
+    results = {k: r["accuracy"] for k, r in run_results(out).items()}
+    for (m, seed), res in run_results(out).items():
+        assert res["seed"] == seed and res["config"]["seed"] == seed and res["lr"] == 0.05
     rows = json.loads((out / "results.json").read_text())
     assert sorted((r["model"], r["seed"]) for r in rows) == sorted(results)
     summary = {r["model"]: r for r in json.loads((out / "summary.json").read_text())}
@@ -66,6 +84,7 @@ def test_seeds_make_one_folder_per_run_and_a_table_over_seeds(digits, manifest, 
     assert (out / "robust_vs_standard_fixed-feature.png").stat().st_size > 1000
 
     # a failed run (no result.json) and a stale one (another recipe): only those run again
+    out = shutil.copytree(out, tmp_path / "again")
     lost = out / MODELS[1] / "imagefolder" / "fixed-feature-lr0.05" / "seed1" / "result.json"
     lost.unlink()
     stale = out / MODELS[0] / "imagefolder" / "fixed-feature-lr0.05" / "seed0" / "result.json"
@@ -73,15 +92,70 @@ def test_seeds_make_one_folder_per_run_and_a_table_over_seeds(digits, manifest, 
     stale.write_text(json.dumps({**old, "config": {**old["config"], "epochs": 7}}))
     kept = out / MODELS[1] / "imagefolder" / "fixed-feature-lr0.05" / "seed0" / "result.json"
     mtime = kept.stat().st_mtime_ns
+    args = grid_args(digits, manifest, out, *SEED_GRID)
     rc, text = cli(args, capsys)
     assert rc == 0 and "2 of 4 runs finished before: skipped (2 to run)" in text
     assert kept.stat().st_mtime_ns == mtime
     assert json.loads(lost.read_text())["accuracy"] == results[(MODELS[1], 1)]
     assert json.loads(stale.read_text())["config"]["epochs"] == 1
-    assert json.loads((out / "summary.json").read_text()) == list(summary.values())
+    assert [{k: r[k] for k in ("model", "seeds", "accuracy")} for r in
+            json.loads((out / "summary.json").read_text())] == \
+        [{k: r[k] for k in ("model", "seeds", "accuracy")} for r in summary.values()]
 
     rc, text = cli([*args, "--dry-run"], capsys)
     assert rc == 0 and "= 4 runs; 4 finished in" in text and "0 to run" in text
+
+
+def test_job_array_equals_local_runs_and_reruns_only_the_cancelled_one(
+        slurm_env, local_grid, digits, manifest, tmp_path, capsys):
+    """The grid as a SLURM job array (--wait): one array task cancelled while it waits for a
+    slot; --wait and the run status report it failed, naming its log; the same command again
+    submits only that run and completes the table; every result equals the local run's."""
+    import threading
+    import time
+
+    from robust_zoo.launch import status
+    from robust_zoo.launch.jobs import read_ledgers
+
+    out = tmp_path / "array"
+    args = grid_args(digits, manifest, out, *SEED_GRID, "--launcher", "slurm", "--wait",
+                     "--array-parallelism", "3", "--time", "10")
+    first: list[int] = []
+    waiting = threading.Thread(target=lambda: first.append(main(args)))
+    waiting.start()
+    deadline = time.monotonic() + 60
+    while not read_ledgers(out):
+        assert time.monotonic() < deadline and waiting.is_alive(), capsys.readouterr()
+        time.sleep(0.1)
+    (ledger,) = read_ledgers(out)
+    cancelled = ledger["tasks"][3]
+    slurm_env.scancel(cancelled["job_id"])
+    waiting.join(timeout=180)
+    text = capsys.readouterr()
+    text = text.out + text.err
+    assert first == [2], text
+    assert "1 of 4 runs failed" in text and cancelled["key"] in text, text
+    assert cancelled["log"] in text
+    st = status(out)
+    assert st.counts()["done"] == 3 and st.counts()["failed"] == 1
+    (failed,) = [r for r in st.runs if r.state == "failed"]
+    # SLURM keeps no record of an array task cancelled before it started
+    assert failed.key == cancelled["key"] and failed.detail in (
+        "cancelled", "ended without its result")
+
+    rc, text = cli(args, capsys)
+    assert rc == 0, text
+    assert "3 of 4 runs finished before: skipped (1 to run)" in text
+    assert "submitted 1 runs as SLURM job array" in text
+    assert len(read_ledgers(out)) == 2 and status(out).counts()["done"] == 4
+    here, there = run_results(local_grid[0]), run_results(out)
+    for key in here:
+        assert there[key]["accuracy"] == here[key]["accuracy"], key
+        assert [h["train_loss"] for h in there[key]["history"]] == pytest.approx(
+            [h["train_loss"] for h in here[key]["history"]], rel=1e-4)
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted((r["model"], r["seeds"]) for r in summary) == [(m, 2) for m in MODELS]
+    assert (summary == json.loads((local_grid[0] / "summary.json").read_text()))
 
 
 def test_dry_run_prints_the_grid_and_its_gpu_hours(tmp_path, capsys):

@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from ..console import ArgumentParser, command
+from ..launch import add_launch_arguments
 from ..naming import arg_type, int_arg, parse_device, parse_number
 from .core import MODES
 from ..data.transfer_sets import TRANSFER_DATASETS
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_arguments(p.add_argument_group("recipe (defaults: the paper's)"))
     _protocol_arguments(p.add_argument_group("protocol and fixed-feature fast path"))
     _execution_arguments(p.add_argument_group("execution"))
+    add_launch_arguments(p)
     return p
 
 
@@ -159,8 +162,6 @@ def _plot_main(argv: list[str]) -> int:
     p.add_argument("results")
     p.add_argument("--out", help="folder for the PNGs (default: next to the results)")
     a = p.parse_args(argv)
-    from pathlib import Path
-
     from .plots import make_plots
     from .study import over_seeds, read_results
 
@@ -203,8 +204,11 @@ def _main(argv: list[str]) -> int:
         return _plot_main(argv[1:])
     args = build_parser().parse_args(argv)
     from ..data.transfer_sets import DatasetNotFoundError
-    from .study import sweep
+    from ..launch import launch_options
 
+    opts = launch_options(args)
+    if opts.launcher == "slurm":          # jobs start elsewhere: every path absolute
+        args.out = str(Path(args.out).absolute())
     runs = _grid(args)
     if args.dry_run:
         for line in dry_run(runs, args):
@@ -213,17 +217,48 @@ def _main(argv: list[str]) -> int:
     if args.data_root is None:
         raise DatasetNotFoundError("--data-root DIR is required (the folder holding the "
                                    "data sets; add --download to fetch them into it)")
-    cache = None if args.no_cache else (args.cache_dir or "default")
-    sweep(list(dict.fromkeys(r.model for r in runs)),
-          list(dict.fromkeys(r.dataset for r in runs)), data_root=args.data_root,
-          out=args.out, modes=list(dict.fromkeys(r.config.mode for r in runs)),
-          seeds=list(dict.fromkeys(r.config.seed for r in runs)),
-          lrs=list(dict.fromkeys(r.config.lr for r in runs)), config=_config(args),
-          manifest=args.manifest, pretrained=args.pretrained, download=args.download,
-          cache_dir=cache, resume=args.resume, force=args.force,
+    if opts.launcher == "slurm":
+        _submit(runs, args, opts)
+    else:
+        _sweep(runs, args)
+    return 0
+
+
+def _cache(args: argparse.Namespace):
+    return None if args.no_cache else (args.cache_dir or "default")
+
+
+def _sweep(runs, args: argparse.Namespace) -> None:
+    from .study import sweep
+
+    def each(values):
+        return list(dict.fromkeys(values))
+
+    sweep(each(r.model for r in runs), each(r.dataset for r in runs), data_root=args.data_root,
+          out=args.out, modes=each(r.config.mode for r in runs),
+          seeds=each(r.config.seed for r in runs), lrs=each(r.config.lr for r in runs),
+          config=_config(args), manifest=args.manifest, pretrained=args.pretrained,
+          download=args.download, cache_dir=_cache(args), resume=args.resume, force=args.force,
           progress=not args.no_progress, workers=args.workers, device=args.device,
           save_model=args.save_model, plots=not args.no_plots)
-    return 0
+
+
+def _submit(runs, args: argparse.Namespace, opts) -> None:
+    """The grid as a SLURM job array: data sets downloaded and checked here first."""
+    from ..data.transfer_sets import load_splits
+    from .study import Execution, check, submit
+
+    def absolute(p):
+        return p if p in (None, "default") else str(Path(p).expanduser().absolute())
+
+    how = Execution(absolute(args.data_root), absolute(args.manifest), args.pretrained,
+                    absolute(_cache(args)), True, not args.no_progress, args.workers,
+                    args.device, args.save_model)
+    if args.download:
+        for d in dict.fromkeys(r.dataset for r in runs):
+            load_splits(d, how.data_root, download=True)
+    check(runs, how)
+    submit(runs, how, opts, args.out, force=args.force, plots=not args.no_plots)
 
 
 main = command(_main)

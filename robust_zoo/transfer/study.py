@@ -29,6 +29,7 @@ from .hparams import TransferConfig
 from .runner import DEFAULT_CACHE, check_model_name, load_model, run_dir, run_transfer
 
 __all__ = ["Run", "Execution", "plan", "check", "finished", "pending", "execute", "sweep",
+           "submit",
            "collect", "over_seeds", "aggregate", "format_table", "summary_row",
            "write_results", "read_results", "COLUMNS", "SUMMARY_COLUMNS"]
 
@@ -192,6 +193,31 @@ def sweep(models: Sequence[str], datasets: Sequence[str], *, data_root, out,
 
 def _quiet(*_: Any) -> None:
     pass
+
+
+def submit(runs: Sequence[Run], how: Execution, opts: Any, out: "str | Path", *,
+           force: bool = False, plots: bool = True, log: Callable = print) -> list[dict]:
+    """The grid's unfinished runs as one SLURM job array (``robust_zoo.launch``, ``opts`` a
+    ``LaunchOptions``): one array task per run, each resuming from its folder when requeued.
+    Prints the job ids and logs; with ``opts.wait`` waits, aggregates the table and raises
+    ``JobsFailed`` naming the logs of failed runs. Returns the summary (of the runs finished so
+    far without ``opts.wait``)."""
+    from ..launch import Task, check_outcomes, launch
+
+    todo = skip_finished(runs, force, log)
+    for run in todo:                 # a result of another config (or --force): not "done"
+        (run.dir / "result.json").unlink(missing_ok=True)
+    how = dataclasses.replace(how, resume=True)
+    tasks = [Task(r.key, r.dir, execute, (r, how)) for r in todo]
+    sub = launch(tasks, opts, Path(out), kind="array", name="robust-zoo-transfer")
+    for line in sub.describe():
+        log(line)
+    if not opts.wait:
+        return aggregate(out, plots=plots, log=log) if collect(out) else []
+    outcomes = sub.wait(progress_bar=how.progress)
+    summary = aggregate(out, plots=plots, log=log)
+    check_outcomes(outcomes)
+    return summary
 
 
 # ----------------------------------------------------------------------------- the table
