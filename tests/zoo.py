@@ -404,23 +404,30 @@ class SlurmCluster:
         return self
 
     def stop(self) -> None:
-        """Stop the daemons by pid (slurmd, slurmctld, munged), waiting for each to exit."""
+        """Cancel the jobs left, then stop the daemons by pid (slurmd, slurmctld, munged):
+        SIGTERM, and SIGKILL for one still there after 3 s (the cluster's state is thrown
+        away)."""
         import os
         import shutil
         import signal
         import time
 
-        for name in ("slurmd", "slurmctld", "munged"):
-            pid = self.pids.pop(name, None)
-            if pid is None:
-                continue
+        if "slurmctld" in self.pids:                # no job outlives the cluster
+            self.run("scancel", "--user", str(os.getuid()), check=False)
+            deadline = time.monotonic() + 10
+            while self.run("squeue", "-h", "-o", "%i", check=False).strip() and \
+                    time.monotonic() < deadline:
+                time.sleep(0.2)
+        pids = [self.pids.pop(n) for n in ("slurmd", "slurmctld", "munged") if n in self.pids]
+        for pid in pids:                               # each takes ~2 s: all at once
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
-                continue
-            deadline = time.monotonic() + 15
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
+                pass
+        deadline = time.monotonic() + 3
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if self.munge_dir is not None:
@@ -517,17 +524,22 @@ def square_task(run_dir: str, x: int) -> None:
     atomic_write_text(Path(run_dir) / "result.json", json.dumps({"x": x, "y": x * x}))
 
 
-def counting_task(run_dir: str, steps: int, seconds_per_step: float) -> None:
+def counting_task(run_dir: str, steps: int, seconds_per_step: float,
+                  stall_at: int | None = None) -> None:
     """A resumable run: counts to ``steps`` (one step per ``seconds_per_step``), keeping its count
-    in ``state.json``; called again, it continues from there. ``result.json`` holds the sum of
-    the steps' values and which attempt finished it."""
+    in ``state.json``; called again, it continues from there. On its first attempt it stalls
+    after step ``stall_at`` until it is killed (the test requeues it there). ``result.json``
+    holds the sum of the steps' squares and how many attempts it took."""
     import time
 
     from robust_zoo.fileio import atomic_write_text
 
     state_file = Path(run_dir) / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {"step": 0, "sum": 0}
+    first = len((Path(run_dir) / ".attempts").read_text().splitlines()) == 1
     while state["step"] < steps:
+        while first and state["step"] == stall_at:
+            time.sleep(0.1)
         time.sleep(seconds_per_step)
         state = {"step": state["step"] + 1, "sum": state["sum"] + (state["step"] + 1) ** 2}
         atomic_write_text(state_file, json.dumps(state))
@@ -536,5 +548,10 @@ def counting_task(run_dir: str, steps: int, seconds_per_step: float) -> None:
                       json.dumps({"sum": state["sum"], "attempts": len(lines)}))
 
 
-def failing_task(run_dir: str) -> None:
-    raise RuntimeError(f"this run fails on purpose ({run_dir})")
+def flaky_task(run_dir: str, x: int) -> None:
+    """``square_task`` that fails the first time it runs in ``run_dir``."""
+    marker = Path(run_dir) / "failed-once"
+    if not marker.exists():
+        marker.write_text("")
+        raise RuntimeError(f"this run fails once on purpose ({run_dir})")
+    square_task(run_dir, x)

@@ -28,7 +28,8 @@ _PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED"}
 class TaskOutcome:
     """Where one run stands: ``state`` is one of ``STATES``; ``detail`` says why a run failed
     (``cancelled``, SLURM's end state, ``ended without its result``), ``attempts`` how many times
-    a job started it (more than one: it was requeued), ``log`` its job's stderr file and
+    a job started it, ``restarts`` how many of those were its latest job starting again
+    (requeued after a preemption or ``scontrol requeue``), ``log`` its job's stderr file and
     ``log_tail`` that file's last lines for a failed run."""
     key: str
     run_dir: Path
@@ -37,11 +38,12 @@ class TaskOutcome:
     log: Path | None = None
     detail: str = ""
     attempts: int = 0
+    restarts: int = 0
     log_tail: str = ""
 
     @property
     def requeued(self) -> bool:
-        return self.attempts > 1
+        return self.restarts > 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,8 +134,9 @@ def outcome(entry: dict, queue: dict[str, str] | None) -> TaskOutcome:
     run_dir = Path(entry["run_dir"])
     log = Path(entry["log"]) if entry.get("log") else None
     job = entry.get("job_id")
-    base = dict(key=entry["key"], run_dir=run_dir, job_id=job, log=log,
-                attempts=len(attempts(run_dir)))
+    started = attempts(run_dir)
+    base = dict(key=entry["key"], run_dir=run_dir, job_id=job, log=log, attempts=len(started),
+                restarts=max(0, started.count(job) - 1) if job else 0)
     if (run_dir / entry.get("done_file", "result.json")).exists():
         return TaskOutcome(state="done", **base)
     q = (queue or {}).get(job or "")
@@ -143,8 +146,8 @@ def outcome(entry: dict, queue: dict[str, str] | None) -> TaskOutcome:
         return TaskOutcome(state="pending", **base)
     if entry.get("launcher") == "slurm" and queue is None:
         return TaskOutcome(state="pending", detail="squeue did not answer", **base)
-    detail = ({"CANCELLED": "cancelled", None: "ended without its result"}.get(q)
-              or (q.lower() if q else "ended without its result"))
+    detail = (q.lower() if q else
+              "left the queue without its result (cancelled, or its job was lost)")
     if entry.get("launcher") != "slurm":
         if _alive(entry.get("pid")):
             return TaskOutcome(state="running", **base)

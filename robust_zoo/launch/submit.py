@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -119,6 +120,18 @@ def check_outcomes(outcomes: Sequence[TaskOutcome]) -> None:
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     tail = f"\n{failed[0].log_tail}" if failed[0].log_tail else ""
     raise JobsFailed(f"{len(failed)} of {len(outcomes)} runs failed: {names}{more}{tail}")
+
+
+def exit_status(outcomes: Sequence[TaskOutcome]) -> int:
+    """What a program's ``--wait`` returns: 0 when every run is done; else 1, after printing
+    ``error: N of M runs failed: …`` (each failed run, why, its log) and the last lines of the
+    first failed run's log to stderr."""
+    try:
+        check_outcomes(outcomes)
+    except JobsFailed as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 def _entry(task: Task, job_id: str, log: Path | None) -> dict:
