@@ -218,9 +218,8 @@ def _main(argv: list[str]) -> int:
         raise DatasetNotFoundError("--data-root DIR is required (the folder holding the "
                                    "data sets; add --download to fetch them into it)")
     if opts.launcher == "slurm":
-        _submit(runs, args, opts)
-    else:
-        _sweep(runs, args)
+        return _submit(runs, args, opts)
+    _sweep(runs, args)
     return 0
 
 
@@ -243,8 +242,9 @@ def _sweep(runs, args: argparse.Namespace) -> None:
           save_model=args.save_model, plots=not args.no_plots)
 
 
-def _submit(runs, args: argparse.Namespace, opts) -> None:
-    """The grid as a SLURM job array: data sets downloaded and checked here first."""
+def _submit(runs, args: argparse.Namespace, opts) -> int:
+    """The grid as a SLURM job array (data sets downloaded and checked here first); the exit
+    status (1: some run failed)."""
     from ..data.transfer_sets import load_splits
     from .study import Execution, check, submit
 
@@ -258,7 +258,7 @@ def _submit(runs, args: argparse.Namespace, opts) -> None:
         for d in dict.fromkeys(r.dataset for r in runs):
             load_splits(d, how.data_root, download=True)
     check(runs, how)
-    submit(runs, how, opts, args.out, force=args.force, plots=not args.no_plots)
+    return submit(runs, how, opts, args.out, force=args.force, plots=not args.no_plots)
 
 
 main = command(_main)

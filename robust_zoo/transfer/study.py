@@ -196,13 +196,13 @@ def _quiet(*_: Any) -> None:
 
 
 def submit(runs: Sequence[Run], how: Execution, opts: Any, out: "str | Path", *,
-           force: bool = False, plots: bool = True, log: Callable = print) -> list[dict]:
+           force: bool = False, plots: bool = True, log: Callable = print) -> int:
     """The grid's unfinished runs as one SLURM job array (``robust_zoo.launch``, ``opts`` a
     ``LaunchOptions``): one array task per run, each resuming from its folder when requeued.
-    Prints the job ids and logs; with ``opts.wait`` waits, aggregates the table and raises
-    ``JobsFailed`` naming the logs of failed runs. Returns the summary (of the runs finished so
-    far without ``opts.wait``)."""
-    from ..launch import Task, check_outcomes, launch
+    Prints the job ids and logs (and the table of the runs finished so far). With
+    ``opts.wait`` it waits, aggregates and prints the table, and returns 1 after naming the logs
+    of failed runs (``launch.exit_status``); else 0."""
+    from ..launch import Task, exit_status, launch
 
     todo = skip_finished(runs, force, log)
     for run in todo:                 # a result of another config (or --force): not "done"
@@ -213,11 +213,12 @@ def submit(runs: Sequence[Run], how: Execution, opts: Any, out: "str | Path", *,
     for line in sub.describe():
         log(line)
     if not opts.wait:
-        return aggregate(out, plots=plots, log=log) if collect(out) else []
+        if collect(out):
+            aggregate(out, plots=plots, log=log)
+        return 0
     outcomes = sub.wait(progress_bar=how.progress)
-    summary = aggregate(out, plots=plots, log=log)
-    check_outcomes(outcomes)
-    return summary
+    aggregate(out, plots=plots, log=log)
+    return exit_status(outcomes)
 
 
 # ----------------------------------------------------------------------------- the table
