@@ -598,24 +598,24 @@ def test_cli_sweep_end_to_end(folder, tmp_path, capsys):
         assert r["arch"] == "resnet18" and r["metric"] == "top1" and 0 <= r["accuracy"] <= 100
         assert r["n_test"] == 24 and r["epochs"] == 2
         assert r["protocol"] == "paper" and r["path"] == "network"
-    fixed = json.loads((out / "resnet18_l2_eps3" / "imagefolder" / "fixed-feature" /
-                        "result.json").read_text())
+    fixed = json.loads((out / "resnet18_l2_eps3" / "imagefolder" / "fixed-feature-lr0.01" /
+                        "seed0" / "result.json").read_text())
     assert fixed["protocol"] == "paper" and fixed["views"] is None
     assert "RandomResizedCrop(size=(32, 32)" in fixed["train_transform"]
     assert "RandomHorizontalFlip" in fixed["train_transform"]
     assert (out / "results.csv").read_text().splitlines()[0].startswith("model,arch,norm,eps")
     for name in ("robust_vs_standard_fixed-feature.png", "eps_vs_accuracy_full.png"):
         assert (out / name).stat().st_size > 1000
-    full = out / "resnet18_l2_eps3" / "imagefolder" / "full"
+    full = out / "resnet18_l2_eps3" / "imagefolder" / "full-lr0.01" / "seed0"
     assert (full / "head.safetensors").exists()
     ft = robust_zoo.load("resnet18_l2_eps3-imagefolder", manifest=full / "weights_manifest.json")
     assert ft(torch.rand(1, 3, 32, 32)).shape == (1, 3)
-    assert not (out / "resnet18_l2_eps0" / "imagefolder" / "fixed-feature" /
+    assert not (out / "resnet18_l2_eps0" / "imagefolder" / "fixed-feature-lr0.01" / "seed0" /
                 "model.safetensors").exists()
 
     before = (out / "results.json").read_text()
     rc, text = _cli(args, capsys)                                   # everything done: skipped
-    assert rc == 0 and text.count("skipped") == 4
+    assert rc == 0 and "4 of 4 runs finished before: skipped (0 to run)" in text
     assert json.loads((out / "results.json").read_text()) == json.loads(before)
 
     rc, text = _cli(["plot", str(out / "results.csv"), "--out", str(tmp_path / "figs")], capsys)
@@ -638,8 +638,8 @@ def test_cli_protocol_choices_end_to_end(folder, tmp_path, capsys):
         (row,) = json.loads((out / "results.json").read_text())
         assert row["protocol"] == protocol
         tag = {"paper-kview-approx": "-kview2", "paper": ""}.get(protocol, f"-{protocol}")
-        res = json.loads((out / "resnet18" / "imagefolder" / f"fixed-feature{tag}" /
-                          "result.json").read_text())
+        res = json.loads((out / "resnet18" / "imagefolder" / f"fixed-feature{tag}-lr0.01" /
+                          "seed0" / "result.json").read_text())
         assert res["protocol"] == protocol and "paper_reference" not in res   # not tabulated
     # the older flags select their protocols
     for flags, want in ((["--slow"], "paper"), (["--views", "3"], "paper-kview-approx"),
@@ -733,7 +733,8 @@ def test_both_modes_under_torchrun_gloo(folder, tmp_path, isolated_caches):
     rows = json.loads((out / "results.json").read_text())
     assert sorted(r["mode"] for r in rows) == ["fixed-feature", "full"]
     assert all(r["n_test"] == 24 and r["n_train"] == 48 for r in rows)
-    assert (out / "resnet18" / "imagefolder" / "full" / "model.safetensors").exists()
+    assert (out / "resnet18" / "imagefolder" / "full-lr0.01" / "seed0" /
+            "model.safetensors").exists()
 
     cached = list((isolated_caches["robust_zoo"] / "features").glob(
         "resnet18__imagefolder__train__*"))

@@ -316,6 +316,28 @@ def random_state_dict(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor
         else:
             out[k] = torch.randn(v.shape, generator=g) * 0.1 + (k.endswith("weight"))
     return out
+
+def digits_folder(root: Path, classes: Sequence[int] = (5, 6, 7, 8, 9),
+                  per_class: tuple[int, int] = (12, 4), size: int = 16) -> Path:
+    """scikit-learn's digits ``classes`` (the quickstart's transfer target 5-9) as an
+    ImageFolder tree ``root/train`` and ``root/val`` of grey PNGs, the first ``per_class``
+    (train, test) images of each class of the package's fixed digits split, at ``size`` px."""
+    from robust_zoo.data import digits_tensors
+
+    images = {}
+    for split in ("train", "test"):
+        x, y = digits_tensors(list(classes), size, split)
+        images["train" if split == "train" else "val"] = (
+            (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy(), y.numpy())
+
+    def draw(split: str, c: int, i: int) -> np.ndarray:
+        x, y = images[split]
+        return x[np.flatnonzero(y == c)[i]]
+
+    return write_image_tree(root, dict(zip(("train", "val"), per_class)),
+                            [f"digit{d}" for d in classes], draw)
+
+
 # ----------------------------------------------------------------------------- a private SLURM
 
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel")

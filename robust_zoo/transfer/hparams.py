@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from ..errors import UsageError
+from ..naming import model_name
 from ..recipe import (OptimizerSettings, Precision, PrecisionSettings, RecipeError,
                       ScheduleSettings)
 from .core import parse_mode
@@ -135,6 +136,45 @@ PAPER_TABLE: dict[str, dict[str, tuple[tuple[float, float, float], tuple[float, 
 TABLE_SOURCE = "microsoft/robust-models-transfer best_params_per_dataset_per_arch.md"
 # Everything else: the table's majority choice (fixed-feature 47/48 rows, full network 34/48).
 FALLBACK_LR = {"fixed-feature": 0.01, "full": 0.001}
+
+
+# The paper's source models: four ResNets, each at the L2 ε of its ε grid (Fig. 2/3, Table 1).
+PAPER_ARCHS = ("resnet18", "resnet50", "wide_resnet50_2", "wide_resnet50_4")
+PAPER_L2_EPS = (0.0, 0.01, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0, 5.0)
+PAPER_SEEDS = (0, 1, 2)          # "error bars denote the max and min over three random trials"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A named grid: models × data sets × modes × seeds; lrs from the paper's table
+    (``paper_lr`` per data set, arch and mode)."""
+
+    name: str
+    description: str
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    modes: tuple[str, ...]
+    seeds: tuple[int, ...] = PAPER_SEEDS
+
+
+def _paper_models() -> tuple[str, ...]:
+    return tuple(model_name(a, "l2", e) for a in PAPER_ARCHS for e in PAPER_L2_EPS)
+
+
+STUDIES: dict[str, Study] = {s.name: s for s in (
+    Study("paper-fixed-feature", "Fig. 2 / Table 1: fixed-feature transfer of the 40 L2 ResNets "
+          "to the 12 data sets, 3 seeds", _paper_models(), tuple(PAPER_TABLE),
+          ("fixed-feature",)),
+    Study("paper-full-network", "Fig. 3 / Table 1: full-network transfer of the 40 L2 ResNets "
+          "to the 12 data sets, 3 seeds", _paper_models(), tuple(PAPER_TABLE), ("full",)),
+)}
+
+
+def get_study(name: str) -> Study:
+    if name not in STUDIES:
+        raise UsageError(f"--study {name!r} is not a named study. Valid: "
+                         f"{', '.join(STUDIES)}")
+    return STUDIES[name]
 
 
 def _table_column(mode: str) -> int | None:

@@ -115,12 +115,13 @@ def _protocol_tag(cfg: TransferConfig) -> str:
 
 
 def run_dir(out: Path, model: str, dataset: str, cfg: TransferConfig) -> Path:
-    """``out/<model>/<data set>/<mode>[-<protocol>][-g<PX>][-faithful]``; the protocol appears
-    when it is not the mode's default."""
+    """``out/<model>/<data set>/<mode>[-<protocol>][-g<PX>][-faithful][-lr<lr>]/seed<k>``: the
+    protocol appears when it is not the mode's default, the lr when the config gives one (else
+    the paper's table decides it)."""
     tag = cfg.mode + _protocol_tag(cfg) + (f"-g{cfg.granularity}" if cfg.granularity else "") + (
-        "-faithful" if cfg.faithful else "")
+        "-faithful" if cfg.faithful else "") + (f"-lr{cfg.lr:g}" if cfg.lr is not None else "")
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in model)
-    return Path(out) / safe / dataset / tag
+    return Path(out) / safe / dataset / tag / f"seed{cfg.seed}"
 
 
 def run_transfer(model: "str | nn.Module", dataset: str, *, data_root, out_dir,
