@@ -22,11 +22,12 @@ from zoo import make_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# mini_resnet on a 2-class image folder: 2 epochs × 14 steps of 4 images, L2 PGD with a random
-# start, deterministic kernels; checkpoints only at epoch ends, so a checkpoint mid-epoch can
-# only come from the warning signal.
+# mini_resnet on a 2-class image folder: 2 epochs × 7 steps of a global batch of 8, L2 PGD with
+# a random start, deterministic kernels; checkpoints only at epoch ends, so a checkpoint
+# mid-epoch can only come from the warning signal. Every run here trains this recipe, on one
+# process (8 per step) or two (2 × 4).
 RUN_ARGS = ["--arch", "mini_resnet", "--dataset", "imagefolder", "--input-size", "16",
-            "--norm", "l2", "--eps", "0.5", "--random-start", "--epochs", "2", "--batch-size", "4",
+            "--norm", "l2", "--eps", "0.5", "--random-start", "--epochs", "2", "--batch-size", "8",
             "--lr", "0.05", "--log-every", "3", "--deterministic", "--no-progress",
             "--final-eval-steps", "3", "--eval-limit", "10", "--final-eval-limit", "8",
             "--name", "r10", "--workers", "0"]
@@ -65,14 +66,30 @@ def data(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("cluster-train") / "data")
 
 
+def torchrun(*launcher_args, out: Path, data: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", *map(str, launcher_args), "-m",
+         "robust_zoo.train", *map(str, RUN_ARGS), "--data", str(data), "--out", str(out)],
+        env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc: subprocess.Popen, timeout: float = 300) -> str:
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return err
+
+
 @pytest.fixture(scope="module")
-def reference(data, tmp_path_factory) -> Path:
-    """The uninterrupted local run of RUN_ARGS."""
-    out = tmp_path_factory.mktemp("reference") / "run"
-    proc = subprocess.run(train_cmd(*RUN_ARGS, "--data", data, "--out", out), env=child_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return out
+def references(data, tmp_path_factory) -> dict[str, Path]:
+    """The uninterrupted runs of RUN_ARGS, side by side: one process ("one") and
+    ``torchrun --standalone --nproc-per-node 2`` ("two", what every 2-rank launch reproduces)."""
+    root = tmp_path_factory.mktemp("references")
+    one = subprocess.Popen(train_cmd(*RUN_ARGS, "--data", data, "--out", root / "one"),
+                           env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True)
+    two = torchrun("--standalone", "--nproc-per-node", "2", out=root / "two", data=data)
+    assert "(1 × 8)" in finished(one) and "(2 × 4)" in finished(two)
+    return {"one": root / "one", "two": root / "two"}
 
 
 # ----------------------------------------------------------------------------- SLURM's environment
@@ -99,7 +116,7 @@ def test_slurm_tasks_become_torchrun_ranks():
 # ----------------------------------------------------------------------------- the warning signal
 
 def test_warning_signal_checkpoints_mid_epoch_and_the_resumed_run_is_bit_identical(
-        data, reference, tmp_path):
+        data, references, tmp_path):
     """SIGUSR2 (what SLURM sends ahead of a time limit, for submitit) lands mid-epoch: the run
     writes its checkpoint at that step (it has no periodic checkpoints) and ends by the signal;
     ``--resume`` continues to the uninterrupted run's exact weights."""
@@ -112,11 +129,78 @@ def test_warning_signal_checkpoints_mid_epoch_and_the_resumed_run_is_bit_identic
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGUSR2, err
     state, _ = ckpt.load(out, kind="train")
-    assert state["epoch"] == 0 and 3 <= state["step"] < state["steps_per_epoch"] == 14
+    assert state["epoch"] == 0 and 3 <= state["step"] < state["steps_per_epoch"] == 7
     assert f"stopping on SIGUSR2 after global step {state['global_step']}" in err
     assert not (out / "model.safetensors").exists()
     resumed = subprocess.run(train_cmd("--resume", "--out", out), env=child_env(),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"at epoch 1, step {state['step']}/14" in resumed.stderr
-    assert sha256(out / "model.safetensors") == sha256(reference / "model.safetensors")
+    assert f"at epoch 1, step {state['step']}/7" in resumed.stderr
+    assert sha256(out / "model.safetensors") == sha256(references["one"] / "model.safetensors")
+
+
+# ----------------------------------------------------------------------------- multi-node torchrun
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_torchrun_agents_c10d_give_the_weights_of_one_agent_with_two_processes(
+        data, references, tmp_path):
+    """Multi-node torchrun as on two machines: two agents (--nnodes 2 --nproc-per-node 1) meet
+    at a c10d rendezvous on this machine and train the same run as one agent with 2 processes."""
+    port, out = free_port(), tmp_path / "run"
+    agents = [torchrun("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                       "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "h6-two-agents",
+                       out=out, data=data) for _ in range(2)]
+    errs = [finished(a) for a in agents]
+    assert any("(2 × 4)" in e for e in errs)
+    assert sha256(out / "model.safetensors") == sha256(references["two"] / "model.safetensors")
+    assert len(ckpt.read(out / "checkpoint.pt")["rng"]) == 2
+
+
+# ----------------------------------------------------------------------------- on SLURM
+
+def ledger_jobs(out: Path) -> list[dict]:
+    """The runs every launch into ``out`` recorded (``out/.jobs/*.json``), oldest first."""
+    return [t for p in sorted((out / ".jobs").glob("*.json"))
+            for t in json.loads(p.read_text())["tasks"]]
+
+
+def test_ddp_job_preempted_and_requeued_ends_with_the_torchrun_weights(
+        data, references, slurm_env, monkeypatch, tmp_path, capsys):
+    """``--launcher slurm --tasks-per-node 2``: one job of two gloo ranks whose rendezvous
+    comes from SLURM's environment. It gets the warning signal mid-epoch (checkpoint at that
+    step, submitit requeues it), then ``scontrol requeue`` in its second run (killed, started
+    again from the last checkpoint); ``--resume --wait`` then waits for it without submitting
+    it again, prints what the run printed, and the weights are those of the uninterrupted
+    ``torchrun --nproc-per-node 2`` run."""
+    from robust_zoo.launch.tasks import attempts
+    from robust_zoo.train import main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")           # the thread count of the references
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))  # other private clusters number jobs too
+    out = tmp_path / "run"
+    assert main([*RUN_ARGS, "--data", str(data), "--out", str(out), "--ckpt-every-steps", "2",
+                 "--launcher", "slurm", "--tasks-per-node", "2"]) == 0
+    assert "submitted 1 runs as 1 SLURM jobs" in capsys.readouterr().out
+    [job] = [t["job_id"] for t in ledger_jobs(out)]
+    wait_for(lambda: step_records(out), "the first step record")
+    slurm_env.run("scancel", "--signal", "USR2", job)
+    wait_for(lambda: len(attempts(out)) == 2, "the requeued job's second run")
+    stopped = ckpt.load(out, kind="train")[0]["global_step"]
+    wait_for(lambda: any(r["global_step"] > stopped for r in step_records(out)),
+             "a step of the second run")
+    slurm_env.scontrol("requeue", job)
+    assert main(["--resume", "--out", str(out), "--launcher", "slurm", "--wait"]) == 0
+    said = capsys.readouterr()
+    assert "not submitted again" in said.out and len(ledger_jobs(out)) == 1
+    assert f"stopping on SIGUSR2 after global step {stopped}" in said.err
+    assert said.err.count("Resuming") == 2 and "wrote " in said.err.splitlines()[-1]
+    assert "submitit" not in said.err
+    assert len(attempts(out)) == 3
+    assert sha256(out / "model.safetensors") == sha256(references["two"] / "model.safetensors")
