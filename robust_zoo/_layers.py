@@ -22,6 +22,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("engine", ("engine",),
      "one training step and epoch, optimizer and schedule, checkpoints, precision, "
      "evaluation over a loader, torchrun plumbing"),
+    ("launch", ("launch",),
+     "where runs execute: in this process or as SLURM jobs (submitit job arrays, multi-node "
+     "jobs, requeue after preemption), the ledger of a submission and its status"),
     ("programs", ("train", "transfer", "evaluate", "representations"),
      "whole runs: training, transfer (and detection backbones), evaluation, representation "
      "tools"),

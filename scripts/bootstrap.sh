@@ -14,3 +14,19 @@ PY=${PYTHON:-python3}
 # pyautoattack (the [eval] extra, part of [dev] above) is AutoAttack for
 # `python -m robust_zoo.evaluate --autoattack`; checked here so a partial install is noticed.
 .venv/bin/python -c "import pyautoattack" 2>/dev/null || .venv/bin/python -m pip install -q -e ".[eval]"
+# submitit (the [cluster] extra, part of [dev] above) is how --launcher slurm submits jobs.
+.venv/bin/python -c "import submitit" 2>/dev/null || .venv/bin/python -m pip install -q -e ".[cluster]"
+# The SLURM tests start a private single-node cluster (tests/conftest.py: slurm): they need
+# Debian's slurm-wlm and munge. Installed here when missing and this machine allows it (root
+# with apt-get); elsewhere those tests skip, naming what is missing (under CI=true they fail).
+if command -v sbatch >/dev/null && [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/munged ]; then
+    :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing slurm-wlm and munge for the SLURM tests (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null \
+        || { apt-get update -q >/dev/null && \
+             DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null; }
+else
+    echo "bootstrap: skipped slurm-wlm and munge (needs root and apt-get); the SLURM tests" \
+         "will skip (install them: apt-get install slurm-wlm munge)"
+fi

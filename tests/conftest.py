@@ -101,3 +101,35 @@ def subprocess_env(isolated_caches):
                ROBUST_ZOO_CACHE=str(isolated_caches["robust_zoo"]), HF_HUB_DISABLE_XET="1",
                PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     return env
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A private single-node SLURM cluster for the session (``zoo.SlurmCluster``: its ``env``
+    points the clients at it; ``squeue``/``scontrol``/``scancel``/``wait_state`` wrappers),
+    stopped by pid at the end. Skips, naming what is missing, where it cannot start; under
+    ``CI=true`` that is a failure instead."""
+    import zoo
+
+    reason = zoo.missing_slurm()
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
+    cluster = zoo.SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def slurm_env(slurm, monkeypatch):
+    """The private cluster with this process's environment pointed at it (``SLURM_CONF``) and
+    ``PYTHONPATH`` naming this checkout and tests/, so that jobs (which inherit the environment
+    sbatch sees, with the test's own caches) import this robust_zoo and the test helpers. The
+    jobs a test leaves are cancelled after it."""
+    for k, v in slurm.env.items():
+        monkeypatch.setenv(k, v)
+    here = Path(__file__).resolve().parent
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(here.parent), str(here)]))
+    yield slurm
+    slurm.cancel_all()

@@ -225,3 +225,345 @@ def make_image_folder(root: Path, classes: int = 2, per_class=(28, 6), size: int
     """train/ and val/ trees of ``classes`` classes, each a dominant primary colour."""
     colors = [tuple(140.0 if k == c % 3 else 0.0 for k in range(3)) for c in range(classes)]
     return image_tree(root, dict(zip(("train", "val"), per_class)), colors, size, noise=60.0)
+
+
+# ----------------------------------------------------------------------------- a private SLURM
+
+SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel")
+
+
+def missing_slurm() -> str | None:
+    """Why a private SLURM cluster cannot start here (a missing binary, not root), or None."""
+    import os
+    import shutil
+
+    missing = [b for b in SLURM_BINARIES
+               if not (shutil.which(b) or Path("/usr/sbin", b).exists())]
+    if missing:
+        return (f"SLURM binaries missing: {', '.join(missing)} (install the Debian packages "
+                "slurm-wlm and munge: scripts/bootstrap.sh)")
+    if os.geteuid() != 0:
+        return "a private SLURM cluster needs root (munged runs as the munge user)"
+    return None
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _sbin(name: str) -> str:
+    import shutil
+
+    return shutil.which(name) or str(Path("/usr/sbin", name))
+
+
+class SlurmCluster:
+    """A single-node SLURM cluster of its own under ``root``: its own munge key and socket,
+    free loopback ports, state, spool and log folders, a node named after the folder; started
+    by ``start()`` (returns when the node is idle), stopped by pid with ``stop()``. ``env`` points
+    the clients (sbatch, squeue, submitit) at it."""
+
+    def __init__(self, root: Path, *, cpus: int | None = None):
+        import os
+        import secrets
+
+        self.root = Path(root)
+        tag = secrets.token_hex(3)
+        self.node = f"rz{tag}"
+        self.cluster_name = f"rz{tag}"
+        self.cpus = cpus or os.cpu_count() or 1
+        self.conf = self.root / "slurm.conf"
+        self.munge_dir: Path | None = None    # in /tmp: munged (as munge) cannot reach root
+        self.pids: dict[str, int] = {}
+        self.env = {"SLURM_CONF": str(self.conf)}
+
+    # -- configuration
+    def _write_conf(self) -> None:
+        import socket
+
+        ctld, slurmd = _free_ports(2)
+        mem_mb = 1024
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_mb = int(line.split()[1]) // 1024 // 2
+        host = socket.gethostname().split(".")[0]
+        r = self.root
+        for d in ("state", "spool", "log", "run"):
+            (r / d).mkdir(parents=True, exist_ok=True)
+        self.conf.write_text("\n".join([
+            f"ClusterName={self.cluster_name}",
+            f"SlurmctldHost={host}(127.0.0.1)",
+            f"SlurmctldPort={ctld}", f"SlurmdPort={slurmd}",
+            "SlurmUser=root", "SlurmdUser=root",
+            "AuthType=auth/munge", "CredType=cred/munge",
+            f"AuthInfo=socket={self.munge_socket},cred_expire=5",
+            f"StateSaveLocation={r / 'state'}", f"SlurmdSpoolDir={r / 'spool'}",
+            f"SlurmctldPidFile={r / 'run' / 'slurmctld.pid'}",
+            f"SlurmdPidFile={r / 'run' / 'slurmd.pid'}",
+            f"SlurmctldLogFile={r / 'log' / 'slurmctld.log'}",
+            f"SlurmdLogFile={r / 'log' / 'slurmd.log'}",
+            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+            "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
+            "JobRequeue=1", "ReturnToService=2", "MpiDefault=none",
+            "SchedulerType=sched/backfill", "SchedulerParameters=sched_interval=1",
+            "AccountingStorageType=accounting_storage/none",
+            "JobAcctGatherType=jobacct_gather/none", "JobCompType=jobcomp/none",
+            "SlurmctldTimeout=30", "SlurmdTimeout=60", "InactiveLimit=0", "MinJobAge=300",
+            "KillWait=2", "MessageTimeout=20",
+            f"PlugStackConfig={r / 'plugstack.conf'}",
+            f"NodeName={self.node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={self.cpus} "
+            f"RealMemory={mem_mb} State=UNKNOWN",
+            f"PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP "
+            "OverSubscribe=NO",
+            "",
+        ]))
+        (r / "plugstack.conf").write_text("")
+
+    def _start_munge(self) -> None:
+        import os
+        import pwd
+
+        d = self.munge_dir
+        key = d / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        user = pwd.getpwnam("munge")
+        for p in (d, key):
+            os.chown(p, user.pw_uid, user.pw_gid)
+        os.chmod(d, 0o755)
+        os.chmod(key, 0o400)
+        _check_run(["runuser", "-u", "munge", "--", _sbin("munged"),
+                    f"--socket={self.munge_socket}", f"--key-file={key}",
+                    f"--pid-file={d / 'munged.pid'}", f"--log-file={d / 'munged.log'}",
+                    f"--seed-file={d / 'munged.seed'}"])
+        self.pids["munged"] = _read_pid(d / "munged.pid")
+
+    def _start_slurm(self) -> None:
+        env = self.client_env()
+        for daemon, extra in (("slurmctld", ["-i"]), ("slurmd", ["-N", self.node])):
+            _check_run([_sbin(daemon), "-f", str(self.conf), *extra], env=env)
+            self.pids[daemon] = _read_pid(self.root / "run" / f"{daemon}.pid")
+
+    def client_env(self) -> dict[str, str]:
+        import os
+
+        return {**os.environ, **self.env}
+
+    @property
+    def munge_socket(self) -> Path:
+        assert self.munge_dir is not None
+        return self.munge_dir / "munge.socket"
+
+    def start(self) -> "SlurmCluster":
+        import tempfile
+        import time
+
+        self.munge_dir = Path(tempfile.mkdtemp(prefix="rz-munge-"))
+        self._write_conf()
+        try:
+            self._start_munge()
+            self._start_slurm()
+            deadline = time.monotonic() + 60
+            while self.node_state() != "idle":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"node {self.node} not idle after 60 s: "
+                                       f"{self.node_state()!r}; logs in {self.root / 'log'}")
+                time.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Cancel the jobs left, then stop the daemons by pid (slurmd, slurmctld, munged):
+        SIGTERM, and SIGKILL for one still there after 3 s (the cluster's state is thrown
+        away)."""
+        import os
+        import shutil
+        import signal
+        import time
+
+        if "slurmctld" in self.pids:                # no job outlives the cluster
+            self.cancel_all()
+        pids = [self.pids.pop(n) for n in ("slurmd", "slurmctld", "munged") if n in self.pids]
+        for pid in pids:                               # each takes ~2 s: all at once
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 3
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if self.munge_dir is not None:
+            shutil.rmtree(self.munge_dir, ignore_errors=True)
+
+    def cancel_all(self, timeout: float = 10) -> None:
+        """Cancel every job of the cluster and wait (up to ``timeout``) until the queue is
+        empty."""
+        import os
+        import time
+
+        self.run("scancel", "--user", str(os.getuid()), check=False)
+        deadline = time.monotonic() + timeout
+        while self.run("squeue", "-h", "-o", "%i", check=False).strip() and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    # -- clients
+    def run(self, *cmd: str, check: bool = True) -> str:
+        """A SLURM client command (``squeue``, ``scontrol``, ``scancel``…) against this cluster;
+        its stdout."""
+        import subprocess
+
+        p = subprocess.run(list(cmd), env=self.client_env(), capture_output=True, text=True,
+                           timeout=60)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
+        return p.stdout
+
+    def node_state(self) -> str:
+        return self.run("sinfo", "-h", "-N", "-n", self.node, "-o", "%t", check=False).strip()
+
+    def squeue(self) -> dict[str, str]:
+        """Job id (``123`` or ``123_4`` for an array task) → state (``RUNNING``, ``PENDING``…)."""
+        out = self.run("squeue", "-h", "-o", "%i %T")
+        return dict(line.split() for line in out.splitlines() if line.strip())
+
+    def scontrol(self, *args: str) -> str:
+        return self.run("scontrol", *args)
+
+    def scancel(self, job_id: str) -> None:
+        self.run("scancel", job_id)
+
+    def job_state(self, job_id: str) -> str:
+        """``JobState`` of a job or array task (``scontrol show job``), '' once it is gone."""
+        out = self.run("scontrol", "-o", "show", "job", job_id, check=False)
+        for field in out.split():
+            if field.startswith("JobState="):
+                return field.split("=", 1)[1]
+        return ""
+
+    def wait_state(self, job_id: str, states: Sequence[str], timeout: float = 60) -> str:
+        """Poll until ``job_id`` is in one of ``states``; that state (fails after ``timeout``)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while (state := self.job_state(job_id)) not in states:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} is {state!r}, not one of {states}")
+            time.sleep(0.2)
+        return state
+
+
+def _check_run(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    import subprocess
+
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({p.returncode}): {(p.stderr or p.stdout).strip()}")
+
+
+def _read_pid(path: Path, timeout: float = 10) -> int:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().strip()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no pid file {path}")
+        time.sleep(0.05)
+    return int(path.read_text().split()[0])
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- launcher tasks
+# module-level (a SLURM job unpickles them by reference: tests/ must be on its PYTHONPATH)
+
+def square_task(run_dir: str, x: int) -> None:
+    """A run that writes ``result.json`` with ``x`` squared and the robust_zoo it imported."""
+    import robust_zoo
+    from robust_zoo.fileio import atomic_write_text
+
+    atomic_write_text(Path(run_dir) / "result.json", json.dumps(
+        {"x": x, "y": x * x, "robust_zoo": str(Path(robust_zoo.__file__).parent)}))
+
+
+def counting_task(run_dir: str, steps: int, seconds_per_step: float,
+                  stall_at: int | None = None) -> None:
+    """A resumable run: counts to ``steps`` (one step per ``seconds_per_step``), keeping its count
+    in ``state.json``; called again, it continues from there. On its first attempt it stalls
+    after step ``stall_at`` until it is killed (the test requeues it there); SIGTERM ends it at
+    once (submitit would let it run on until SLURM's SIGKILL). ``result.json`` holds the sum of
+    the steps' squares and how many attempts it took."""
+    import os
+    import signal
+    import time
+
+    from robust_zoo.fileio import atomic_write_text
+
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
+
+    state_file = Path(run_dir) / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {"step": 0, "sum": 0}
+    first = len((Path(run_dir) / ".attempts").read_text().splitlines()) == 1
+    while state["step"] < steps:
+        while first and state["step"] == stall_at:
+            time.sleep(0.1)
+        time.sleep(seconds_per_step)
+        state = {"step": state["step"] + 1, "sum": state["sum"] + (state["step"] + 1) ** 2}
+        atomic_write_text(state_file, json.dumps(state))
+    lines = (Path(run_dir) / ".attempts").read_text().splitlines()
+    atomic_write_text(Path(run_dir) / "result.json",
+                      json.dumps({"sum": state["sum"], "attempts": len(lines)}))
+
+
+def ranks_task(run_dir: str) -> None:
+    """One run of several processes (a SLURM job's tasks): each writes ``rank-<r>``; rank 0
+    waits for all of them and writes ``result.json`` with the world it saw."""
+    import os
+    import time
+
+    from robust_zoo.fileio import atomic_write_text
+
+    rank, world = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+    (Path(run_dir) / f"rank-{rank}").write_text(os.environ.get("SLURM_LOCALID", ""))
+    if rank == 0:
+        deadline = time.monotonic() + 60
+        while len(list(Path(run_dir).glob("rank-*"))) < world and time.monotonic() < deadline:
+            time.sleep(0.05)
+        atomic_write_text(Path(run_dir) / "result.json", json.dumps(
+            {"world": world, "ranks": sorted(p.name for p in Path(run_dir).glob("rank-*"))}))
+
+
+def flaky_task(run_dir: str, x: int) -> None:
+    """``square_task`` that fails the first time it runs in ``run_dir``."""
+    marker = Path(run_dir) / "failed-once"
+    if not marker.exists():
+        marker.write_text("")
+        raise RuntimeError(f"this run fails once on purpose ({run_dir})")
+    square_task(run_dir, x)

@@ -1,9 +1,9 @@
-"""``robust-zoo``: list | info | download | verify | convert | export | pin | regenerate, and the
-quickstart, train, evaluate, transfer and viz programs under one name.
+"""``robust-zoo``: list | info | download | verify | convert | export | pin | regenerate | jobs, and
+the quickstart, train, evaluate, transfer and viz programs under one name.
 
 Exit codes: 0 success; 1 a check found a problem (``verify``: a corrupted file; ``pin``: the Hub
-contradicts a pinned hash); 2 bad input or an unavailable source, with a message that says what
-and what is valid (never a traceback).
+contradicts a pinned hash; ``jobs``: a run failed); 2 bad input or an unavailable source, with a
+message that says what and what is valid (never a traceback).
 """
 from __future__ import annotations
 
@@ -189,6 +189,39 @@ def cmd_regenerate(args) -> int:
                       argv=["robust-zoo", "regenerate", *args.argv])
 
 
+def cmd_jobs(args) -> int:
+    from ..launch import jobs
+
+    out = Path(args.out)
+    if not jobs.jobs_dir(out).is_dir():
+        raise UsageError(f"{out} holds no submissions (no {jobs.JOBS_DIR} folder): pass the "
+                         "--out folder of a run started with --launcher")
+    st = jobs.status(out)
+    if args.json:
+        print(json.dumps({"counts": st.counts(), "runs": [
+            {"key": r.key, "state": r.state, "job_id": r.job_id, "detail": r.detail,
+             "attempts": r.attempts, "restarts": r.restarts, "run_dir": str(r.run_dir),
+             "log": str(r.log) if r.log else None} for r in st.runs]}, indent=1))
+    else:
+        print(f"{out}: {st.summary()}")
+        for r in st.runs:
+            if r.state == "done" and not args.all:
+                continue
+            why = f" ({r.detail})" if r.detail else ""
+            again = f", requeued {r.restarts}x" if r.restarts else ""
+            print(f"  {r.state:<8} {r.key}  job {r.job_id or '-'}{why}{again}  log: {r.log or '-'}")
+            if r.state == "failed" and r.log_tail:
+                print("\n".join(f"      | {ln}" for ln in r.log_tail.splitlines()))
+    table = None if args.json else jobs.aggregator(out)
+    if table:                           # the program's tables, from the finished run folders
+        import importlib
+
+        module, _, fn = table.partition(":")
+        for line in getattr(importlib.import_module(module), fn)(out) or []:
+            print(line)
+    return 1 if st.counts()["failed"] else 0
+
+
 # Subcommands that are whole programs of their own (each also runs as ``python -m MODULE``):
 # their arguments go to that program's own parser untouched.
 PROGRAMS = {
@@ -279,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_arg(s)
     add_launch_arguments(s)
     s.set_defaults(func=cmd_regenerate)
+
+    s = sub.add_parser("jobs", help="where the runs of a --launcher slurm (or local) sweep, "
+                       "evaluation or regeneration stand; exit 1 if any failed")
+    s.add_argument("out", help="the program's --out folder (it holds .jobs/)")
+    s.add_argument("--all", action="store_true", help="list finished runs too")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_jobs)
 
     for name, (_, help_text) in PROGRAMS.items():
         sub.add_parser(name, help=f"{help_text} (options: robust-zoo {name} --help)",

@@ -1,0 +1,187 @@
+"""What was submitted and where it stands: the ledger of a submission (``OUT/.jobs/<time>.json``,
+written atomically by the launching process) and the state of every run it names (``status``),
+from the run folders (a completion file means done) and SLURM's queue."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterable
+
+from ..fileio import atomic_write_text
+from ..validate import load_json
+from .tasks import attempts
+
+JOBS_DIR = ".jobs"
+STATES = ("done", "running", "pending", "failed")
+# squeue's %T for a job that is still in the queue, by what a person wants to know
+_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED",
+            "STOPPED", "RESIZING"}
+_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOutcome:
+    """Where one run stands: ``state`` is one of ``STATES``; ``detail`` says why a run failed
+    (``cancelled``, SLURM's end state, ``ended without its result``), ``attempts`` how many times
+    a job started it, ``restarts`` how many of those were its latest job starting again
+    (requeued after a preemption or ``scontrol requeue``), ``log`` its job's stderr file and
+    ``log_tail`` that file's last lines for a failed run."""
+    key: str
+    run_dir: Path
+    state: str
+    job_id: str | None = None
+    log: Path | None = None
+    detail: str = ""
+    attempts: int = 0
+    restarts: int = 0
+    log_tail: str = ""
+
+    @property
+    def requeued(self) -> bool:
+        return self.restarts > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """Every run named by the ledgers of an output folder, the latest submission of each."""
+    runs: tuple[TaskOutcome, ...]
+
+    def counts(self) -> dict[str, int]:
+        c = collections.Counter(r.state for r in self.runs)
+        out = {s: c.get(s, 0) for s in STATES}
+        out["requeued"] = sum(r.requeued for r in self.runs)
+        return out
+
+    def summary(self) -> str:
+        c = self.counts()
+        return (f"{len(self.runs)} runs: {c['done']} done, {c['running']} running, "
+                f"{c['pending']} pending, {c['failed']} failed; {c['requeued']} requeued")
+
+
+def jobs_dir(out: Path) -> Path:
+    return Path(out) / JOBS_DIR
+
+
+def new_stamp() -> str:
+    """A ledger's name: UTC time to the microsecond, so that names sort by submission."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def write_ledger(out: Path, stamp: str, ledger: dict) -> Path:
+    path = jobs_dir(out) / f"{stamp}.json"
+    atomic_write_text(path, json.dumps(ledger, indent=1) + "\n")
+    return path
+
+
+def read_ledgers(out: Path) -> list[dict]:
+    """The ledgers under ``out``, oldest first (a file that is not one is skipped)."""
+    found = []
+    for p in sorted(jobs_dir(out).glob("*.json")):
+        try:
+            found.append(load_json(p.read_text(), str(p)))
+        except (OSError, ValueError):
+            continue
+    return [d for d in found if isinstance(d, dict) and isinstance(d.get("tasks"), list)]
+
+
+def latest_entries(out: Path) -> dict[str, dict]:
+    """Task key → its entry in the latest ledger naming it (with that ledger's launcher)."""
+    entries: dict[str, dict] = {}
+    for ledger in read_ledgers(out):
+        for t in ledger["tasks"]:
+            if isinstance(t, dict) and isinstance(t.get("key"), str):
+                entries[t["key"]] = {**t, "launcher": ledger.get("launcher", "local")}
+    return entries
+
+
+def aggregator(out: Path) -> str | None:
+    """``"module:function"`` of the table-making function the latest ledger naming one
+    recorded (``launch(..., aggregate=)``), or None."""
+    for ledger in reversed(read_ledgers(out)):
+        name = ledger.get("aggregate")
+        if isinstance(name, str) and name.startswith("robust_zoo.") and ":" in name:
+            return name
+    return None
+
+
+def queue_states(job_ids: Iterable[str] = ()) -> dict[str, str] | None:
+    """SLURM job id (``12``, ``12_3`` for an array task) → squeue's state, for the jobs the
+    controller still knows (finished ones for a few minutes); None when squeue cannot answer."""
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        p = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T"],
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if p.returncode != 0:
+        return None
+    return dict(ln.split()[:2] for ln in p.stdout.splitlines() if len(ln.split()) >= 2)
+
+
+def tail(path: Path | None, lines: int = 12) -> str:
+    """The last ``lines`` lines of a log file ('' when it does not exist)."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def outcome(entry: dict, queue: dict[str, str] | None) -> TaskOutcome:
+    """The state of one ledger entry: done when its completion file exists; else what the
+    queue says; a job that has left the queue without the file has failed."""
+    run_dir = Path(entry["run_dir"])
+    log = Path(entry["log"]) if entry.get("log") else None
+    job = entry.get("job_id")
+    started = attempts(run_dir)
+    base = dict(key=entry["key"], run_dir=run_dir, job_id=job, log=log, attempts=len(started),
+                restarts=max(0, started.count(job) - 1) if job else 0)
+    if (run_dir / entry.get("done_file", "result.json")).exists():
+        return TaskOutcome(state="done", **base)
+    q = (queue or {}).get(job or "")
+    if q in _RUNNING:
+        return TaskOutcome(state="running", **base)
+    if q in _PENDING:
+        return TaskOutcome(state="pending", **base)
+    if entry.get("launcher") == "slurm" and queue is None:
+        return TaskOutcome(state="pending", detail="squeue did not answer", **base)
+    detail = (q.lower() if q else
+              "left the queue without its result (cancelled, or its job was lost)")
+    if entry.get("launcher") != "slurm":
+        if _alive(entry.get("pid")):
+            return TaskOutcome(state="running", **base)
+        detail = "not finished (the local run stopped)"
+    return TaskOutcome(state="failed", detail=detail, log_tail=tail(log), **base)
+
+
+def _alive(pid) -> bool:
+    import os
+
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status(out: Path) -> Status:
+    """The state of every run the ledgers under ``out`` name (its latest submission)."""
+    entries = latest_entries(out)
+    need_queue = any(e.get("launcher") == "slurm" for e in entries.values())
+    queue = queue_states() if need_queue else {}
+    return Status(tuple(outcome(e, queue) for e in entries.values()))

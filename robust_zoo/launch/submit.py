@@ -1,0 +1,255 @@
+"""``launch``: run a program's tasks here (``local``) or submit them to SLURM through submitit
+(``slurm``: one job array, or one multi-node job per task for ``kind="ddp"``), skipping finished
+runs and runs still queued; ``Submission`` describes what went where and waits for it."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..console import progress
+from ..errors import RobustZooError, UsageError
+from . import jobs
+from .jobs import TaskOutcome
+from .options import LaunchOptions
+from .tasks import Resumable, Task, run_task
+
+KINDS = ("array", "ddp")
+
+
+class JobsFailed(RobustZooError, RuntimeError):
+    """Some runs of a submission ended without their result (the message names their logs)."""
+
+
+class Submission:
+    """What ``launch`` did: the ledger it wrote, the runs it submitted (``entries``, with job
+    ids and logs) and the ones it left alone (finished, or still queued from before)."""
+
+    def __init__(self, out: Path, ledger: dict, ledger_path: Path | None,
+                 skipped_done: Sequence[Task], in_flight: Sequence[dict]):
+        self.out = Path(out)
+        self.ledger = ledger
+        self.ledger_path = ledger_path
+        self.skipped_done = list(skipped_done)
+        self.in_flight = list(in_flight)
+
+    @property
+    def launcher(self) -> str:
+        return self.ledger["launcher"]
+
+    @property
+    def entries(self) -> list[dict]:
+        """The runs this submission started, one dict each (key, run_dir, job_id, log…)."""
+        return list(self.ledger["tasks"])
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [e["job_id"] for e in self.entries]
+
+    def describe(self) -> list[str]:
+        """Lines for a person: what was submitted (job ids, where the logs are), what was
+        skipped, and how to follow it."""
+        lines = []
+        if self.skipped_done:
+            lines.append(f"{len(self.skipped_done)} runs already finished: skipped")
+        if self.in_flight:
+            lines.append(f"{len(self.in_flight)} runs still queued or running from an earlier "
+                         f"submission: not submitted again")
+        n = len(self.entries)
+        if self.launcher == "local" or not n:
+            lines.append(f"{n} runs in this process" if n else "nothing to submit")
+            return lines
+        first = self.entries[0]["job_id"].split("_")[0]
+        what = (f"SLURM job array {first} ({n} tasks, at most "
+                f"{self.ledger['array_parallelism']} at once)"
+                if self.ledger["kind"] == "array" else f"{n} SLURM jobs")
+        lines.append(f"submitted {n} runs as {what}")
+        for e in self.entries[:20]:
+            lines.append(f"  {e['job_id']:>12}  {e['key']}  log: {e['log']}")
+        if n > 20:
+            lines.append(f"  … {n - 20} more in {self.ledger_path}")
+        lines.append(f"logs: {self.ledger['folder']}; ledger: {self.ledger_path}")
+        lines.append(f"follow with: robust-zoo jobs {self.out}")
+        return lines
+
+    def _watched(self) -> list[dict]:
+        return self.entries + self.in_flight
+
+    def outcomes(self) -> list[TaskOutcome]:
+        """Where each run of this submission (and each carried over) stands now."""
+        entries = [{**e, "launcher": self.launcher} for e in self.entries] + self.in_flight
+        need = any(e.get("launcher") == "slurm" for e in entries)
+        queue = jobs.queue_states() if need else {}
+        return [jobs.outcome(e, queue) for e in entries]
+
+    def wait(self, progress_bar: bool = True, poll_s: float = 2.0,
+             timeout_s: float | None = None) -> list[TaskOutcome]:
+        """Block until no run is pending or running (a bar counts the ended ones); the
+        outcomes, skipped finished runs first. ``timeout_s`` bounds the wait (TimeoutError)."""
+        done = [TaskOutcome(key=t.key, run_dir=Path(t.run_dir), state="done",
+                            attempts=len(jobs.attempts(t.run_dir))) for t in self.skipped_done]
+        total = len(self._watched())
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        bar = progress(total=total, enabled=progress_bar and total > 0, desc="runs",
+                       unit="run", leave=False)
+        try:
+            while True:
+                now = self.outcomes()
+                ended = sum(o.state in ("done", "failed") for o in now)
+                bar.update(ended - bar.n)
+                if ended == total:
+                    return done + now
+                if deadline is not None and time.monotonic() > deadline:
+                    left = [o.key for o in now if o.state not in ("done", "failed")]
+                    raise TimeoutError(f"runs still queued after {timeout_s:g} s: {left}")
+                time.sleep(poll_s)
+        finally:
+            bar.close()
+
+
+def check_outcomes(outcomes: Sequence[TaskOutcome]) -> None:
+    """Raise ``JobsFailed`` naming every failed run, why and its log, with the last lines of
+    the first failed run's log."""
+    failed = [o for o in outcomes if o.state != "done"]
+    if not failed:
+        return
+    names = "; ".join(f"{o.key} ({o.detail or o.state}, log {o.log})" for o in failed[:5])
+    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    tail = f"\n{failed[0].log_tail}" if failed[0].log_tail else ""
+    raise JobsFailed(f"{len(failed)} of {len(outcomes)} runs failed: {names}{more}{tail}")
+
+
+def exit_status(outcomes: Sequence[TaskOutcome]) -> int:
+    """What a program's ``--wait`` returns: 0 when every run is done; else 1, after printing
+    ``error: N of M runs failed: …`` (each failed run, why, its log) and the last lines of the
+    first failed run's log to stderr."""
+    try:
+        check_outcomes(outcomes)
+    except JobsFailed as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _entry(task: Task, job_id: str, log: Path | None) -> dict:
+    return {"key": task.key, "run_dir": str(Path(task.run_dir).resolve()),
+            "done_file": task.done_file, "job_id": job_id, "log": str(log) if log else None}
+
+
+def _ledger(opts: LaunchOptions, kind: str, name: str, folder: Path | None,
+            aggregate: str | None) -> dict:
+    return {"launcher": opts.launcher, "kind": kind, "name": name, "aggregate": aggregate,
+            "folder": str(folder) if folder else None, "pid": os.getpid(),
+            "array_parallelism": opts.array_parallelism, "tasks": []}
+
+
+def _split(tasks: Sequence[Task], out: Path) -> tuple[list[Task], list[Task], list[dict]]:
+    """Tasks to run, finished tasks, and entries of earlier submissions still queued."""
+    keys = [t.key for t in tasks]
+    if len(set(keys)) != len(keys):
+        twice = sorted(k for k in set(keys) if keys.count(k) > 1)
+        raise UsageError(f"two runs have the same key: {twice}")
+    done = [t for t in tasks if t.is_done()]
+    todo = [t for t in tasks if not t.is_done()]
+    earlier = jobs.latest_entries(out)
+    queued = [earlier[t.key] for t in todo if earlier.get(t.key, {}).get("launcher") == "slurm"]
+    in_flight = []
+    if queued:
+        queue = jobs.queue_states() or {}
+        in_flight = [e for e in queued if jobs.outcome(e, queue).state in ("pending", "running")]
+    busy = {e["key"] for e in in_flight}
+    return [t for t in todo if t.key not in busy], done, in_flight
+
+
+def _aggregate_name(aggregate) -> str | None:
+    """``"module:function"`` of a table-making function of a robust_zoo program."""
+    if aggregate is None:
+        return None
+    name = aggregate if isinstance(aggregate, str) else \
+        f"{aggregate.__module__}:{aggregate.__qualname__}"
+    if not name.startswith("robust_zoo.") or ":" not in name:
+        raise ValueError(f"aggregate must be a function of robust_zoo's programs, got {name!r}")
+    return name
+
+
+def launch(tasks: Sequence[Task], opts: LaunchOptions, out: Path, *, kind: str = "array",
+           name: str = "robust-zoo", aggregate=None) -> Submission:
+    """Run ``tasks`` with the launcher ``opts`` names and record them in a ledger under
+    ``out/.jobs``. Finished runs (completion file present) are skipped, and so are runs still
+    queued or running from an earlier submission.
+
+    ``local``: the tasks run here, one after another (an error propagates). ``slurm``: one job
+    array (``kind="array"``, one single-task job per run, ``--array-parallelism`` at once) or
+    one job of ``--nodes`` × ``--tasks-per-node`` processes per run (``kind="ddp"``); a preempted
+    or timed-out job is requeued and calls its task again. A refusal by sbatch is a
+    ``UsageError`` quoting it, and leaves nothing in ``out``.
+
+    ``aggregate``: the program's function ``fn(out) -> list[str]`` that builds its tables from
+    the finished run folders (a robust_zoo function, or its ``"module:function"`` name); the
+    ledger records it and ``robust-zoo jobs OUT`` calls it after the status."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    out = Path(out)
+    todo, done, in_flight = _split(tasks, out)
+    if opts.launcher == "slurm":
+        return _launch_slurm(todo, done, in_flight, opts, out, kind, name,
+                             _aggregate_name(aggregate))
+    stamp = jobs.new_stamp()
+    ledger = _ledger(opts, kind, name, None, _aggregate_name(aggregate))
+    ledger["tasks"] = [_entry(t, "local", None) for t in todo]
+    path = jobs.write_ledger(out, stamp, ledger) if todo else None
+    for t in todo:
+        run_task(t)
+    return Submission(out, ledger, path, done, in_flight)
+
+
+def _submit_jobs(tasks: Sequence[Task], opts: LaunchOptions, folder: Path, kind: str,
+                 name: str) -> list:
+    from . import slurm
+
+    ex = slurm.executor(folder, opts, kind, name)
+    try:
+        if kind == "array":
+            return ex.map_array(Resumable(), list(tasks))
+        return [ex.submit(Resumable(), t) for t in tasks]
+    except Exception as e:
+        from submitit.core.utils import FailedJobError
+
+        if isinstance(e, (FailedJobError, OSError)):
+            raise slurm.refusal(e) from None
+        raise
+
+
+def _remove_new(folder: Path, parents: Sequence[Path]) -> None:
+    """Undo a failed submission: its own folder, and the parents it made if they stayed empty."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for p in parents:
+        try:
+            p.rmdir()
+        except OSError:
+            pass
+
+
+def _launch_slurm(todo, done, in_flight, opts, out, kind, name, aggregate) -> Submission:
+    from . import slurm
+
+    slurm.require_slurm()
+    slurm.parameters(opts, kind, name)                      # bad flags before any file
+    stamp = jobs.new_stamp()
+    folder = jobs.jobs_dir(out) / stamp
+    ledger = _ledger(opts, kind, name, folder, aggregate)
+    if not todo:
+        return Submission(out, ledger, None, done, in_flight)
+    made = [p for p in (jobs.jobs_dir(out), out) if not p.exists()]
+    folder.mkdir(parents=True)
+    try:
+        submitted = _submit_jobs(todo, opts, folder, kind, name)
+    except BaseException:
+        _remove_new(folder, made)
+        raise
+    ledger["tasks"] = [_entry(t, j.job_id, j.paths.stderr) for t, j in zip(todo, submitted)]
+    path = jobs.write_ledger(out, stamp, ledger)
+    return Submission(out, ledger, path, done, in_flight)
