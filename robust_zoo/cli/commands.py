@@ -1,5 +1,5 @@
-"""``robust-zoo``: list | info | download | verify | convert | export | pin | jobs, and the
-quickstart, train, evaluate, transfer and viz programs under one name.
+"""``robust-zoo``: list | info | download | verify | convert | export | pin | regenerate | jobs, and
+the quickstart, train, evaluate, transfer and viz programs under one name.
 
 Exit codes: 0 success; 1 a check found a problem (``verify``: a corrupted file; ``pin``: the Hub
 contradicts a pinned hash; ``jobs``: a run failed); 2 bad input or an unavailable source, with a
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..console import ArgumentParser, command, report_error
 from ..errors import RobustZooError, UsageError
+from ..launch.options import add_launch_arguments
 from ..naming import arg_type, parse_eps
 
 
@@ -262,6 +263,16 @@ def cmd_pin(args) -> int:
     return 0
 
 
+def cmd_regenerate(args) -> int:
+    from ..launch import launch_options
+    from ..train.regenerate import entry_names, regenerate
+
+    names = entry_names(args.names, args.all, args.manifest)
+    return regenerate(names, out=args.out, data=args.data, manifest=args.manifest,
+                      launch_opts=launch_options(args), device=args.device,
+                      argv=["robust-zoo", "regenerate", *args.argv])
+
+
 def cmd_jobs(args) -> int:
     from ..launch import jobs
 
@@ -378,6 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_arg(s)
     s.set_defaults(func=cmd_pin)
 
+    s = sub.add_parser("regenerate", help="train zoo entries again from their recorded recipes, "
+                       "one training job per entry (--launcher slurm: SLURM jobs)")
+    s.add_argument("names", nargs="*", metavar="NAME")
+    s.add_argument("--all", action="store_true", help="every entry that records a recipe")
+    s.add_argument("--data", metavar="DIR", help="the training data (ImageNet: the folder "
+                   "with train/ and val/)")
+    s.add_argument("--out", metavar="DIR", required=True,
+                   help="one run folder per entry (OUT/NAME) and, when all have finished, "
+                   "OUT/weights_manifest.json")
+    s.add_argument("--device", help="cpu, cuda (default: cuda if available)")
+    _manifest_arg(s)
+    add_launch_arguments(s)
+    s.set_defaults(func=cmd_regenerate)
+
     s = sub.add_parser("jobs", help="where the runs of a --launcher slurm (or local) sweep, "
                        "evaluation or regeneration stand; exit 1 if any failed")
     s.add_argument("out", help="the program's --out folder (it holds .jobs/)")
@@ -395,6 +420,7 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] in PROGRAMS:
         return run_program(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
+    args.argv = list(argv[1:])
     from ..validate import IntegrityError
 
     try:

@@ -85,17 +85,9 @@ def _train_both(out: Path, epochs: int, seed: int, progress: bool) -> dict[str, 
 
 def write_manifest(out: Path, runs: dict[str, Any]) -> Path:
     """One manifest for both runs, file paths relative to ``out``."""
-    from ..hub.manifest import Entry, Manifest
+    from ..train.outputs import combined_manifest
 
-    models = []
-    for kind, res in runs.items():
-        entry = json.loads((res.run_dir / "weights_manifest.json").read_text())["models"][0]
-        for f in entry["files"]:
-            f["path"] = f"{kind}/{f['path']}"
-        models.append(Entry.from_dict(entry, out))
-    path = out / "weights_manifest.json"
-    Manifest(models, path).write(path)
-    return path
+    return combined_manifest(out, {kind: res.run_dir for kind, res in runs.items()})
 
 
 def robustness_curve(model, x, y, eps_values, steps: int) -> list[float]:

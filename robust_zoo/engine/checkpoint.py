@@ -7,7 +7,8 @@ A checkpoint file is a short header followed by a ``torch.save`` payload::
 The payload holds only tensors and plain containers of str/int/float/bool/None, so
 ``torch.load(weights_only=True)`` reads it without running code. Its dict always has ``format``
 (``FORMAT``), ``kind`` ("train" or "transfer"), ``recipe`` (the run's recipe or config as a dict),
-``model``, ``optimizer``, ``scheduler``, ``epoch``, ``rng`` (generator states, one dict per rank)
+``model``, ``optimizer``, ``scheduler``, ``epoch``, ``rng`` (generator states, one dict per rank),
+``rank_buffers`` (each rank's BatchNorm statistics; empty for one process)
 and whatever the run adds (``step``, ``global_step``, running metrics, history, ...).
 
 ``save_run`` and ``restore`` are the two halves every kind of run uses: every rank calls
@@ -95,15 +96,26 @@ def save_run(where: str | os.PathLike, dist: Dist, *, kind: str, model: torch.nn
     states of every rank (``rng``, in rank order) and ``fields``. Every rank calls it (the
     states are gathered); rank 0 writes."""
     rngs = all_gather(dist, rng_state())
+    buffers = all_gather(dist, rank_buffers(model)) if dist.enabled else []
     if dist.is_main:
         save(where, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "rng": rngs, **fields}, kind=kind)
+                     "scheduler": scheduler.state_dict(), "rng": rngs,
+                     "rank_buffers": buffers, **fields}, kind=kind)
+
+
+def rank_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """This rank's buffers (BatchNorm running statistics). DDP gives every forward rank 0's,
+    but each rank's own forward updates them with its own batch, and an attack run with BN in
+    eval mode reads them before the next forward: they differ per rank and are part of where
+    a multi-process run is."""
+    return {k: v.detach().cpu().clone() for k, v in model.named_buffers()}
 
 
 def restore(state: dict[str, Any], dist: Dist, *, model: torch.nn.Module,
             optimizer: torch.optim.Optimizer, scheduler, reseed: int) -> bool:
     """Load a checkpoint's states into ``model``, ``optimizer``, ``scheduler`` and this rank's
-    generators, so the run continues as if never stopped. A checkpoint of a different number of
+    generators (from a run of as many processes, this rank's own buffers too: ``rank_buffers``),
+    so the run continues as if never stopped. A checkpoint of a different number of
     processes has no generator states for this rank: the generators are then seeded with
     ``reseed + rank`` and False is returned (the data order does not depend on them; random
     draws such as attack starts do)."""
@@ -113,6 +125,11 @@ def restore(state: dict[str, Any], dist: Dist, *, model: torch.nn.Module,
     rngs = state["rng"]
     if len(rngs) == dist.world_size:
         set_rng_state(rngs[dist.rank])
+        own = state.get("rank_buffers") or []
+        if len(own) == dist.world_size:
+            with torch.no_grad():
+                for k, v in model.named_buffers():
+                    v.copy_(own[dist.rank][k])
         return True
     seed_everything(int(reseed) + dist.rank)
     return False

@@ -2,6 +2,7 @@
 
     python -m robust_zoo.evaluate resnet50_l2_eps3 --data /data/imagenet/val --limit 1000
     torchrun --nproc_per_node 4 -m robust_zoo.evaluate resnet50_linf_eps4 --data val/ --json r.json
+    python -m robust_zoo.evaluate --all --data val/ --out evals/ --launcher slurm --wait
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from ..console import ArgumentParser, command
 from ..engine import distributed
 from ..errors import UsageError
+from ..launch.options import add_launch_arguments
 from ..naming import arg_type, int_arg, parse_eps, parse_number
 from ..recipe import Precision, choices
 from .run import DEFAULT_STEPS, evaluate, format_report
@@ -28,7 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m robust_zoo.evaluate",
         description="Clean and PGD (and AutoAttack) top-1 of a zoo model on an ImageFolder tree, "
                     "compared with the accuracy its manifest entry claims.")
-    p.add_argument("name", help="model name (robust-zoo list), export folder or hf-hub:org/repo")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="model name (robust-zoo list), export folder or hf-hub:org/repo; "
+                        "several (or --all) give one run per model and one table")
+    p.add_argument("--all", action="store_true", help="every model of the manifest")
+    p.add_argument("--out", metavar="DIR",
+                   help="several models: OUT/NAME/result.json per model and OUT/results.json "
+                        "(required with several models or --launcher slurm)")
     p.add_argument("--data", default=os.environ.get("ROBUST_ZOO_DATA"),
                    help="ImageFolder tree, e.g. ImageNet val/ (default: $ROBUST_ZOO_DATA)")
     p.add_argument("--corruptions", metavar="DIR",
@@ -74,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the model for the clean and PGD passes")
     p.add_argument("--json", dest="json_out", help="write the result here")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_launch_arguments(p)
     return p
 
 
@@ -82,14 +91,18 @@ def _main(argv: list[str]) -> int:
     if not args.data:
         raise UsageError("pass --data DIR (an ImageFolder tree such as ImageNet val/) or set "
                          "ROBUST_ZOO_DATA")
+    names = _names(args)
+    kwargs = dict(norm=args.norm, eps=args.eps, steps=args.steps, step_size=args.step_size,
+                  restarts=args.restarts, random_start=args.random_start,
+                  keep_best=args.keep_best, autoattack=args.autoattack, limit=args.limit,
+                  batch_size=args.batch_size, workers=args.workers, device=args.device,
+                  manifest=args.manifest, tolerance=args.tolerance, precision=args.precision,
+                  compile=args.compile, progress=args.progress,
+                  corruptions=args.corruptions)
+    if len(names) > 1 or args.all or args.launcher == "slurm" or args.out:
+        return _many(names, args, kwargs)
     try:
-        result = evaluate(
-            args.name, args.data, norm=args.norm, eps=args.eps, steps=args.steps,
-            step_size=args.step_size, restarts=args.restarts, random_start=args.random_start,
-            keep_best=args.keep_best, autoattack=args.autoattack, limit=args.limit,
-            batch_size=args.batch_size, workers=args.workers, device=args.device,
-            manifest=args.manifest, tolerance=args.tolerance, precision=args.precision,
-            compile=args.compile, progress=args.progress, corruptions=args.corruptions)
+        result = evaluate(names[0], args.data, **kwargs)
     finally:
         distributed.shutdown()
     if result["world_size"] == 1 or int(os.environ.get("RANK", "0")) == 0:
@@ -99,6 +112,34 @@ def _main(argv: list[str]) -> int:
 
             atomic_write_text(args.json_out, json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _names(args) -> list[str]:
+    if args.all == bool(args.names):
+        raise UsageError("name one or more models (robust-zoo list shows them), or pass --all "
+                         "(not both)")
+    if not args.all:
+        return list(dict.fromkeys(args.names))
+    from ..hub.manifest import load_manifest
+
+    return load_manifest(args.manifest).names()
+
+
+def _many(names: list[str], args, kwargs: dict) -> int:
+    """One run per model (here, or a SLURM job array) and one table."""
+    from pathlib import Path
+
+    from ..launch import launch_options
+    from .array import evaluate_many
+
+    if not args.out:
+        raise UsageError("several models (or --all, or --launcher slurm) write one result per "
+                         "model: pass --out DIR")
+    if kwargs["manifest"] and Path(kwargs["manifest"]).exists():
+        kwargs["manifest"] = str(Path(kwargs["manifest"]).absolute())
+    if args.launcher == "slurm":
+        kwargs["progress"] = False
+    return evaluate_many(names, args.data, args.out, kwargs, launch_options(args))
 
 
 main = command(_main)

@@ -16,6 +16,7 @@ from typing import Any
 from .. import naming
 from ..console import ArgumentParser, command
 from ..recipe import META_FIELDS, Decoder, Recipe, choices, field_choices
+from ..launch.options import add_launch_arguments
 from .options import RUN_DEFAULTS
 
 HELP = {
@@ -105,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                "--data /data/imagenet --out runs/r50_l2_eps3\n"
                "  torchrun --nproc_per_node 8 -m robust_zoo.train --arch resnet18 --norm linf "
                "--eps 4/255 --data /data/imagenet --out runs/r18_linf4\n"
-               "  python -m robust_zoo.train --resume --out runs/r50_l2_eps3",
+               "  python -m robust_zoo.train --resume --out runs/r50_l2_eps3\n"
+               "  python -m robust_zoo.train --from-manifest resnet50_l2_eps3 --data "
+               "/data/imagenet --out runs/r50 --launcher slurm --nodes 2 --gpus-per-node 8",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from-manifest", metavar="NAME",
                    help="start from the recorded recipe of this zoo entry")
@@ -156,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-recipe", action="store_true",
                    help="print the resolved recipe as JSON and exit")
     add_recipe_arguments(p)
+    add_launch_arguments(p)
     return p
 
 
@@ -284,7 +288,9 @@ def _main(argv: list[str]) -> int:
 
     from .run import RunOptions, train
 
-    cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    slurm = args.launcher == "slurm"
+    here = "cuda" if torch.cuda.is_available() or (slurm and args.gpus_per_node) else "cpu"
+    cuda = (args.device or here).startswith("cuda")
     recipe, notes = resolve_recipe(args, cuda=cuda)
     if args.print_recipe:
         for n in notes:
@@ -296,6 +302,11 @@ def _main(argv: list[str]) -> int:
         workers=args.workers, compile=args.compile, progress=not args.no_progress,
         argv=["python", "-m", "robust_zoo.train", *argv], notes=notes,
         **{k: getattr(args, k) for k in RUN_DEFAULTS if hasattr(args, k)})
+    if slurm:
+        from ..launch import launch_options
+        from .jobs import submit
+
+        return submit(recipe, options, launch_options(args), options.argv)
     train(recipe, options)
     return 0
 

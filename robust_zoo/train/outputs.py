@@ -123,3 +123,17 @@ def model_card(entry: dict, run_dir: Path) -> str:
 def _hw_line(hw: dict) -> str:
     dev = hw.get("gpu") or hw.get("cpu") or hw.get("device_type", "?")
     return f"{hw.get('world_size', 1)} × {dev} (torch {hw.get('torch', '?')})"
+
+
+def combined_manifest(out: Path, runs: dict[str, Path]) -> Path:
+    """``out/weights_manifest.json`` with the entry of every run folder in ``runs`` (a folder
+    under ``out`` for each key: the entry's file paths get that prefix)."""
+    models = []
+    for sub, run_dir in runs.items():
+        entry = json.loads((Path(run_dir) / MANIFEST).read_text())["models"][0]
+        for f in entry["files"]:
+            f["path"] = f"{sub}/{f['path']}"
+        models.append(Entry.from_dict(entry, Path(out)))
+    path = Path(out) / MANIFEST
+    Manifest(models, path).write(path)
+    return path

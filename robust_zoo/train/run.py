@@ -24,6 +24,7 @@ from ..models import archs
 from ..data import (DataError, ResumableSampler, SeededDataset, TensorImages, build_datasets,
                     dataset_kind, fixed_subset)
 from ..engine import checkpoint as ckpt
+from ..engine import preemption
 from ..engine.evaluation import EvalResult, evaluate_loader
 from ..engine.loop import Trainer, TrainStats
 from ..engine.optim import build_optimizer, build_scheduler
@@ -66,7 +67,7 @@ def train(recipe: Recipe, options: RunOptions) -> RunResult:
     d = distributed.setup(options.device)
     try:
         run = _Run(recipe, options, d)
-        with determinism(run.opt.deterministic, d.device):
+        with determinism(run.opt.deterministic, d.device), run.stop:
             return run.run()
     finally:
         distributed.cleanup(d)
@@ -98,6 +99,7 @@ class _Run:
         self.b = self.B // d.world_size              # per rank
         self.pos = _Position()
         self.stats0 = self.window0 = TrainStats()    # the sums an interrupted epoch continues
+        self.stop = preemption.watch(d)              # the scheduler's warning signal
 
     def run(self) -> RunResult:
         state = self.state
@@ -289,6 +291,14 @@ class _Run:
             plot_curves(read_metrics(self.run_dir / outputs.METRICS),
                         self.run_dir / outputs.CURVES, title=self.name)
         self._save(0, TrainStats(), TrainStats())
+        if self.stop.requested():
+            self._stop()
+
+    def _stop(self):
+        """The warning signal came: the checkpoint is written, hand the job back."""
+        _say(self.d, f"stopping on {self.stop.signum.name} after global step "
+                     f"{self.pos.global_step}: checkpoint written, the next start resumes there")
+        self.stop.hand_over()
 
     def _epoch_record(self, sums: TrainStats, spec) -> dict:
         """The epoch's record (sums over ranks), with validation when it is due."""
@@ -415,9 +425,14 @@ class _StepLog:
             self._record(st, x, y, running)
         if self.bar is not None:
             self.bar.update(1)
-        if (o.ckpt_every_steps and pos.global_step % o.ckpt_every_steps == 0
-                and st + 1 < run.steps_per_epoch):
+        if st + 1 == run.steps_per_epoch:      # the epoch's end checkpoints (and checks)
+            return
+        stop = run.stop.requested()
+        if stop or (o.ckpt_every_steps and pos.global_step % o.ckpt_every_steps == 0):
             run._save(st + 1, running.stats(step=st + 1), self.window)
+        if stop:
+            self.close()
+            run._stop()
 
     def _record(self, st: int, x, y, running) -> None:
         run = self.run
