@@ -13,7 +13,7 @@ from torch import nn
 
 from robust_zoo.models import archs
 
-from zoo import RB_UNBUILDABLE, robustbench, robustbench_model
+from zoo import RB_UNBUILDABLE, robustbench, robustbench_model, robustbench_normalization
 
 # RobustBench ImageNet id -> our architecture, per threat model
 LINF = {
@@ -64,6 +64,12 @@ CORRUPTIONS = {
 CASES = ([("Linf", i, a) for i, a in LINF.items()]
          + [("corruptions", i, a) for i, a in CORRUPTIONS.items()])
 MIMIR = ("swin_base_mimir", "swin_large_mimir")
+# the RobustBench models without a normalization layer: [0, 1] images go straight in
+UNNORMALIZED = {"Singh2023Revisiting_ConvNeXt-T-ConvStem", "Singh2023Revisiting_ConvNeXt-S-ConvStem",
+                "Singh2023Revisiting_ConvNeXt-B-ConvStem", "Singh2023Revisiting_ConvNeXt-L-ConvStem",
+                "Singh2023Revisiting_ViT-B-ConvStem", "Chen2024Data_WRN_50_2",
+                "Xu2024MIMIR_Swin-B", "Xu2024MIMIR_Swin-L", "Debenedetti2022Light_XCiT-S12",
+                "Debenedetti2022Light_XCiT-M12", "Debenedetti2022Light_XCiT-L12"}
 
 
 def robustbench_state(model: nn.Module, arch: str) -> dict[str, torch.Tensor]:
@@ -104,10 +110,16 @@ def test_the_table_covers_every_robustbench_imagenet_model():
 
 @pytest.mark.parametrize("threat, rb_id, arch", CASES, ids=[f"{t}-{i}" for t, i, _ in CASES])
 def test_our_architecture_has_robustbench_keys_and_shapes(threat, rb_id, arch):
-    theirs = shapes(robustbench_state(robustbench_model(rb_id, threat), arch))
+    """... and RobustBench normalizes the inputs of every model with ImageNet's mean/std except
+    those of UNNORMALIZED, which get [0, 1] images as they are."""
+    model = robustbench_model(rb_id, threat)
+    theirs = shapes(robustbench_state(model, arch))
     ours = our_shapes(arch)
     assert sorted(set(ours) ^ set(theirs))[:5] == []
     assert {k for k in ours if ours[k] != theirs[k]} == set()
+    identity = ((0.0,) * 3, (1.0,) * 3)
+    assert robustbench_normalization(model) == (
+        identity if rb_id in UNNORMALIZED else (archs.IMAGENET_MEAN, archs.IMAGENET_STD))
 
 
 @pytest.mark.parametrize("arch", [a for a in archs.list_archs(include_extra=True)
