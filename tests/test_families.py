@@ -65,11 +65,10 @@ CASES = ([("Linf", i, a) for i, a in LINF.items()]
          + [("corruptions", i, a) for i, a in CORRUPTIONS.items()])
 MIMIR = ("swin_base_mimir", "swin_large_mimir")
 # the RobustBench models without a normalization layer: [0, 1] images go straight in
-UNNORMALIZED = {"Singh2023Revisiting_ConvNeXt-T-ConvStem", "Singh2023Revisiting_ConvNeXt-S-ConvStem",
-                "Singh2023Revisiting_ConvNeXt-B-ConvStem", "Singh2023Revisiting_ConvNeXt-L-ConvStem",
-                "Singh2023Revisiting_ViT-B-ConvStem", "Chen2024Data_WRN_50_2",
-                "Xu2024MIMIR_Swin-B", "Xu2024MIMIR_Swin-L", "Debenedetti2022Light_XCiT-S12",
-                "Debenedetti2022Light_XCiT-M12", "Debenedetti2022Light_XCiT-L12"}
+UNNORMALIZED = {*(f"Singh2023Revisiting_{m}-ConvStem"
+                  for m in ("ConvNeXt-T", "ConvNeXt-S", "ConvNeXt-B", "ConvNeXt-L", "ViT-B")),
+                "Chen2024Data_WRN_50_2", "Xu2024MIMIR_Swin-B", "Xu2024MIMIR_Swin-L",
+                *(f"Debenedetti2022Light_XCiT-{s}" for s in ("S12", "M12", "L12"))}
 
 
 def robustbench_state(model: nn.Module, arch: str) -> dict[str, torch.Tensor]:
