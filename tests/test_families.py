@@ -182,7 +182,8 @@ def test_meansparse_convnext_computes_robustbench_logits():
                                                                       add_custom_layer_imagenet)
     from robustbench.model_zoo.architectures.utils_architectures import normalize_model
 
-    small = {"depths": (1, 1, 1, 1)}       # RobustBench hard-codes convnext_large's widths
+    # RobustBench hard-codes convnext_large's stage widths; the rest can be small
+    small = {"depths": (1, 1, 1, 1), "num_classes": 10}
     theirs = normalize_model(timm.create_model("convnext_large", pretrained=False, **small),
                              archs.IMAGENET_MEAN, archs.IMAGENET_STD)
     add_custom_layer_imagenet(theirs, MeanSparse_imagenet)
