@@ -257,11 +257,12 @@ def robustbench():
 
 
 class _MetaBuild(archs.NoInitOnMeta):
-    """A build on the meta device without initialisers, and with ``torch.linspace`` on the CPU, so
-    code that reads its values (``x.item()`` for stochastic-depth rates) builds there too."""
+    """A build on the meta device without initialisers, and with the tensors made from values
+    (``torch.tensor``, ``as_tensor``, ``linspace``) on the CPU: code that reads them
+    (``x.item()`` for stochastic-depth rates) builds, and normalization constants can be read."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is torch.linspace:
+        if func in (torch.linspace, torch.tensor, torch.as_tensor):
             kwargs = {**(kwargs or {}), "device": "cpu"}
         return super().__torch_function__(func, types, args, kwargs)
 
@@ -678,3 +679,14 @@ def flaky_task(run_dir: str, x: int) -> None:
         marker.write_text("")
         raise RuntimeError(f"this run fails once on purpose ({run_dir})")
     square_task(run_dir, x)
+
+
+def robustbench_normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a RobustBench model applies to its [0, 1] inputs: its ``normalize`` wrapper
+    or RaWRN's ``normalization`` layer; (0, 0, 0), (1, 1, 1) for the models without one (the
+    ConvStem ConvNeXts and ViT-B, Chen2024Data_WRN_50_2, MIMIR's Swins, the XCiTs)."""
+    layer = getattr(model, "normalize", None) or getattr(model, "normalization", None)
+    if layer is None:
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return (tuple(round(float(v), 6) for v in layer.mean.flatten()),
+            tuple(round(float(v), 6) for v in layer.std.flatten()))
