@@ -11,8 +11,9 @@ layouts RobustBench's loader accepts (``robustbench.utils.load_model``, 1.1.1):
   RaWRN's ``normalization.*``), which must hold the entry's mean/std and are dropped: the zoo
   model normalizes itself;
 * Swin checkpoints of older timm versions, converted by timm's ``checkpoint_filter_fn`` as
-  RobustBench does (and MIMIR's, whose own Swin keeps that older layout); XCiT and DeiT files go through their timm model's pretrained filter, the
-  function timm's pretrained loading applies (RobustBench loads those through timm).
+  RobustBench does (and MIMIR's, whose own Swin keeps that older layout); XCiT and DeiT files
+  go through their timm model's pretrained filter, the function timm's pretrained loading
+  applies (RobustBench loads those through timm).
 
 The file is read by ``upstream.read_checkpoint`` (``torch.load(weights_only=True)``) with exactly
 the harmless non-tensor types such training scripts store beside the weights allowed
