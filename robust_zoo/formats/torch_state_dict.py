@@ -11,8 +11,9 @@ layouts RobustBench's loader accepts (``robustbench.utils.load_model``, 1.1.1):
   RaWRN's ``normalization.*``), which must hold the entry's mean/std and are dropped: the zoo
   model normalizes itself;
 * Swin checkpoints of older timm versions, converted by timm's ``checkpoint_filter_fn`` as
-  RobustBench does; XCiT and DeiT files go through their timm model's pretrained filter, the
-  function timm's pretrained loading applies (RobustBench loads those through timm).
+  RobustBench does (and MIMIR's, whose own Swin keeps that older layout); XCiT and DeiT files
+  go through their timm model's pretrained filter, the function timm's pretrained loading
+  applies (RobustBench loads those through timm).
 
 The file is read by ``upstream.read_checkpoint`` (``torch.load(weights_only=True)``) with exactly
 the harmless non-tensor types such training scripts store beside the weights allowed
@@ -128,6 +129,9 @@ def _deit_filter(sd, model):
 # Architecture → the key conversion RobustBench's loading applies to its files (see module doc).
 TIMM_FILTERS: dict[str, Callable[[Mapping[str, torch.Tensor], torch.nn.Module], dict]] = {
     "swin_base": _swin_filter, "swin_large": _swin_filter,
+    # MIMIR's own Swin keeps the older layout (downsampling at the end of a stage, persistent
+    # masks and indices, a bare head), which the same filter converts to timm's
+    "swin_base_mimir": _swin_filter, "swin_large_mimir": _swin_filter,
     "xcit_s12": _xcit_filter, "xcit_m12": _xcit_filter, "xcit_l12": _xcit_filter,
     "deit_small": _deit_filter, "deit_base": _deit_filter,
 }
