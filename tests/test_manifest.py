@@ -189,6 +189,33 @@ def test_every_robustbench_imagenet_model_is_an_entry_an_alias_or_left_out():
     assert "Bai2024MixedNUTS" in (ROOT / "docs" / "models.md").read_text()
 
 
+def test_files_are_the_ones_robustbench_loads():
+    """Each RobustBench entry's files: the Drive id RobustBench downloads (as Drive's direct
+    URL), the URL of the timm model it registers (XCiT, DeiT, AlexNet), torchvision's weights
+    for Standard_R50; Peng2023Robust has the Hub file first and the Drive file second."""
+    zoo.robustbench()
+    import timm
+    from robustbench.model_zoo.imagenet import imagenet_models
+    from torchvision.models import ResNet50_Weights
+
+    from robustbench.model_zoo.enums import ThreatModel
+
+    drive = "https://drive.usercontent.google.com/download?id={}&export=download&confirm=t"
+    for rb_id, tm in _rb_entries():
+        e, info = MANIFEST.get(rb_id), imagenet_models[ThreatModel(tm)][rb_id]
+        if e.name != rb_id:
+            continue          # an alias: the Salman entry's own files (the madrylab Hub repo)
+        urls = [f.url for f in e.files if f.url]
+        timm_name = f"{rb_id.lower().replace('-', '_')}_imagenet_{tm.lower()}"
+        if info["gdrive_id"]:
+            assert urls == [drive.format(info["gdrive_id"])], rb_id
+        elif timm.is_model(timm_name):
+            assert urls == [timm.models.get_pretrained_cfg(timm_name).url], rb_id
+        else:
+            assert rb_id == "Standard_R50" and urls == [ResNet50_Weights.IMAGENET1K_V1.url]
+    assert MANIFEST.get("Peng2023Robust").files[0].repo_id == "poloclub/robust-principles"
+
+
 def _rb_entries() -> list[tuple[str, str]]:
     return sorted({(m["robustbench_id"], m["threat_model"]) for e in MANIFEST
                    for m in e.metrics if m.get("robustbench_id")})
