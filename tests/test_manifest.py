@@ -313,6 +313,10 @@ def test_list_models_filters_by_family_paper_and_threat_model():
         "Peng2023Robust", "Peng2023Robust_RaResNet-101", "Peng2023Robust_RaResNet-50"]
     with pytest.raises(UsageError, match="threat_model='l3'.*Linf, L2, corruptions"):
         robust_zoo.list_models(threat_model="l3")
+    with pytest.raises(UsageError, match="paper='Singh2023'.*did you mean Singh2023Revisiting"):
+        robust_zoo.list_models(paper="Singh2023")
+    with pytest.raises(UsageError, match="family='convnxt'.*did you mean convnext"):
+        robust_zoo.list_models(family="convnxt")
 
 
 def test_arch_norm_eps_lookups_with_several_matches():
@@ -369,6 +373,8 @@ def test_new_fields_are_checked_by_name():
     e = ok.get("m2")
     assert (e.name, e.eps_display, e.threat_models, e.input_size) == ("m", "-", ("corruptions",),
                                                                        224)
+    assert e.crop_pct == 1.0 and MANIFEST.get("Tian2022Deeper_DeiT-S").crop_pct == 0.9032
+    assert MANIFEST.get("Wong2020Fast").input_size == 288
     with pytest.raises(ManifestError, match="alias 'm' of 'n' is already the name"):
         parse_manifest({"schema_version": 1, "models": [
             _one()["models"][0], _one(name="n", aliases=["m"])["models"][0]]})
