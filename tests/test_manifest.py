@@ -361,7 +361,8 @@ def test_new_fields_are_checked_by_name():
             ({"files": [{"format": "torch-state-dict", "url": url, "filename": "a/b.pt"}]},
              "files[0].filename"),
             ({"metrics": [{"name": "clean_top1", "value": 50, "threat_model": "L3"}]},
-             "metrics[0].threat_model")):
+             "metrics[0].threat_model"),
+            ({"links": {"paper": "arxiv.org/abs/1"}}, "links.paper")):
         with pytest.raises(ManifestError, match=f"field '{re.escape(field)}'"):
             parse_manifest(_one(**fields))
         full = {**_one(**fields)["models"][0], "metrics": [], "preprocessing": pre,

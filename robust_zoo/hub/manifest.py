@@ -256,10 +256,12 @@ class Entry:
             files = tuple(_file_spec(f, i) for i, f in enumerate(d["files"]))
             recipe = validate.recipe(d.get("recipe"))
             metrics = validate.metrics(d.get("metrics"))
-            for k in ("license", "citation", "description", "family", "paper"):
+            for k in ("license", "citation", "description", "family", "paper",
+                      "license_source"):
                 validate.optional_str(d.get(k), k)
             for k in ("upstream", "provenance"):
                 validate.optional_object(d.get(k), k)
+            validate.links(d.get("links"))
             if "num_params" in d:
                 validate.positive_int(d["num_params"], "num_params", maximum=10**13)
         except ValueError as e:
