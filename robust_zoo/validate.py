@@ -291,6 +291,18 @@ def threat_models(value: Any, norm: str, field: str = "threat_model") -> tuple[s
     return out
 
 
+def links(value: Any, field: str = "links") -> dict[str, str]:
+    """An entry's links: an object of http(s) URLs by what they point at (``paper``, ...)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FieldError(field, f"{value!r} is not an object of URLs")
+    for k, v in value.items():
+        if not isinstance(v, str) or not v.startswith(("https://", "http://")):
+            raise FieldError(f"{field}.{k}", f"{v!r} is not an http(s) URL")
+    return dict(value)
+
+
 def names(value: Any, field: str) -> tuple[str, ...]:
     """A list of distinct non-empty names (an entry's ``aliases``); null: none."""
     if value is None:

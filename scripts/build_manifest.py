@@ -541,16 +541,16 @@ def new_entry(name: str, arch: str, norm: str, threat, metrics: list[dict], file
     a = get_arch(arch)
     paper = paper_of(name)
     license = "unknown" if license_source.startswith("not stated") else "mit"
-    upstream = {"paper_url": PAPERS[paper][3]}
+    links = {"paper": PAPERS[paper][3]}
     if info_url:
-        upstream.update(robustbench_id=name, model_info=info_url)
+        links["robustbench_model_info"] = info_url
     return {
         "name": name, "arch": arch, "norm": norm, "eps": 4 / 255 if norm == "linf" else 0.0,
         "num_classes": 1000, "description": description, "num_params": a.num_params,
         "threat_model": threat, "family": a.family, "paper": paper, "files": files,
         "metrics": metrics, "preprocessing": pre, "license": license,
         "license_source": license_source, "citation": citation(paper), "recipe": {},
-        "upstream": upstream,
+        "links": links,
     }
 
 

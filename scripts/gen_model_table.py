@@ -107,6 +107,8 @@ def other_tables(m) -> list[str]:
     on_rb = {e.name for e in m for r in e.metrics if r.get("robustbench_id")}
     peng = [e for e in m if e.paper == "Peng2023Robust" and e.name not in on_rb]
     lines = ["## Peng et al. 2023 (Hugging Face Hub), Linf ε = 4/255", "",
+             "Their RaWRN-101-2, `Peng2023Robust`, is on RobustBench's list above (its Hub file "
+             "first, RobustBench's Drive copy second).", "",
              "| name | arch | family | clean % | AutoAttack % | licence | weights from | pinned |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| `{e.name}` | {e.arch} | {entry_family(e)} | {_pct(e.clean_top1)} | "

@@ -100,6 +100,10 @@ def test_cli_list_filters_the_new_families(capsys):
     assert len(json.loads(capsys.readouterr().out)) == 10
     assert cli.main(["list", "--threat-model", "Linf2"]) == 2
     assert "invalid choice: 'Linf2'" in capsys.readouterr().err
+    assert cli.main(["list", "--family", "convnxt"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: family='convnxt' matches no entry; families: alexnet, convnext")
+    assert err.endswith("did you mean convnext?\n") and err.count("\n") == 1
 
 
 def test_cli_info_of_a_robustbench_model(capsys):

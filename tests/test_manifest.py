@@ -189,6 +189,33 @@ def test_every_robustbench_imagenet_model_is_an_entry_an_alias_or_left_out():
     assert "Bai2024MixedNUTS" in (ROOT / "docs" / "models.md").read_text()
 
 
+def test_files_are_the_ones_robustbench_loads():
+    """Each RobustBench entry's files: the Drive id RobustBench downloads (as Drive's direct
+    URL), the URL of the timm model it registers (XCiT, DeiT, AlexNet), torchvision's weights
+    for Standard_R50; Peng2023Robust has the Hub file first and the Drive file second."""
+    zoo.robustbench()
+    import timm
+    from robustbench.model_zoo.imagenet import imagenet_models
+    from torchvision.models import ResNet50_Weights
+
+    from robustbench.model_zoo.enums import ThreatModel
+
+    drive = "https://drive.usercontent.google.com/download?id={}&export=download&confirm=t"
+    for rb_id, tm in _rb_entries():
+        e, info = MANIFEST.get(rb_id), imagenet_models[ThreatModel(tm)][rb_id]
+        if e.name != rb_id:
+            continue          # an alias: the Salman entry's own files (the madrylab Hub repo)
+        urls = [f.url for f in e.files if f.url]
+        timm_name = f"{rb_id.lower().replace('-', '_')}_imagenet_{tm.lower()}"
+        if info["gdrive_id"]:
+            assert urls == [drive.format(info["gdrive_id"])], rb_id
+        elif timm.is_model(timm_name):
+            assert urls == [timm.models.get_pretrained_cfg(timm_name).url], rb_id
+        else:
+            assert rb_id == "Standard_R50" and urls == [ResNet50_Weights.IMAGENET1K_V1.url]
+    assert MANIFEST.get("Peng2023Robust").files[0].repo_id == "poloclub/robust-principles"
+
+
 def _rb_entries() -> list[tuple[str, str]]:
     return sorted({(m["robustbench_id"], m["threat_model"]) for e in MANIFEST
                    for m in e.metrics if m.get("robustbench_id")})
@@ -286,6 +313,10 @@ def test_list_models_filters_by_family_paper_and_threat_model():
         "Peng2023Robust", "Peng2023Robust_RaResNet-101", "Peng2023Robust_RaResNet-50"]
     with pytest.raises(UsageError, match="threat_model='l3'.*Linf, L2, corruptions"):
         robust_zoo.list_models(threat_model="l3")
+    with pytest.raises(UsageError, match="paper='Singh2023'.*did you mean Singh2023Revisiting"):
+        robust_zoo.list_models(paper="Singh2023")
+    with pytest.raises(UsageError, match="family='convnxt'.*did you mean convnext"):
+        robust_zoo.list_models(family="convnxt")
 
 
 def test_arch_norm_eps_lookups_with_several_matches():
@@ -330,7 +361,8 @@ def test_new_fields_are_checked_by_name():
             ({"files": [{"format": "torch-state-dict", "url": url, "filename": "a/b.pt"}]},
              "files[0].filename"),
             ({"metrics": [{"name": "clean_top1", "value": 50, "threat_model": "L3"}]},
-             "metrics[0].threat_model")):
+             "metrics[0].threat_model"),
+            ({"links": {"paper": "arxiv.org/abs/1"}}, "links.paper")):
         with pytest.raises(ManifestError, match=f"field '{re.escape(field)}'"):
             parse_manifest(_one(**fields))
         full = {**_one(**fields)["models"][0], "metrics": [], "preprocessing": pre,
@@ -342,6 +374,8 @@ def test_new_fields_are_checked_by_name():
     e = ok.get("m2")
     assert (e.name, e.eps_display, e.threat_models, e.input_size) == ("m", "-", ("corruptions",),
                                                                        224)
+    assert e.crop_pct == 1.0 and MANIFEST.get("Tian2022Deeper_DeiT-S").crop_pct == 0.9032
+    assert MANIFEST.get("Wong2020Fast").input_size == 288
     with pytest.raises(ManifestError, match="alias 'm' of 'n' is already the name"):
         parse_manifest({"schema_version": 1, "models": [
             _one()["models"][0], _one(name="n", aliases=["m"])["models"][0]]})

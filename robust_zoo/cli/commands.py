@@ -133,7 +133,7 @@ def _paper(entry) -> str:
     title = re.search(r"title=\{(.+?)\},?\n", cite)
     link = re.search(r"url=\{(.+?)\}", cite) or None
     parts = [entry.paper or "", title.group(1) if title else "",
-             link.group(1) if link else (entry.extra.get("upstream") or {}).get("paper_url", "")]
+             link.group(1) if link else (entry.extra.get("links") or {}).get("paper", "")]
     return " | ".join(p for p in parts if p) or "not given"
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .. import validate
-from ..models.archs import IMAGENET_MEAN, IMAGENET_STD, get_arch, list_archs
+from ..models.archs import IMAGENET_MEAN, IMAGENET_STD, families, get_arch, list_archs
 from ..errors import RobustZooError, UsageError
 from ..naming import check_norm, eps_close, eps_display, model_name
 
@@ -163,6 +163,14 @@ class Entry:
         crop = self.preprocessing.get("crop", 224)
         return crop if crop is not None else max(self.preprocessing["resize"])
 
+    @property
+    def crop_pct(self) -> float:
+        """timm's crop_pct of the preprocessing: crop / resize (1.0 without one of them)."""
+        resize, crop = self.preprocessing.get("resize", 256), self.preprocessing.get("crop", 224)
+        if isinstance(resize, int) and crop is not None:
+            return round(crop / resize, 4)
+        return 1.0
+
     def describe_preprocessing(self) -> str:
         """One line: what ``transforms()`` does, e.g. "resize 256 (bicubic), center crop 224"."""
         p = self.preprocessing
@@ -248,10 +256,12 @@ class Entry:
             files = tuple(_file_spec(f, i) for i, f in enumerate(d["files"]))
             recipe = validate.recipe(d.get("recipe"))
             metrics = validate.metrics(d.get("metrics"))
-            for k in ("license", "citation", "description", "family", "paper"):
+            for k in ("license", "citation", "description", "family", "paper",
+                      "license_source"):
                 validate.optional_str(d.get(k), k)
             for k in ("upstream", "provenance"):
                 validate.optional_object(d.get(k), k)
+            validate.links(d.get("links"))
             if "num_params" in d:
                 validate.positive_int(d["num_params"], "num_params", maximum=10**13)
         except ValueError as e:
@@ -388,12 +398,26 @@ class Manifest:
         arch = get_arch(arch).name if arch else None
         norm = _norm_arg(norm) if norm else None
         threat = _threat_arg(threat_model) if threat_model else None
+        if family is not None:
+            self._check_choice("family", family, {*families(), *map(entry_family, self)})
+        if paper is not None:
+            self._check_choice("paper", paper, {e.paper for e in self if e.paper})
         return [e for e in self if (arch is None or e.arch == arch)
                 and (norm is None or e.norm == norm)
                 and (eps is None or eps_close(e.eps, eps))
                 and (family is None or entry_family(e).lower() == family.lower())
                 and (paper is None or (e.paper or "").lower() == paper.lower())
                 and (threat is None or threat in e.threat_models)]
+
+    @staticmethod
+    def _check_choice(what: str, value: str, valid: set[str]) -> None:
+        """``value`` is one of ``valid`` (case ignored); ``UsageError`` naming the closest."""
+        if not isinstance(value, str) or value.lower() not in {v.lower() for v in valid}:
+            close = difflib.get_close_matches(str(value), sorted(valid), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            plural = {"family": "families"}.get(what, what + "s")
+            raise UsageError(f"{what}={value!r} matches no entry; {plural}: "
+                             f"{', '.join(sorted(valid)) or 'none'}{hint}")
 
     def find(self, arch: str, norm: str, eps: float) -> Entry:
         """The entry for (arch, norm, ε): the only match, or the canonical name
