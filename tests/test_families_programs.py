@@ -169,6 +169,7 @@ def test_export_loads_into_timm_and_viz_draws_it(tmp_path, capsys):
     man = write_manifest(tmp_path / "m.json", entry)
     out = tmp_path / "export"
     assert cli.main(["export", "deit-linf", str(out), "--manifest", str(man), "--quiet"]) == 0
+    assert f'timm.create_model("local-dir:{out}", pretrained=True)' in capsys.readouterr().out
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["architecture"] == "deit_small_patch16_224" and cfg["num_classes"] == 10
     pre = cfg["pretrained_cfg"]
