@@ -107,6 +107,27 @@ def test_fixed_feature_trains_the_head_only_and_full_the_whole_network(deit, fol
     assert all(torch.equal(v, before[k]) for k, v in deit.model.state_dict().items())
 
 
+@pytest.mark.parametrize("arch", ["alexnet", "convnext_tiny_convstem", "swin_base",
+                                  "vit_small_convstem", "xcit_s12", "ra_resnet50"])
+def test_every_family_has_its_head_swapped_features_read_and_backbone_frozen(arch):
+    """On the meta device (shapes only): the head a transfer replaces, the features it reads
+    and what fixed-feature freezes, for the smallest member of each new family."""
+    from robust_zoo.transfer.detection import backbone
+
+    a = archs.get_arch(arch)
+    model = RobustModel(archs.build(arch, 10, device="meta"), arch).to("meta")
+    x = torch.empty(2, 3, a.input_size, a.input_size, device="meta")
+    freeze(replace_head(model, 5), "fixed-feature")
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == [f"model.{a.head}.weight", f"model.{a.head}.bias"]
+    assert get_head(model).out_features == 5
+    assert features(model, x).shape == (2, a.num_features)
+    with pytest.raises(UsageError, match="ResNet-family"):
+        freeze(model, "layer4")
+    with pytest.raises(UsageError, match=r"ResNet-FPN"):
+        backbone(arch, pretrained=False)
+
+
 def test_resnet_only_features_refuse_other_archs_in_one_line(deit, folder, tmp_path, capsys):
     from robust_zoo.transfer.detection import backbone
     from robust_zoo.transfer.runner import check_input_size
