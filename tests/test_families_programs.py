@@ -278,3 +278,21 @@ def test_evaluate_reports_robustbench_fields_and_corruption_accuracy(deit, tmp_p
     assert "2 ImageNet-C folders" in text and "corruptions_top1" in text
     with pytest.raises(robust_zoo.RobustZooError, match="ImageNet-C"):
         evaluate(model, val, steps=0, corruptions=tmp_path / "val", **common)
+
+
+def test_claims_are_matched_by_name_threat_model_norm_and_eps():
+    from types import SimpleNamespace
+
+    from robust_zoo.evaluate import compare_claims
+
+    entry = SimpleNamespace(metrics=[
+        {"name": "autoattack_acc", "value": 40.0, "threat_model": "Linf"},   # RobustBench's
+        {"name": "autoattack_top1", "value": 45.0, "norm": "l2", "eps": 3.0},
+        {"name": "clean_top1", "value": 70.0}])
+    rows = compare_claims(entry, {"autoattack_top1": 41.0, "clean_top1": 69.5}, norm="linf",
+                          eps=4 / 255, n=5000, threat="Linf")
+    assert [(r["name"], r["claimed"], r["ok"]) for r in rows] == [
+        ("autoattack_top1", 40.0, True), ("clean_top1", 70.0, True)]
+    rows = compare_claims(entry, {"autoattack_top1": 41.0}, norm="l2", eps=3.0, n=5000,
+                          threat="L2")
+    assert [(r["claimed"], r["ok"]) for r in rows] == [(45.0, False)]

@@ -115,7 +115,7 @@ def threat_model(entry, norm: str, corruptions: bool = False) -> str:
 def _claim_applies(claim: dict, name: str, norm: str, eps: float, threat: str | None) -> bool:
     """Whether ``claim`` of an entry is a claim about metric ``name`` measured here: the same
     name (ours or RobustBench's), the same threat model when the claim names one, the same
-    norm and ε for an attacked accuracy."""
+    norm and ε for an attacked accuracy (or, for a claim without them, its threat model)."""
     if claim.get("name") not in (name, ROBUSTBENCH_FIELDS.get(name)):
         return False
     claimed_threat = claim.get("threat_model")
@@ -123,6 +123,8 @@ def _claim_applies(claim: dict, name: str, norm: str, eps: float, threat: str | 
             and str(claimed_threat).lower() != threat.lower():
         return False
     if name in _ATTACKED:
+        if claim.get("norm") is None:        # named by its threat model alone
+            return threat is not None and claimed_threat is not None
         return claim.get("norm") == norm and eps_close(float(claim.get("eps", -1)), eps)
     return True
 
