@@ -105,9 +105,8 @@ _ATTACKED = ("pgd_top1", "autoattack_top1")
 
 def threat_model(entry, norm: str, corruptions: bool = False) -> str:
     """RobustBench's threat-model name of this evaluation: "corruptions" for common-corruption
-    accuracy or a corruption-robust entry, else "Linf" / "L2" of ``norm``."""
-    if corruptions or getattr(entry, "threat_model", None) == "corruptions" or (
-            entry is not None and entry.norm not in ("l2", "linf")):
+    accuracy or a corruption-robust entry (norm "none"), else "Linf" / "L2" of ``norm``."""
+    if corruptions or (entry is not None and entry.norm not in ("l2", "linf")):
         return "corruptions"
     return {"linf": "Linf", "l2": "L2"}[norm]
 
