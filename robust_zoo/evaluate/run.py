@@ -34,6 +34,7 @@ from ..engine.precision import check_precision, compile_model
 from ..errors import RobustZooError, UsageError, message
 from ..naming import check_norm, eps_close, eps_display, parse_eps, parse_int
 from ..recipe import default_step_size
+from .corruptions import corruption_folders, corruption_transform, summarize
 
 __all__ = ["evaluate", "compare_claims", "format_report", "threat_model",
            "ROBUSTBENCH_FIELDS"]
@@ -361,31 +362,31 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
     loader, classes, total, cap = _loader(data, transform, entry, limit=limit,
                                           batch_size=batch_size, workers=workers,
                                           device=device, d=d)
+    folders = None if corruptions is None else corruption_folders(corruptions)   # checked first
     aa_run, aa_skipped = _autoattack_fn(model, norm, eps, device, requested, loader, d)
     t0 = time.perf_counter()
     res = _count(model, loader, attack=attack, autoattack=aa_run, classes=classes, total=total,
                  cap=cap, device=device, d=d, precision=precision, compile=compile,
                  progress=progress)
     corr = None
-    if corruptions is not None:
-        corr = _count_corruptions(model, corruptions, entry, limit=limit, batch_size=batch_size,
-                                  workers=workers, device=device, d=d, precision=precision,
-                                  compile=compile, progress=progress)
+    if folders is not None:
+        corr = _count_corruptions(model, folders, Path(corruptions), entry, limit=limit,
+                                  batch_size=batch_size, workers=workers, device=device, d=d,
+                                  precision=precision, compile=compile, progress=progress)
     return _report(res, model, entry, data, attack, _autoattack_info(aa_run, aa_skipped),
                    tolerance=tolerance, limit=limit, corruptions=corr,
                    world=d.world_size, device=device, precision=precision, compile=compile,
                    seconds=time.perf_counter() - t0)
 
 
-def _count_corruptions(model, root, entry, *, limit, batch_size, workers, device,
-                       d: distributed.Dist, precision: str, compile: bool, progress: bool
-                       ) -> dict[str, Any]:
-    """Clean top-1 on every ImageNet-C folder under ``root`` (at most ``limit`` images each),
-    summed over ranks: the report's ``corruptions`` section (``corruptions.summarize``)."""
+def _count_corruptions(model, folders: list, root: Path, entry, *, limit, batch_size, workers,
+                       device, d: distributed.Dist, precision: str, compile: bool,
+                       progress: bool) -> dict[str, Any]:
+    """Clean top-1 on each ImageNet-C folder of ``folders`` (``corruption_folders(root)``; at
+    most ``limit`` images each), summed over ranks: the report's ``corruptions`` section
+    (``corruptions.summarize``)."""
     from ..models.robust_model import input_size
-    from .corruptions import corruption_folders, corruption_transform, summarize
 
-    folders = corruption_folders(root)
     transform = corruption_transform(input_size(model))
     clean_only = dict(norm="linf", eps=0.0, steps=0, step_size=None, restarts=1,
                       random_start=False, keep_best=True)
@@ -398,7 +399,7 @@ def _count_corruptions(model, root, entry, *, limit, batch_size, workers, device
                      total=total, cap=cap, device=device, d=d, precision=precision,
                      compile=compile, progress=progress)
         accuracies[(c, sev)] = (res.clean_top1, res.n)
-    return summarize(accuracies, Path(root))
+    return summarize(accuracies, root)
 
 
 def _report(res: EvalResult, model, entry, data, attack: dict, aa_info: dict, *,
