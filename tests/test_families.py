@@ -182,7 +182,8 @@ def test_meansparse_convnext_computes_robustbench_logits():
                                                                       add_custom_layer_imagenet)
     from robustbench.model_zoo.architectures.utils_architectures import normalize_model
 
-    small = {"depths": (1, 1, 1, 1)}       # RobustBench hard-codes convnext_large's widths
+    # RobustBench hard-codes convnext_large's stage widths; the rest can be small
+    small = {"depths": (1, 1, 1, 1), "num_classes": 10}
     theirs = normalize_model(timm.create_model("convnext_large", pretrained=False, **small),
                              archs.IMAGENET_MEAN, archs.IMAGENET_STD)
     add_custom_layer_imagenet(theirs, MeanSparse_imagenet)
@@ -238,3 +239,11 @@ def test_rawrn_computes_robustbench_logits():
     ours = RaNet(*small)
     _same_weights(ours, theirs, "ra_wrn101_2")
     _assert_same_logits(ours, theirs, _x(64), normalized=True)
+
+
+def test_raresnets_have_the_parameter_counts_peng_et_al_publish():
+    """RaResNet-50/101 have no RobustBench builder: their settings are robust-principles'
+    MODEL.mk; its README gives 26M, 46M and 104M parameters (the registry walk checks that the
+    networks have the registry's counts)."""
+    assert [round(archs.get_arch(a).num_params / 1e6) for a in
+            ("ra_resnet50", "ra_resnet101", "ra_wrn101_2")] == [26, 46, 104]

@@ -274,3 +274,4 @@ for _name, _w, _n in [("ra_resnet50", 2160, 26_143_228), ("ra_resnet101", 2624, 
                       ("ra_wrn101_2", 4032, 104_065_776)]:
     _add(_name, _ours("rawrn", "ranet", _name, needs_timm=False), "fc", _w, _n, "rawrn",
          requires="")
+del _size, _w, _n, _cfg, _name
