@@ -107,6 +107,27 @@ def test_fixed_feature_trains_the_head_only_and_full_the_whole_network(deit, fol
     assert all(torch.equal(v, before[k]) for k, v in deit.model.state_dict().items())
 
 
+@pytest.mark.parametrize("arch", ["alexnet", "convnext_tiny_convstem", "swin_base",
+                                  "vit_small_convstem", "xcit_s12", "ra_resnet50"])
+def test_every_family_has_its_head_swapped_features_read_and_backbone_frozen(arch):
+    """On the meta device (shapes only): the head a transfer replaces, the features it reads
+    and what fixed-feature freezes, for the smallest member of each new family."""
+    from robust_zoo.transfer.detection import backbone
+
+    a = archs.get_arch(arch)
+    model = RobustModel(archs.build(arch, 10, device="meta"), arch).to("meta")
+    x = torch.empty(2, 3, a.input_size, a.input_size, device="meta")
+    freeze(replace_head(model, 5), "fixed-feature")
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == [f"model.{a.head}.weight", f"model.{a.head}.bias"]
+    assert get_head(model).out_features == 5
+    assert features(model, x).shape == (2, a.num_features)
+    with pytest.raises(UsageError, match="ResNet-family"):
+        freeze(model, "layer4")
+    with pytest.raises(UsageError, match=r"ResNet-FPN"):
+        backbone(arch, pretrained=False)
+
+
 def test_resnet_only_features_refuse_other_archs_in_one_line(deit, folder, tmp_path, capsys):
     from robust_zoo.transfer.detection import backbone
     from robust_zoo.transfer.runner import check_input_size
@@ -169,6 +190,7 @@ def test_export_loads_into_timm_and_viz_draws_it(tmp_path, capsys):
     man = write_manifest(tmp_path / "m.json", entry)
     out = tmp_path / "export"
     assert cli.main(["export", "deit-linf", str(out), "--manifest", str(man), "--quiet"]) == 0
+    assert f'timm.create_model("local-dir:{out}", pretrained=True)' in capsys.readouterr().out
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["architecture"] == "deit_small_patch16_224" and cfg["num_classes"] == 10
     pre = cfg["pretrained_cfg"]
@@ -256,3 +278,21 @@ def test_evaluate_reports_robustbench_fields_and_corruption_accuracy(deit, tmp_p
     assert "2 ImageNet-C folders" in text and "corruptions_top1" in text
     with pytest.raises(robust_zoo.RobustZooError, match="ImageNet-C"):
         evaluate(model, val, steps=0, corruptions=tmp_path / "val", **common)
+
+
+def test_claims_are_matched_by_name_threat_model_norm_and_eps():
+    from types import SimpleNamespace
+
+    from robust_zoo.evaluate import compare_claims
+
+    entry = SimpleNamespace(metrics=[
+        {"name": "autoattack_acc", "value": 40.0, "threat_model": "Linf"},   # RobustBench's
+        {"name": "autoattack_top1", "value": 45.0, "norm": "l2", "eps": 3.0},
+        {"name": "clean_top1", "value": 70.0}])
+    rows = compare_claims(entry, {"autoattack_top1": 41.0, "clean_top1": 69.5}, norm="linf",
+                          eps=4 / 255, n=5000, threat="Linf")
+    assert [(r["name"], r["claimed"], r["ok"]) for r in rows] == [
+        ("autoattack_top1", 40.0, True), ("clean_top1", 70.0, True)]
+    rows = compare_claims(entry, {"autoattack_top1": 41.0}, norm="l2", eps=3.0, n=5000,
+                          threat="L2")
+    assert [(r["claimed"], r["ok"]) for r in rows] == [(45.0, False)]

@@ -247,9 +247,19 @@ def cmd_convert(args) -> int:
 def cmd_export(args) -> int:
     from ..hub.publish import export
 
+    from ..models.archs import get_arch
+
     entry = export(args.name, args.out, manifest=args.manifest, repo_id=args.repo_id,
                    progress=not args.quiet, force=args.force)
     print(f"wrote {args.out}/model.safetensors, config.json, README.md")
+    arch = get_arch(entry["arch"])
+    if arch.timm:
+        print(f"timm: timm.create_model(\"local-dir:{args.out}\", pretrained=True) builds "
+              f"{arch.timm['architecture']} with these weights (normalized inputs: mean/std in "
+              "config.json's pretrained_cfg)")
+    else:
+        print(f"timm: not loadable ({arch.name} is not a timm architecture); "
+              "robust_zoo.load(folder) loads it")
     print("manifest entry for the uploaded repo:")
     print(json.dumps(entry, indent=2))
     return 0

@@ -34,6 +34,7 @@ from ..engine.precision import check_precision, compile_model
 from ..errors import RobustZooError, UsageError, message
 from ..naming import check_norm, eps_close, eps_display, parse_eps, parse_int
 from ..recipe import default_step_size
+from .corruptions import corruption_folders, corruption_transform, summarize
 
 __all__ = ["evaluate", "compare_claims", "format_report", "threat_model",
            "ROBUSTBENCH_FIELDS"]
@@ -105,9 +106,8 @@ _ATTACKED = ("pgd_top1", "autoattack_top1")
 
 def threat_model(entry, norm: str, corruptions: bool = False) -> str:
     """RobustBench's threat-model name of this evaluation: "corruptions" for common-corruption
-    accuracy or a corruption-robust entry, else "Linf" / "L2" of ``norm``."""
-    if corruptions or getattr(entry, "threat_model", None) == "corruptions" or (
-            entry is not None and entry.norm not in ("l2", "linf")):
+    accuracy or a corruption-robust entry (norm "none"), else "Linf" / "L2" of ``norm``."""
+    if corruptions or (entry is not None and entry.norm not in ("l2", "linf")):
         return "corruptions"
     return {"linf": "Linf", "l2": "L2"}[norm]
 
@@ -115,7 +115,7 @@ def threat_model(entry, norm: str, corruptions: bool = False) -> str:
 def _claim_applies(claim: dict, name: str, norm: str, eps: float, threat: str | None) -> bool:
     """Whether ``claim`` of an entry is a claim about metric ``name`` measured here: the same
     name (ours or RobustBench's), the same threat model when the claim names one, the same
-    norm and ε for an attacked accuracy."""
+    norm and ε for an attacked accuracy (or, for a claim without them, its threat model)."""
     if claim.get("name") not in (name, ROBUSTBENCH_FIELDS.get(name)):
         return False
     claimed_threat = claim.get("threat_model")
@@ -123,6 +123,8 @@ def _claim_applies(claim: dict, name: str, norm: str, eps: float, threat: str | 
             and str(claimed_threat).lower() != threat.lower():
         return False
     if name in _ATTACKED:
+        if claim.get("norm") is None:        # named by its threat model alone
+            return threat is not None and claimed_threat is not None
         return claim.get("norm") == norm and eps_close(float(claim.get("eps", -1)), eps)
     return True
 
@@ -360,31 +362,31 @@ def evaluate(model_or_name: nn.Module | str, data, *, norm: str | None = None,
     loader, classes, total, cap = _loader(data, transform, entry, limit=limit,
                                           batch_size=batch_size, workers=workers,
                                           device=device, d=d)
+    folders = None if corruptions is None else corruption_folders(corruptions)   # checked first
     aa_run, aa_skipped = _autoattack_fn(model, norm, eps, device, requested, loader, d)
     t0 = time.perf_counter()
     res = _count(model, loader, attack=attack, autoattack=aa_run, classes=classes, total=total,
                  cap=cap, device=device, d=d, precision=precision, compile=compile,
                  progress=progress)
     corr = None
-    if corruptions is not None:
-        corr = _count_corruptions(model, corruptions, entry, limit=limit, batch_size=batch_size,
-                                  workers=workers, device=device, d=d, precision=precision,
-                                  compile=compile, progress=progress)
+    if folders is not None:
+        corr = _count_corruptions(model, folders, Path(corruptions), entry, limit=limit,
+                                  batch_size=batch_size, workers=workers, device=device, d=d,
+                                  precision=precision, compile=compile, progress=progress)
     return _report(res, model, entry, data, attack, _autoattack_info(aa_run, aa_skipped),
                    tolerance=tolerance, limit=limit, corruptions=corr,
                    world=d.world_size, device=device, precision=precision, compile=compile,
                    seconds=time.perf_counter() - t0)
 
 
-def _count_corruptions(model, root, entry, *, limit, batch_size, workers, device,
-                       d: distributed.Dist, precision: str, compile: bool, progress: bool
-                       ) -> dict[str, Any]:
-    """Clean top-1 on every ImageNet-C folder under ``root`` (at most ``limit`` images each),
-    summed over ranks: the report's ``corruptions`` section (``corruptions.summarize``)."""
+def _count_corruptions(model, folders: list, root: Path, entry, *, limit, batch_size, workers,
+                       device, d: distributed.Dist, precision: str, compile: bool,
+                       progress: bool) -> dict[str, Any]:
+    """Clean top-1 on each ImageNet-C folder of ``folders`` (``corruption_folders(root)``; at
+    most ``limit`` images each), summed over ranks: the report's ``corruptions`` section
+    (``corruptions.summarize``)."""
     from ..models.robust_model import input_size
-    from .corruptions import corruption_folders, corruption_transform, summarize
 
-    folders = corruption_folders(root)
     transform = corruption_transform(input_size(model))
     clean_only = dict(norm="linf", eps=0.0, steps=0, step_size=None, restarts=1,
                       random_start=False, keep_best=True)
@@ -397,7 +399,7 @@ def _count_corruptions(model, root, entry, *, limit, batch_size, workers, device
                      total=total, cap=cap, device=device, d=d, precision=precision,
                      compile=compile, progress=progress)
         accuracies[(c, sev)] = (res.clean_top1, res.n)
-    return summarize(accuracies, Path(root))
+    return summarize(accuracies, root)
 
 
 def _report(res: EvalResult, model, entry, data, attack: dict, aa_info: dict, *,

@@ -131,6 +131,9 @@ def _sizes(entry: Entry) -> tuple[int, float]:
     """(input side, crop_pct) of the entry's eval preprocessing: a resize to the shorter side
     and a center crop (crop_pct = crop / resize), a square resize (1.0) or a crop alone
     (1.0)."""
+    size, pct = getattr(entry, "input_size", None), getattr(entry, "crop_pct", None)
+    if isinstance(size, int) and isinstance(pct, float):      # the entry's own reading
+        return size, pct
     p = entry.preprocessing
     crop, resize = p.get("crop"), p.get("resize", 256 if p.get("crop") in (None, 224) else None)
     if isinstance(resize, (list, tuple)):

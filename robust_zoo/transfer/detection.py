@@ -18,6 +18,7 @@ for detection, where batches are small); ``trainable_layers`` counts from ``laye
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from torch import nn
@@ -28,8 +29,10 @@ from ..models.archs import IMAGENET_MEAN, IMAGENET_STD, build, get_arch, list_ar
 __all__ = ["backbone", "faster_rcnn", "detection_archs"]
 
 
+@functools.lru_cache(maxsize=1)
 def detection_archs() -> tuple[str, ...]:
-    """Zoo archs that are torchvision ResNets (what ``_resnet_fpn_extractor`` can wrap)."""
+    """Zoo archs that are torchvision ResNets (what ``_resnet_fpn_extractor`` can wrap); the
+    registry is fixed at import, so they are found once."""
     from torchvision.models.resnet import ResNet
 
     return tuple(a for a in list_archs() if get_arch(a).family == "resnet"
