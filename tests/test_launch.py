@@ -45,6 +45,17 @@ def _program(argv: list[str]) -> int:
     return run_main(main, argv)
 
 
+def _program_on_slurm(argv: list[str]) -> int:
+    """A program that submits two runs with its launcher flags (``--out OUT``)."""
+    def main(args: list[str]) -> int:
+        p = add_launch_arguments(ArgumentParser(prog="prog"))
+        p.add_argument("--out", type=Path, required=True)
+        a = p.parse_args(["--launcher", "slurm", *args])
+        launch(_squares(a.out, 2), launch_options(a), a.out)
+        return 0
+    return run_main(main, argv)
+
+
 def _squares(out: Path, n: int, flaky: int | None = None, cancel: int | None = None) -> list[Task]:
     return [Task(f"t{i}", out / f"t{i}", zoo.flaky_task if i == flaky else zoo.square_task,
                  (str(out / f"t{i}"), i)) for i in range(n)]
@@ -94,11 +105,14 @@ def test_bad_launcher_flags_exit_2_naming_the_flag(argv, flag, capsys):
     assert err.startswith("error: ") and "\n" not in err and flag in err, err
 
 
-def test_without_sbatch_slurm_is_one_line_saying_what_to_install(tmp_path, monkeypatch):
+def test_without_sbatch_slurm_is_one_line_saying_what_to_install(tmp_path, monkeypatch,
+                                                                  capsys):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     out = tmp_path / "out"
-    with pytest.raises(UsageError, match="sbatch is not on PATH.*slurm-client"):
-        launch(_squares(out, 1), LaunchOptions(launcher="slurm"), out)
+    assert _program_on_slurm(["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --launcher slurm: sbatch is not on PATH") and "\n" not in err
+    assert "slurm-client" in err and "--launcher local" in err
     assert not out.exists()
 
 
@@ -123,8 +137,11 @@ def test_robust_zoo_jobs_on_a_folder_without_submissions_exits_2(tmp_path, capsy
 
 def test_an_sbatch_refusal_quotes_sbatch_and_leaves_nothing(slurm_env, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(UsageError, match="sbatch refused the job: .*[Ii]nvalid partition"):
+    with pytest.raises(UsageError, match="sbatch refused the job: .*[Ii]nvalid partition") as e:
         launch(_squares(out, 2), LaunchOptions(launcher="slurm", partition="nosuch"), out)
+    assert "\n" not in str(e.value) and "Traceback" not in str(e.value)
+    assert not out.exists()
+    assert _program_on_slurm(["--partition", "nosuch", "--out", str(out)]) == 2
     assert not out.exists()
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..console import progress
+from ..console import progress, report_error
 from ..errors import RobustZooError, UsageError
 from . import jobs
 from .jobs import TaskOutcome
@@ -110,28 +110,37 @@ class Submission:
             bar.close()
 
 
+def _failures(outcomes: Sequence[TaskOutcome]) -> tuple[str, str] | None:
+    """(one line naming the failed runs, why and their logs; the first one's log tail)."""
+    failed = [o for o in outcomes if o.state != "done"]
+    if not failed:
+        return None
+    names = "; ".join(f"{o.key} ({o.detail or o.state}, log {o.log})" for o in failed[:5])
+    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    return f"{len(failed)} of {len(outcomes)} runs failed: {names}{more}", failed[0].log_tail
+
+
 def check_outcomes(outcomes: Sequence[TaskOutcome]) -> None:
     """Raise ``JobsFailed`` naming every failed run, why and its log, with the last lines of
     the first failed run's log."""
-    failed = [o for o in outcomes if o.state != "done"]
-    if not failed:
-        return
-    names = "; ".join(f"{o.key} ({o.detail or o.state}, log {o.log})" for o in failed[:5])
-    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-    tail = f"\n{failed[0].log_tail}" if failed[0].log_tail else ""
-    raise JobsFailed(f"{len(failed)} of {len(outcomes)} runs failed: {names}{more}{tail}")
+    found = _failures(outcomes)
+    if found:
+        line, tail = found
+        raise JobsFailed(f"{line}\n{tail}" if tail else line)
 
 
 def exit_status(outcomes: Sequence[TaskOutcome]) -> int:
-    """What a program's ``--wait`` returns: 0 when every run is done; else 1, after printing
-    ``error: N of M runs failed: …`` (each failed run, why, its log) and the last lines of the
-    first failed run's log to stderr."""
-    try:
-        check_outcomes(outcomes)
-    except JobsFailed as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    """What a program's ``--wait`` returns: 0 when every run is done; else 1, after the one
+    ``error:`` line naming each failed run, why and its log, and the last lines of the first
+    failed run's log, on stderr."""
+    found = _failures(outcomes)
+    if not found:
+        return 0
+    line, tail = found
+    report_error(JobsFailed(line))
+    if tail:
+        print("\n".join(f"    | {ln}" for ln in tail.splitlines()), file=sys.stderr, flush=True)
+    return 1
 
 
 def _entry(task: Task, job_id: str, log: Path | None) -> dict:
