@@ -22,6 +22,7 @@ STATES = ("done", "running", "pending", "failed")
 _RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED",
             "STOPPED", "RESIZING"}
 _PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED"}
+IN_QUEUE = frozenset(_RUNNING | _PENDING)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -78,17 +78,21 @@ class Submission:
     def _watched(self) -> list[dict]:
         return self.entries + self.in_flight
 
-    def outcomes(self) -> list[TaskOutcome]:
-        """Where each run of this submission (and each carried over) stands now."""
+    def _poll(self) -> tuple[list[TaskOutcome], dict[str, str]]:
         entries = [{**e, "launcher": self.launcher} for e in self.entries] + self.in_flight
         need = any(e.get("launcher") == "slurm" for e in entries)
-        queue = jobs.queue_states() if need else {}
-        return [jobs.outcome(e, queue) for e in entries]
+        queue = (jobs.queue_states() if need else {}) or {}
+        return [jobs.outcome(e, queue) for e in entries], queue
+
+    def outcomes(self) -> list[TaskOutcome]:
+        """Where each run of this submission (and each carried over) stands now."""
+        return self._poll()[0]
 
     def wait(self, progress_bar: bool = True, poll_s: float = 2.0,
              timeout_s: float | None = None) -> list[TaskOutcome]:
-        """Block until no run is pending or running (a bar counts the ended ones); the
-        outcomes, skipped finished runs first. ``timeout_s`` bounds the wait (TimeoutError)."""
+        """Block until every run has ended: failed, or done with its job gone from the queue
+        (its log complete); a bar counts them. The outcomes, skipped finished runs first.
+        ``timeout_s`` bounds the wait (TimeoutError)."""
         done = [TaskOutcome(key=t.key, run_dir=Path(t.run_dir), state="done",
                             attempts=len(jobs.attempts(t.run_dir))) for t in self.skipped_done]
         total = len(self._watched())
@@ -97,13 +101,15 @@ class Submission:
                        unit="run", leave=False)
         try:
             while True:
-                now = self.outcomes()
-                ended = sum(o.state in ("done", "failed") for o in now)
-                bar.update(ended - bar.n)
-                if ended == total:
+                now, queue = self._poll()
+                ended = [o.state == "failed" or
+                         (o.state == "done" and queue.get(o.job_id or "") not in jobs.IN_QUEUE)
+                         for o in now]
+                bar.update(sum(ended) - bar.n)
+                if all(ended):
                     return done + now
                 if deadline is not None and time.monotonic() > deadline:
-                    left = [o.key for o in now if o.state not in ("done", "failed")]
+                    left = [o.key for o, e in zip(now, ended) if not e]
                     raise TimeoutError(f"runs still queued after {timeout_s:g} s: {left}")
                 time.sleep(poll_s)
         finally:
