@@ -163,7 +163,8 @@ def test_a_job_array_equals_the_local_runs_and_failures_are_rerun(slurm_env, lig
     outcomes = sub.wait(progress_bar=False, poll_s=0.3, timeout_s=240)
     assert [o.state for o in outcomes] == ["done"] * 3 + ["failed"] * 2
     assert "cancelled" in outcomes[4].detail
-    assert "completed successfully" in outcomes[0].log.read_text()   # wait saw the job end
+    stdout = outcomes[0].log.with_name(outcomes[0].log.name.replace("_log.err", "_log.out"))
+    assert "Exiting after successful completion" in stdout.read_text()   # wait saw the end
     assert "fails once on purpose" in outcomes[3].log_tail
     with pytest.raises(JobsFailed, match=f"2 of 5 runs failed: t3 .*log {outcomes[3].log}"):
         check_outcomes(outcomes)
