@@ -80,9 +80,8 @@ class Submission:
 
     def _poll(self) -> tuple[list[TaskOutcome], dict[str, str]]:
         entries = [{**e, "launcher": self.launcher} for e in self.entries] + self.in_flight
-        need = any(e.get("launcher") == "slurm" for e in entries)
-        queue = (jobs.queue_states() if need else {}) or {}
-        return [jobs.outcome(e, queue) for e in entries], queue
+        states, reasons = jobs.split_queue(entries)
+        return [jobs.outcome(e, states, reasons) for e in entries], states or {}
 
     def outcomes(self) -> list[TaskOutcome]:
         """Where each run of this submission (and each carried over) stands now."""
@@ -173,8 +172,9 @@ def _split(tasks: Sequence[Task], out: Path) -> tuple[list[Task], list[Task], li
     queued = [earlier[t.key] for t in todo if earlier.get(t.key, {}).get("launcher") == "slurm"]
     in_flight = []
     if queued:
-        queue = jobs.queue_states() or {}
-        in_flight = [e for e in queued if jobs.outcome(e, queue).state in ("pending", "running")]
+        states, _ = jobs.split_queue(queued)
+        in_flight = [e for e in queued
+                     if jobs.outcome(e, states).state in ("pending", "running")]
     busy = {e["key"] for e in in_flight}
     return [t for t in todo if t.key not in busy], done, in_flight
 
