@@ -223,19 +223,24 @@ def launch(tasks: Sequence[Task], opts: LaunchOptions, out: Path, *, kind: str =
 
 def _submit_jobs(tasks: Sequence[Task], opts: LaunchOptions, folder: Path, kind: str,
                  name: str) -> list:
+    """One sbatch call for an array; one per task for ``ddp``, where a refusal part-way
+    cancels the jobs already submitted (the submission is all or nothing)."""
+    from submitit.core.utils import FailedJobError
+
     from . import slurm
 
     ex = slurm.executor(folder, opts, kind, name)
+    submitted: list = []
     try:
         if kind == "array":
             return ex.map_array(Resumable(), list(tasks))
-        return [ex.submit(Resumable(), t) for t in tasks]
-    except Exception as e:
-        from submitit.core.utils import FailedJobError
-
-        if isinstance(e, (FailedJobError, OSError)):
-            raise slurm.refusal(e) from None
-        raise
+        for t in tasks:
+            submitted.append(ex.submit(Resumable(), t))
+        return submitted
+    except (FailedJobError, OSError) as e:
+        for job in submitted:
+            job.cancel(check=False)
+        raise slurm.refusal(e) from None
 
 
 def _remove_new(folder: Path, parents: Sequence[Path]) -> None:
