@@ -24,10 +24,6 @@ class JobsFailed(RobustZooError, RuntimeError):
     """Some runs of a submission ended without their result (the message names their logs)."""
 
 
-def _runs(n: int) -> str:
-    return f"{n} run" if n == 1 else f"{n} runs"
-
-
 class Submission:
     """What ``launch`` did: the ledger it wrote, the runs it submitted (``entries``, with job
     ids and logs) and the ones it left alone (finished, or still queued from before)."""
@@ -58,21 +54,19 @@ class Submission:
         skipped, and how to follow it."""
         lines = []
         if self.skipped_done:
-            lines.append(f"{_runs(len(self.skipped_done))} already finished: skipped")
+            lines.append(f"{len(self.skipped_done)} runs already finished: skipped")
         if self.in_flight:
-            lines.append(f"{_runs(len(self.in_flight))} still queued or running from an "
-                         "earlier submission: not submitted again")
+            lines.append(f"{len(self.in_flight)} runs still queued or running from an earlier "
+                         f"submission: not submitted again")
         n = len(self.entries)
         if self.launcher == "local" or not n:
-            lines.append(f"{_runs(n)} in this process" if n else "nothing to submit")
+            lines.append(f"{n} runs in this process" if n else "nothing to submit")
             return lines
         first = self.entries[0]["job_id"].split("_")[0]
-        if self.ledger["kind"] == "array":
-            at_once = min(n, self.ledger["array_parallelism"])
-            what = f"SLURM job array {first} ({n} tasks, at most {at_once} at once)"
-        else:
-            what = f"SLURM job {first}" if n == 1 else f"{n} SLURM jobs"
-        lines.append(f"submitted {_runs(n)} as {what}")
+        what = (f"SLURM job array {first} ({n} tasks, at most "
+                f"{self.ledger['array_parallelism']} at once)"
+                if self.ledger["kind"] == "array" else f"{n} SLURM jobs")
+        lines.append(f"submitted {n} runs as {what}")
         for e in self.entries[:20]:
             lines.append(f"  {e['job_id']:>12}  {e['key']}  log: {e['log']}")
         if n > 20:
