@@ -191,27 +191,6 @@ def test_a_job_array_equals_the_local_runs_and_failures_are_rerun(slurm_env, lig
     assert status(out).counts()["done"] == n
 
 
-def test_a_requeued_task_resumes_from_its_run_folder(slurm_env, light_jobs, tmp_path, capsys):
-    """The task stalls after step 2 of its first attempt; ``scontrol requeue`` kills it, and
-    the requeued job continues from step 2 to the same sum an uninterrupted count gives."""
-    out, steps = tmp_path / "out", 4
-    run = out / "count"
-    sub = launch([Task("count", run, zoo.counting_task, (str(run), steps, 0.05, 2))],
-                 LaunchOptions(launcher="slurm"), out, name="test-requeue")
-    deadline = time.monotonic() + 120
-    while '"step": 2' not in _text(run / "state.json"):
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.1)
-    slurm_env.scontrol("requeue", sub.job_ids[0])
-    [o] = sub.wait(progress_bar=False, poll_s=0.3, timeout_s=240)
-    assert (o.state, o.attempts, o.restarts) == ("done", 2, 1)
-    result = json.loads((run / "result.json").read_text())
-    assert result == {"sum": sum(i * i for i in range(1, steps + 1)), "attempts": 2}
-    assert status(out).counts()["requeued"] == 1
-    assert commands.main(["jobs", str(out), "--all"]) == 0
-    assert "requeued 1x" in capsys.readouterr().out
-
-
 def test_a_ddp_job_runs_one_process_per_task_and_rank_0_finishes_it(slurm_env, light_jobs,
                                                                        tmp_path):
     out = tmp_path / "out"
@@ -224,3 +203,39 @@ def test_a_ddp_job_runs_one_process_per_task_and_rank_0_finishes_it(slurm_env, l
         {"world": 2, "ranks": ["rank-0", "rank-1"]}
     assert "#SBATCH --ntasks-per-node=2" in \
         (Path(sub.ledger["folder"]) / f"{sub.job_ids[0]}_submission.sh").read_text()
+
+
+def _wait_for(path: Path, text: str = "", timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and text in path.read_text()):
+        assert time.monotonic() < deadline, f"no {path} holding {text!r}"
+        time.sleep(0.1)
+
+
+def test_requeued_and_preempted_tasks_resume_from_their_run_folders(slurm_env, light_jobs,
+                                                                     tmp_path, capsys):
+    """Two array tasks. ``count`` stalls after step 2 of its first attempt: ``scontrol
+    requeue`` kills it, and the requeued job counts on from step 2 to the sum of an
+    uninterrupted count. ``pre`` gets SLURM's warning signal (SIGUSR2, as before a time limit
+    or a preemption): submitit calls the task's checkpoint, the run's at_preemption hook saves
+    its state, the job requeues itself, and the next start resumes from what the hook saved."""
+    out, steps = tmp_path / "out", 4
+    count, pre = out / "count", out / "pre"
+    sub = launch([Task("count", count, zoo.counting_task, (str(count), steps, 0.05, 2)),
+                  Task("pre", pre, zoo.preempted_task, (str(pre),))],
+                 LaunchOptions(launcher="slurm"), out, name="test-requeue")
+    _wait_for(count / "state.json", '"step": 2')
+    slurm_env.scontrol("requeue", sub.job_ids[0])
+    _wait_for(pre / "waiting")
+    slurm_env.run("scancel", "--signal=USR2", sub.job_ids[1])
+    outcomes = sub.wait(progress_bar=False, poll_s=0.3, timeout_s=240)
+    assert [(o.state, o.attempts, o.restarts) for o in outcomes] == [("done", 2, 1)] * 2
+    assert json.loads((count / "result.json").read_text()) == \
+        {"sum": sum(i * i for i in range(1, steps + 1)), "attempts": 2}
+    assert json.loads((pre / "result.json").read_text()) == {"saved": {"step": 7}, "attempts": 2}
+    o = outcomes[1]
+    stdout = o.log.with_name(o.log.name.replace("_log.err", "_log.out")).read_text()
+    assert "this job is preempted" in o.log.read_text() + stdout
+    assert status(out).counts()["requeued"] == 2
+    assert commands.main(["jobs", str(out), "--all"]) == 0
+    assert "requeued 1x" in capsys.readouterr().out
