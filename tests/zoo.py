@@ -514,7 +514,7 @@ class SlurmCluster:
         deadline = time.monotonic() + 3
         while any(_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for pid in pids:
+        for pid in pids + self.leftover_pids():      # slurmstepd outlives slurmd
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if self.munge_dir is not None:
@@ -531,6 +531,29 @@ class SlurmCluster:
         while self.run("squeue", "-h", "-o", "%i", check=False).strip() and \
                 time.monotonic() < deadline:
             time.sleep(0.2)
+
+    def leftover_pids(self) -> list[int]:
+        """Processes of this cluster other than its daemons (slurmstepd, a job's processes):
+        those whose environment names its slurm.conf, this process and its parents excepted."""
+        import os
+
+        mine = {os.getpid()}
+        p = os.getppid()
+        while p > 1 and p not in mine:
+            mine.add(p)
+            try:
+                p = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                break
+        needle = f"SLURM_CONF={self.conf}".encode()
+        found = []
+        for d in Path("/proc").glob("[0-9]*"):
+            try:
+                if int(d.name) not in mine and needle in (d / "environ").read_bytes().split(b"\0"):
+                    found.append(int(d.name))
+            except OSError:
+                continue
+        return found
 
     # -- clients
     def run(self, *cmd: str, check: bool = True) -> str:
@@ -670,6 +693,28 @@ def ranks_task(run_dir: str) -> None:
             time.sleep(0.05)
         atomic_write_text(Path(run_dir) / "result.json", json.dumps(
             {"world": world, "ranks": sorted(p.name for p in Path(run_dir).glob("rank-*"))}))
+
+
+def preempted_task(run_dir: str) -> None:
+    """A run that saves ``saved.json`` from its preemption hook (``launch.at_preemption``)
+    and, on its first attempt, waits after writing ``waiting`` until that signal comes; the
+    next attempt writes ``result.json`` with what the hook saved."""
+    import time
+
+    from robust_zoo.fileio import atomic_write_text
+    from robust_zoo.launch import at_preemption
+
+    run = Path(run_dir)
+    saved = run / "saved.json"
+    if saved.exists():
+        attempts = len((run / ".attempts").read_text().splitlines())
+        atomic_write_text(run / "result.json", json.dumps(
+            {"saved": json.loads(saved.read_text()), "attempts": attempts}))
+        return
+    at_preemption(lambda: atomic_write_text(saved, json.dumps({"step": 7})))
+    (run / "waiting").write_text("")
+    while True:
+        time.sleep(0.1)
 
 
 def flaky_task(run_dir: str, x: int) -> None:
