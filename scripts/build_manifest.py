@@ -295,7 +295,13 @@ RB_LINF = {
 }
 # model_info's "external": robust accuracy under a stronger, adaptive evaluation
 RB_EXTERNAL = {"Amini2024MeanSparse_ConvNeXt-L": 58.22, "Amini2024MeanSparse_Swin-L": 58.92}
-RB_UNNORMALIZED = {"Chen2024Data_WRN_50_2", "Xu2024MIMIR_Swin-B", "Xu2024MIMIR_Swin-L"}
+# the models RobustBench's own builders give without a normalization layer (no normalize_model
+# wrapper: the ConvStem ConvNeXts and ViT-B, Chen2024Data, MIMIR's Swins; the XCiTs it builds
+# through timm): [0, 1] images go straight into the network, so their normalization is the identity
+RB_UNNORMALIZED = {*(f"Singh2023Revisiting_{m}-ConvStem"
+                     for m in ("ConvNeXt-T", "ConvNeXt-S", "ConvNeXt-B", "ConvNeXt-L", "ViT-B")),
+                   "Chen2024Data_WRN_50_2", "Xu2024MIMIR_Swin-B", "Xu2024MIMIR_Swin-L",
+                   *(f"Debenedetti2022Light_XCiT-{s}" for s in ("S12", "M12", "L12"))}
 
 # id: (arch, clean %, ImageNet-C accuracy %, ImageNet-3DCC accuracy %, files, preprocessing)
 RB_CORRUPTIONS = {

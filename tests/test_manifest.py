@@ -239,19 +239,14 @@ def test_preprocessing_is_robustbench_s_on_an_image():
         assert ours.shape == theirs(img).shape and torch.equal(ours, theirs(img)), rb_id
 
 
-@pytest.mark.parametrize("rb_id, normalized", [
-    ("Engstrom2019Robustness", True), ("Chen2024Data_WRN_50_2", False),
-    ("Xu2024MIMIR_Swin-B", False)])
-def test_normalization_is_where_robustbench_has_it(rb_id, normalized):
-    """A RobustBench model with a normalization layer normalizes by ImageNet's mean/std; the
-    ones without (Chen2024Data, MIMIR) see [0, 1] inputs: their entry's normalization is the
-    identity."""
-    net = zoo.robustbench_model(rb_id)
-    has = any("normaliz" in type(m).__name__.lower() for m in net.modules())
-    e = MANIFEST.get(rb_id)
-    assert has == normalized
-    want = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if has else ((0.0,) * 3, (1.0,) * 3)
-    assert (e.mean, e.std) == want
+def test_normalization_is_where_robustbench_has_it():
+    """Every RobustBench entry normalizes its [0, 1] inputs exactly as RobustBench's own model
+    does: ImageNet's mean/std where its builder wraps the network in a normalization layer, the
+    identity where it does not (the ConvStem ConvNeXts and ViT-B, Chen2024Data, MIMIR, XCiT)."""
+    for rb_id, tm in _rb_entries():
+        want = zoo.robustbench_normalization(zoo.robustbench_model(rb_id, tm))
+        e = MANIFEST.get(rb_id)
+        assert (e.mean, e.std) == want, rb_id
 
 
 @pytest.mark.parametrize("name", NEW)
