@@ -203,13 +203,17 @@ def submit(runs: Sequence[Run], how: Execution, opts: Any, out: "str | Path", *,
     ``opts.wait`` it waits, aggregates and prints the table, and returns 1 after naming the logs
     of failed runs (``launch.exit_status``); else 0."""
     from ..launch import Task, exit_status, launch
+    from ..launch.slurm import parameters, require_slurm
 
+    name = "robust-zoo-transfer"
+    require_slurm()                  # sbatch, submitit and the flags: before touching OUT
+    parameters(opts, "array", name)
     todo = skip_finished(runs, force, log)
     for run in todo:                 # a result of another config (or --force): not "done"
         (run.dir / "result.json").unlink(missing_ok=True)
     how = dataclasses.replace(how, resume=True)
     tasks = [Task(r.key, r.dir, execute, (r, how)) for r in todo]
-    sub = launch(tasks, opts, Path(out), kind="array", name="robust-zoo-transfer")
+    sub = launch(tasks, opts, Path(out), kind="array", name=name)
     for line in sub.describe():
         log(line)
     if not opts.wait:
