@@ -29,7 +29,7 @@ from .hparams import TransferConfig
 from .runner import DEFAULT_CACHE, check_model_name, load_model, run_dir, run_transfer
 
 __all__ = ["Run", "Execution", "plan", "check", "finished", "pending", "execute", "sweep",
-           "submit",
+           "run_here", "submit",
            "collect", "over_seeds", "aggregate", "format_table", "summary_row",
            "write_results", "read_results", "COLUMNS", "SUMMARY_COLUMNS"]
 
@@ -174,11 +174,19 @@ def sweep(models: Sequence[str], datasets: Sequence[str], *, data_root, out,
     runs = plan(models, datasets, out=out, modes=modes, seeds=seeds, lrs=lrs, config=config)
     how = Execution(str(data_root), manifest, pretrained, cache_dir, resume, progress, workers,
                     device, save_model)
-    dist = setup(device)
+    run_here(runs, how, out=out, download=download, force=force, plots=plots, log=log)
+    return [summary_row(finished(r) or {}) for r in runs]
+
+
+def run_here(runs: Sequence[Run], how: Execution, *, out, download: bool = False,
+             force: bool = False, plots: bool = True, log: Callable = print) -> None:
+    """The unfinished ``runs`` in this process (every process of a torchrun group takes part),
+    then the tables and figures of OUT."""
+    dist = setup(how.device)
     try:
         if download and dist.is_main:
             for d in dict.fromkeys(r.dataset for r in runs):
-                load_splits(d, data_root, download=True)
+                load_splits(d, how.data_root, download=True)
         barrier(dist)
         splits = check(runs, how)
         todo = skip_finished(runs, force, log if dist.is_main else _quiet)
@@ -186,7 +194,6 @@ def sweep(models: Sequence[str], datasets: Sequence[str], *, data_root, out,
         barrier(dist)
         if dist.is_main:
             aggregate(out, plots=plots, log=log)
-        return [summary_row(finished(r) or {}) for r in runs]
     finally:
         cleanup(dist)
 
