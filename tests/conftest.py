@@ -125,9 +125,11 @@ def slurm(tmp_path_factory):
 def slurm_env(slurm, monkeypatch):
     """The private cluster with this process's environment pointed at it (``SLURM_CONF``) and
     ``PYTHONPATH`` naming this checkout and tests/, so that jobs (which inherit the environment
-    sbatch sees, with the test's own caches) import this robust_zoo and the test helpers."""
+    sbatch sees, with the test's own caches) import this robust_zoo and the test helpers. The
+    jobs a test leaves are cancelled after it."""
     for k, v in slurm.env.items():
         monkeypatch.setenv(k, v)
     here = Path(__file__).resolve().parent
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(here.parent), str(here)]))
-    return slurm
+    yield slurm
+    slurm.cancel_all()

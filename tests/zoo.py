@@ -413,11 +413,7 @@ class SlurmCluster:
         import time
 
         if "slurmctld" in self.pids:                # no job outlives the cluster
-            self.run("scancel", "--user", str(os.getuid()), check=False)
-            deadline = time.monotonic() + 10
-            while self.run("squeue", "-h", "-o", "%i", check=False).strip() and \
-                    time.monotonic() < deadline:
-                time.sleep(0.2)
+            self.cancel_all()
         pids = [self.pids.pop(n) for n in ("slurmd", "slurmctld", "munged") if n in self.pids]
         for pid in pids:                               # each takes ~2 s: all at once
             try:
@@ -427,11 +423,46 @@ class SlurmCluster:
         deadline = time.monotonic() + 3
         while any(_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for pid in pids:
+        for pid in pids + self.leftover_pids():      # slurmstepd outlives slurmd
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if self.munge_dir is not None:
             shutil.rmtree(self.munge_dir, ignore_errors=True)
+
+    def cancel_all(self, timeout: float = 10) -> None:
+        """Cancel every job of the cluster and wait (up to ``timeout``) until the queue is
+        empty."""
+        import os
+        import time
+
+        self.run("scancel", "--user", str(os.getuid()), check=False)
+        deadline = time.monotonic() + timeout
+        while self.run("squeue", "-h", "-o", "%i", check=False).strip() and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    def leftover_pids(self) -> list[int]:
+        """Processes of this cluster other than its daemons (slurmstepd, a job's processes):
+        those whose environment names its slurm.conf, this process and its parents excepted."""
+        import os
+
+        mine = {os.getpid()}
+        p = os.getppid()
+        while p > 1 and p not in mine:
+            mine.add(p)
+            try:
+                p = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                break
+        needle = f"SLURM_CONF={self.conf}".encode()
+        found = []
+        for d in Path("/proc").glob("[0-9]*"):
+            try:
+                if int(d.name) not in mine and needle in (d / "environ").read_bytes().split(b"\0"):
+                    found.append(int(d.name))
+            except OSError:
+                continue
+        return found
 
     # -- clients
     def run(self, *cmd: str, check: bool = True) -> str:
@@ -518,21 +549,28 @@ def _alive(pid: int) -> bool:
 # module-level (a SLURM job unpickles them by reference: tests/ must be on its PYTHONPATH)
 
 def square_task(run_dir: str, x: int) -> None:
-    """A run that writes ``result.json`` with ``x`` squared."""
+    """A run that writes ``result.json`` with ``x`` squared and the robust_zoo it imported."""
+    import robust_zoo
     from robust_zoo.fileio import atomic_write_text
 
-    atomic_write_text(Path(run_dir) / "result.json", json.dumps({"x": x, "y": x * x}))
+    atomic_write_text(Path(run_dir) / "result.json", json.dumps(
+        {"x": x, "y": x * x, "robust_zoo": str(Path(robust_zoo.__file__).parent)}))
 
 
 def counting_task(run_dir: str, steps: int, seconds_per_step: float,
                   stall_at: int | None = None) -> None:
     """A resumable run: counts to ``steps`` (one step per ``seconds_per_step``), keeping its count
     in ``state.json``; called again, it continues from there. On its first attempt it stalls
-    after step ``stall_at`` until it is killed (the test requeues it there). ``result.json``
-    holds the sum of the steps' squares and how many attempts it took."""
+    after step ``stall_at`` until it is killed (the test requeues it there); SIGTERM ends it at
+    once (submitit would let it run on until SLURM's SIGKILL). ``result.json`` holds the sum of
+    the steps' squares and how many attempts it took."""
+    import os
+    import signal
     import time
 
     from robust_zoo.fileio import atomic_write_text
+
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
 
     state_file = Path(run_dir) / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {"step": 0, "sum": 0}
@@ -546,6 +584,46 @@ def counting_task(run_dir: str, steps: int, seconds_per_step: float,
     lines = (Path(run_dir) / ".attempts").read_text().splitlines()
     atomic_write_text(Path(run_dir) / "result.json",
                       json.dumps({"sum": state["sum"], "attempts": len(lines)}))
+
+
+def ranks_task(run_dir: str) -> None:
+    """One run of several processes (a SLURM job's tasks): each writes ``rank-<r>``; rank 0
+    waits for all of them and writes ``result.json`` with the world it saw."""
+    import os
+    import time
+
+    from robust_zoo.fileio import atomic_write_text
+
+    rank, world = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+    (Path(run_dir) / f"rank-{rank}").write_text(os.environ.get("SLURM_LOCALID", ""))
+    if rank == 0:
+        deadline = time.monotonic() + 60
+        while len(list(Path(run_dir).glob("rank-*"))) < world and time.monotonic() < deadline:
+            time.sleep(0.05)
+        atomic_write_text(Path(run_dir) / "result.json", json.dumps(
+            {"world": world, "ranks": sorted(p.name for p in Path(run_dir).glob("rank-*"))}))
+
+
+def preempted_task(run_dir: str) -> None:
+    """A run that saves ``saved.json`` from its preemption hook (``launch.at_preemption``)
+    and, on its first attempt, waits after writing ``waiting`` until that signal comes; the
+    next attempt writes ``result.json`` with what the hook saved."""
+    import time
+
+    from robust_zoo.fileio import atomic_write_text
+    from robust_zoo.launch import at_preemption
+
+    run = Path(run_dir)
+    saved = run / "saved.json"
+    if saved.exists():
+        attempts = len((run / ".attempts").read_text().splitlines())
+        atomic_write_text(run / "result.json", json.dumps(
+            {"saved": json.loads(saved.read_text()), "attempts": attempts}))
+        return
+    at_preemption(lambda: atomic_write_text(saved, json.dumps({"step": 7})))
+    (run / "waiting").write_text("")
+    while True:
+        time.sleep(0.1)
 
 
 def flaky_task(run_dir: str, x: int) -> None:

@@ -201,6 +201,13 @@ def cmd_jobs(args) -> int:
             print(f"  {r.state:<8} {r.key}  job {r.job_id or '-'}{why}{again}  log: {r.log or '-'}")
             if r.state == "failed" and r.log_tail:
                 print("\n".join(f"      | {ln}" for ln in r.log_tail.splitlines()))
+    table = None if args.json else jobs.aggregator(out)
+    if table:                           # the program's tables, from the finished run folders
+        import importlib
+
+        module, _, fn = table.partition(":")
+        for line in getattr(importlib.import_module(module), fn)(out) or []:
+            print(line)
     return 1 if st.counts()["failed"] else 0
 
 
