@@ -29,7 +29,7 @@ from .hparams import TransferConfig
 from .runner import DEFAULT_CACHE, check_model_name, load_model, run_dir, run_transfer
 
 __all__ = ["Run", "Execution", "plan", "check", "finished", "pending", "execute", "sweep",
-           "run_here", "submit",
+           "run_here", "submit", "wait_aggregating",
            "collect", "over_seeds", "aggregate", "format_table", "summary_row",
            "write_results", "read_results", "COLUMNS", "SUMMARY_COLUMNS"]
 
@@ -227,9 +227,24 @@ def submit(runs: Sequence[Run], how: Execution, opts: Any, out: "str | Path", *,
         if collect(out):
             aggregate(out, plots=plots, log=log)
         return 0
-    outcomes = sub.wait(progress_bar=how.progress)
+    outcomes = wait_aggregating(sub, out, progress=how.progress)
     aggregate(out, plots=plots, log=log)
     return exit_status(outcomes)
+
+
+def wait_aggregating(sub: Any, out: "str | Path", *, progress: bool = True,
+                     every_s: float = 60.0) -> list:
+    """``sub.wait()`` (a ``launch.Submission``), rewriting OUT's tables (not the figures) every
+    ``every_s`` seconds in which more runs finished, so they follow the runs as they finish."""
+    finished_before = len(collect(out))
+    while True:
+        try:
+            return sub.wait(progress_bar=progress, timeout_s=every_s)
+        except TimeoutError:
+            now = len(collect(out))
+            if now != finished_before:
+                aggregate(out, plots=False, log=_quiet)
+                finished_before = now
 
 
 # ----------------------------------------------------------------------------- the table
