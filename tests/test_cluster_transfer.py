@@ -170,8 +170,10 @@ def test_job_array_equals_local_runs_and_reruns_only_the_cancelled_one(
     assert "3 of 4 runs finished before: skipped (1 to run)" in text
     assert "submitted 1 runs as SLURM job array" in text
     assert len(read_ledgers(out)) == 2
-    rc, text = cli_jobs(out, capsys)
+    (out / "summary.json").unlink()
+    rc, text = cli_jobs(out, capsys)                  # the status, then the study's tables
     assert rc == 0 and "4 runs: 4 done, 0 running, 0 pending, 0 failed" in text
+    assert "mini_resnet_l2_eps3  imagefolder  fixed-feature  0.05  2 " in text
     here, there = run_results(local_grid[0]), run_results(out)
     for key in here:
         assert there[key]["accuracy"] == here[key]["accuracy"], key

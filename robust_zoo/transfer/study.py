@@ -30,7 +30,7 @@ from .runner import DEFAULT_CACHE, check_model_name, load_model, run_dir, run_tr
 
 __all__ = ["Run", "Execution", "plan", "check", "finished", "pending", "execute", "sweep",
            "run_here", "submit", "wait_aggregating",
-           "collect", "over_seeds", "aggregate", "format_table", "summary_row",
+           "collect", "over_seeds", "aggregate", "tables", "format_table", "summary_row",
            "write_results", "read_results", "COLUMNS", "SUMMARY_COLUMNS"]
 
 COLUMNS = ["model", "arch", "norm", "eps", "dataset", "mode", "granularity", "faithful", "path",
@@ -220,7 +220,7 @@ def submit(runs: Sequence[Run], how: Execution, opts: Any, out: "str | Path", *,
         (run.dir / "result.json").unlink(missing_ok=True)
     how = dataclasses.replace(how, resume=True)
     tasks = [Task(r.key, r.dir, execute, (r, how)) for r in todo]
-    sub = launch(tasks, opts, Path(out), kind="array", name=name)
+    sub = launch(tasks, opts, Path(out), kind="array", name=name, aggregate=tables)
     for line in sub.describe():
         log(line)
     if not opts.wait:
@@ -335,6 +335,16 @@ def format_table(summary: Sequence[dict]) -> list[str]:
                                                     r.get("lr") or 0.0))]
     widths = [max(len(row[i]) for row in (head, *body)) for i in range(len(head))]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in (head, *body)]
+
+
+def tables(out: "str | Path") -> list[str]:
+    """``aggregate`` for ``robust-zoo jobs OUT`` (recorded in the ledger of a submission): the
+    tables and figures of the runs finished so far; the lines of the summary ([] before any
+    run has finished)."""
+    lines: list[str] = []
+    if collect(out):
+        aggregate(out, log=lines.append)
+    return lines
 
 
 def aggregate(out: "str | Path", *, plots: bool = True, log: Callable = print) -> list[dict]:
