@@ -115,6 +115,20 @@ def test_seeds_make_one_folder_per_run_and_a_table_over_seeds(local_grid, digits
     assert rc == 0 and "= 4 runs; 4 finished in" in text and "0 to run" in text
 
 
+def test_slurm_without_sbatch_is_one_line_and_leaves_out_alone(local_grid, digits, manifest,
+                                                                 tmp_path, monkeypatch, capsys):
+    out = shutil.copytree(local_grid[0], tmp_path / "study")
+    stale = out / MODELS[0] / "imagefolder" / "fixed-feature-lr0.05" / "seed0" / "result.json"
+    old = json.loads(stale.read_text())
+    stale.write_text(json.dumps({**old, "config": {**old["config"], "epochs": 7}}))
+    before = sorted((p, p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))              # no sbatch
+    rc, text = cli(grid_args(digits, manifest, out, *SEED_GRID, "--launcher", "slurm"), capsys)
+    assert rc == 2 and text.startswith("error: --launcher slurm: sbatch is not on PATH")
+    assert len(text.strip().splitlines()) == 1
+    assert sorted((p, p.read_bytes()) for p in out.rglob("*") if p.is_file()) == before
+
+
 def test_job_array_equals_local_runs_and_reruns_only_the_cancelled_one(
         slurm_env, local_grid, digits, manifest, tmp_path, capsys):
     """The grid as a SLURM job array (--wait): one array task cancelled while it waits for a
@@ -156,8 +170,10 @@ def test_job_array_equals_local_runs_and_reruns_only_the_cancelled_one(
     assert "3 of 4 runs finished before: skipped (1 to run)" in text
     assert "submitted 1 runs as SLURM job array" in text
     assert len(read_ledgers(out)) == 2
-    rc, text = cli_jobs(out, capsys)
+    (out / "summary.json").unlink()
+    rc, text = cli_jobs(out, capsys)                  # the status, then the study's tables
     assert rc == 0 and "4 runs: 4 done, 0 running, 0 pending, 0 failed" in text
+    assert "mini_resnet_l2_eps3  imagefolder  fixed-feature  0.05  2 " in text
     here, there = run_results(local_grid[0]), run_results(out)
     for key in here:
         assert there[key]["accuracy"] == here[key]["accuracy"], key

@@ -217,48 +217,41 @@ def _main(argv: list[str]) -> int:
     if args.data_root is None:
         raise DatasetNotFoundError("--data-root DIR is required (the folder holding the "
                                    "data sets; add --download to fetch them into it)")
-    if opts.launcher == "slurm":
-        return _submit(runs, args, opts)
-    _sweep(runs, args)
-    return 0
+    return _run(runs, args, opts)
 
 
-def _cache(args: argparse.Namespace):
-    return None if args.no_cache else (args.cache_dir or "default")
+def _execution(args: argparse.Namespace, absolute: bool):
+    """How the runs execute (paths made absolute for jobs that start elsewhere)."""
+    from .study import Execution
+
+    def path(p):
+        if not absolute or p in (None, "default"):
+            return p
+        return str(Path(p).expanduser().absolute())
+
+    cache = None if args.no_cache else (args.cache_dir or "default")
+    return Execution(path(args.data_root), path(args.manifest), args.pretrained, path(cache),
+                     args.resume or absolute, not args.no_progress, args.workers, args.device,
+                     args.save_model)
 
 
-def _sweep(runs, args: argparse.Namespace) -> None:
-    from .study import sweep
-
-    def each(values):
-        return list(dict.fromkeys(values))
-
-    sweep(each(r.model for r in runs), each(r.dataset for r in runs), data_root=args.data_root,
-          out=args.out, modes=each(r.config.mode for r in runs),
-          seeds=each(r.config.seed for r in runs), lrs=each(r.config.lr for r in runs),
-          config=_config(args), manifest=args.manifest, pretrained=args.pretrained,
-          download=args.download, cache_dir=_cache(args), resume=args.resume, force=args.force,
-          progress=not args.no_progress, workers=args.workers, device=args.device,
-          save_model=args.save_model, plots=not args.no_plots)
-
-
-def _submit(runs, args: argparse.Namespace, opts) -> int:
-    """The grid as a SLURM job array (data sets downloaded and checked here first); the exit
-    status (1: some run failed)."""
+def _run(runs, args: argparse.Namespace, opts) -> int:
+    """The grid here (``--launcher local``) or as a SLURM job array; the exit status (1: some
+    run of the array failed)."""
     from ..data.transfer_sets import load_splits
-    from .study import Execution, check, submit
+    from .study import check, run_here, submit
 
-    def absolute(p):
-        return p if p in (None, "default") else str(Path(p).expanduser().absolute())
-
-    how = Execution(absolute(args.data_root), absolute(args.manifest), args.pretrained,
-                    absolute(_cache(args)), True, not args.no_progress, args.workers,
-                    args.device, args.save_model)
-    if args.download:
+    plots = not args.no_plots
+    if opts.launcher == "local":
+        run_here(runs, _execution(args, False), out=args.out, download=args.download,
+                 force=args.force, plots=plots)
+        return 0
+    how = _execution(args, True)
+    if args.download:                 # data sets fetched and checked before any job exists
         for d in dict.fromkeys(r.dataset for r in runs):
             load_splits(d, how.data_root, download=True)
     check(runs, how)
-    return submit(runs, how, opts, args.out, force=args.force, plots=not args.no_plots)
+    return submit(runs, how, opts, args.out, force=args.force, plots=plots)
 
 
 main = command(_main)

@@ -29,8 +29,8 @@ from .hparams import TransferConfig
 from .runner import DEFAULT_CACHE, check_model_name, load_model, run_dir, run_transfer
 
 __all__ = ["Run", "Execution", "plan", "check", "finished", "pending", "execute", "sweep",
-           "submit",
-           "collect", "over_seeds", "aggregate", "format_table", "summary_row",
+           "run_here", "submit", "wait_aggregating",
+           "collect", "over_seeds", "aggregate", "tables", "format_table", "summary_row",
            "write_results", "read_results", "COLUMNS", "SUMMARY_COLUMNS"]
 
 COLUMNS = ["model", "arch", "norm", "eps", "dataset", "mode", "granularity", "faithful", "path",
@@ -174,11 +174,19 @@ def sweep(models: Sequence[str], datasets: Sequence[str], *, data_root, out,
     runs = plan(models, datasets, out=out, modes=modes, seeds=seeds, lrs=lrs, config=config)
     how = Execution(str(data_root), manifest, pretrained, cache_dir, resume, progress, workers,
                     device, save_model)
-    dist = setup(device)
+    run_here(runs, how, out=out, download=download, force=force, plots=plots, log=log)
+    return [summary_row(finished(r) or {}) for r in runs]
+
+
+def run_here(runs: Sequence[Run], how: Execution, *, out, download: bool = False,
+             force: bool = False, plots: bool = True, log: Callable = print) -> None:
+    """The unfinished ``runs`` in this process (every process of a torchrun group takes part),
+    then the tables and figures of OUT."""
+    dist = setup(how.device)
     try:
         if download and dist.is_main:
             for d in dict.fromkeys(r.dataset for r in runs):
-                load_splits(d, data_root, download=True)
+                load_splits(d, how.data_root, download=True)
         barrier(dist)
         splits = check(runs, how)
         todo = skip_finished(runs, force, log if dist.is_main else _quiet)
@@ -186,7 +194,6 @@ def sweep(models: Sequence[str], datasets: Sequence[str], *, data_root, out,
         barrier(dist)
         if dist.is_main:
             aggregate(out, plots=plots, log=log)
-        return [summary_row(finished(r) or {}) for r in runs]
     finally:
         cleanup(dist)
 
@@ -203,22 +210,41 @@ def submit(runs: Sequence[Run], how: Execution, opts: Any, out: "str | Path", *,
     ``opts.wait`` it waits, aggregates and prints the table, and returns 1 after naming the logs
     of failed runs (``launch.exit_status``); else 0."""
     from ..launch import Task, exit_status, launch
+    from ..launch.slurm import parameters, require_slurm
 
+    name = "robust-zoo-transfer"
+    require_slurm()                  # sbatch, submitit and the flags: before touching OUT
+    parameters(opts, "array", name)
     todo = skip_finished(runs, force, log)
     for run in todo:                 # a result of another config (or --force): not "done"
         (run.dir / "result.json").unlink(missing_ok=True)
     how = dataclasses.replace(how, resume=True)
     tasks = [Task(r.key, r.dir, execute, (r, how)) for r in todo]
-    sub = launch(tasks, opts, Path(out), kind="array", name="robust-zoo-transfer")
+    sub = launch(tasks, opts, Path(out), kind="array", name=name, aggregate=tables)
     for line in sub.describe():
         log(line)
     if not opts.wait:
         if collect(out):
             aggregate(out, plots=plots, log=log)
         return 0
-    outcomes = sub.wait(progress_bar=how.progress)
+    outcomes = wait_aggregating(sub, out, progress=how.progress)
     aggregate(out, plots=plots, log=log)
     return exit_status(outcomes)
+
+
+def wait_aggregating(sub: Any, out: "str | Path", *, progress: bool = True,
+                     every_s: float = 60.0) -> list:
+    """``sub.wait()`` (a ``launch.Submission``), rewriting OUT's tables (not the figures) every
+    ``every_s`` seconds in which more runs finished, so they follow the runs as they finish."""
+    finished_before = len(collect(out))
+    while True:
+        try:
+            return sub.wait(progress_bar=progress, timeout_s=every_s)
+        except TimeoutError:
+            now = len(collect(out))
+            if now != finished_before:
+                aggregate(out, plots=False, log=_quiet)
+                finished_before = now
 
 
 # ----------------------------------------------------------------------------- the table
@@ -309,6 +335,16 @@ def format_table(summary: Sequence[dict]) -> list[str]:
                                                     r.get("lr") or 0.0))]
     widths = [max(len(row[i]) for row in (head, *body)) for i in range(len(head))]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in (head, *body)]
+
+
+def tables(out: "str | Path") -> list[str]:
+    """``aggregate`` for ``robust-zoo jobs OUT`` (recorded in the ledger of a submission): the
+    tables and figures of the runs finished so far; the lines of the summary ([] before any
+    run has finished)."""
+    lines: list[str] = []
+    if collect(out):
+        aggregate(out, log=lines.append)
+    return lines
 
 
 def aggregate(out: "str | Path", *, plots: bool = True, log: Callable = print) -> list[dict]:
