@@ -16,8 +16,8 @@ from robust_zoo.naming import model_name, parse_name
 def test_list_archs_keeps_the_ten_upstream_architectures_and_filters_by_family():
     assert len(archs.list_archs()) == 10 and "resnet50" in archs.list_archs()
     assert all(archs.get_arch(a).upstream_name for a in archs.list_archs())
-    every = archs.list_archs(include_extra=True)
-    assert {"convnext_tiny_convstem", "swin_large_mimir", "ra_wrn101_2", "mini_resnet"} <= set(every)
+    every = set(archs.list_archs(include_extra=True))
+    assert {"convnext_tiny_convstem", "swin_large_mimir", "ra_wrn101_2", "mini_resnet"} <= every
     assert archs.list_archs(include_extra=True, family="xcit") == ["xcit_l12", "xcit_m12",
                                                                     "xcit_s12"]
     assert archs.list_archs(family="swin") == []          # none has upstream robustness files

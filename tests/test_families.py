@@ -5,13 +5,15 @@ keys, and the modules this package writes itself (ConvStem, MeanSparse, RaWRN, M
 timm's) compute what RobustBench's do with the same weights."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import nn
 
 from robust_zoo.models import archs
 
-from zoo import RB_UNBUILDABLE, robustbench, robustbench_model
+from zoo import RB_UNBUILDABLE, robustbench, robustbench_model, robustbench_normalization
 
 # RobustBench ImageNet id -> our architecture, per threat model
 LINF = {
@@ -62,6 +64,11 @@ CORRUPTIONS = {
 CASES = ([("Linf", i, a) for i, a in LINF.items()]
          + [("corruptions", i, a) for i, a in CORRUPTIONS.items()])
 MIMIR = ("swin_base_mimir", "swin_large_mimir")
+# the RobustBench models without a normalization layer: [0, 1] images go straight in
+UNNORMALIZED = {*(f"Singh2023Revisiting_{m}-ConvStem"
+                  for m in ("ConvNeXt-T", "ConvNeXt-S", "ConvNeXt-B", "ConvNeXt-L", "ViT-B")),
+                "Chen2024Data_WRN_50_2", "Xu2024MIMIR_Swin-B", "Xu2024MIMIR_Swin-L",
+                *(f"Debenedetti2022Light_XCiT-{s}" for s in ("S12", "M12", "L12"))}
 
 
 def robustbench_state(model: nn.Module, arch: str) -> dict[str, torch.Tensor]:
@@ -84,6 +91,12 @@ def shapes(sd: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in sd.items()}
 
 
+@functools.cache
+def our_shapes(arch: str) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of our ``arch`` (built once: several ids share an architecture)."""
+    return shapes(archs.build(arch, device="meta").state_dict())
+
+
 def test_the_table_covers_every_robustbench_imagenet_model():
     robustbench()
     from robustbench.model_zoo.enums import ThreatModel
@@ -96,10 +109,16 @@ def test_the_table_covers_every_robustbench_imagenet_model():
 
 @pytest.mark.parametrize("threat, rb_id, arch", CASES, ids=[f"{t}-{i}" for t, i, _ in CASES])
 def test_our_architecture_has_robustbench_keys_and_shapes(threat, rb_id, arch):
-    theirs = shapes(robustbench_state(robustbench_model(rb_id, threat), arch))
-    ours = shapes(archs.build(arch, device="meta").state_dict())
+    """... and RobustBench normalizes the inputs of every model with ImageNet's mean/std except
+    those of UNNORMALIZED, which get [0, 1] images as they are."""
+    model = robustbench_model(rb_id, threat)
+    theirs = shapes(robustbench_state(model, arch))
+    ours = our_shapes(arch)
     assert sorted(set(ours) ^ set(theirs))[:5] == []
     assert {k for k in ours if ours[k] != theirs[k]} == set()
+    identity = ((0.0,) * 3, (1.0,) * 3)
+    assert robustbench_normalization(model) == (
+        identity if rb_id in UNNORMALIZED else (archs.IMAGENET_MEAN, archs.IMAGENET_STD))
 
 
 @pytest.mark.parametrize("arch", [a for a in archs.list_archs(include_extra=True)
@@ -111,7 +130,7 @@ def test_timm_export_names_build_our_keys(arch):
     with torch.device("meta"):
         ref = timm.create_model(spec["architecture"], pretrained=False,
                                 **spec.get("model_args", {}))
-    assert shapes(ref.state_dict()) == shapes(archs.build(arch, device="meta").state_dict())
+    assert shapes(ref.state_dict()) == our_shapes(arch)
 
 
 # ------------------------------------------------- this package's modules compute RobustBench's
@@ -163,7 +182,8 @@ def test_meansparse_convnext_computes_robustbench_logits():
                                                                       add_custom_layer_imagenet)
     from robustbench.model_zoo.architectures.utils_architectures import normalize_model
 
-    small = {"depths": (1, 1, 1, 1)}       # RobustBench hard-codes convnext_large's widths
+    # RobustBench hard-codes convnext_large's stage widths; the rest can be small
+    small = {"depths": (1, 1, 1, 1), "num_classes": 10}
     theirs = normalize_model(timm.create_model("convnext_large", pretrained=False, **small),
                              archs.IMAGENET_MEAN, archs.IMAGENET_STD)
     add_custom_layer_imagenet(theirs, MeanSparse_imagenet)
@@ -219,3 +239,11 @@ def test_rawrn_computes_robustbench_logits():
     ours = RaNet(*small)
     _same_weights(ours, theirs, "ra_wrn101_2")
     _assert_same_logits(ours, theirs, _x(64), normalized=True)
+
+
+def test_raresnets_have_the_parameter_counts_peng_et_al_publish():
+    """RaResNet-50/101 have no RobustBench builder: their settings are robust-principles'
+    MODEL.mk; its README gives 26M, 46M and 104M parameters (the registry walk checks that the
+    networks have the registry's counts)."""
+    assert [round(archs.get_arch(a).num_params / 1e6) for a in
+            ("ra_resnet50", "ra_resnet101", "ra_wrn101_2")] == [26, 46, 104]

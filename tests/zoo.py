@@ -256,15 +256,15 @@ def robustbench():
     return robustbench
 
 
-class _FactoriesOnCpu(torch.overrides.TorchFunctionMode):
-    """Inside ``torch.device("meta")``: ``torch.linspace`` on the CPU, so code that reads its values
-    (``x.item()`` for stochastic-depth rates) builds on the meta device."""
+class _MetaBuild(archs.NoInitOnMeta):
+    """A build on the meta device without initialisers, and with the tensors made from values
+    (``torch.tensor``, ``as_tensor``, ``linspace``) on the CPU: code that reads them
+    (``x.item()`` for stochastic-depth rates) builds, and normalization constants can be read."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if func is torch.linspace:
-            kwargs["device"] = "cpu"
-        return func(*args, **kwargs)
+        if func in (torch.linspace, torch.tensor, torch.as_tensor):
+            kwargs = {**(kwargs or {}), "device": "cpu"}
+        return super().__torch_function__(func, types, args, kwargs)
 
 
 # RobustBench ImageNet ids its own builders cannot give with random weights and no network:
@@ -288,7 +288,7 @@ def robustbench_model(model_id: str, threat: str = "Linf", *, device: str = "met
 
     timm_name = f"{model_id.lower().replace('-', '_')}_imagenet_{threat.lower()}"
     models = rb.model_zoo.imagenet.imagenet_models[ThreatModel(threat)]
-    with torch.device(device), _FactoriesOnCpu():
+    with torch.device(device), _MetaBuild():
         if timm.is_model(timm_name):
             model = timm.create_model(timm_name, pretrained=False)
         elif model_id == "Standard_R50":
@@ -298,11 +298,23 @@ def robustbench_model(model_id: str, threat: str = "Linf", *, device: str = "met
     return model.eval()
 
 
+def robustbench_normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a RobustBench model applies to its [0, 1] inputs: its ``normalize`` wrapper
+    or RaWRN's ``normalization`` layer; (0, 0, 0), (1, 1, 1) for the models without one (the
+    ConvStem ConvNeXts and ViT-B, Chen2024Data_WRN_50_2, MIMIR's Swins, the XCiTs)."""
+    layer = getattr(model, "normalize", None) or getattr(model, "normalization", None)
+    if layer is None:
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return (tuple(round(float(v), 6) for v in layer.mean.flatten()),
+            tuple(round(float(v), 6) for v in layer.std.flatten()))
+
+
 def random_state_dict(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random values for ``model``'s state dict (its keys, shapes and dtypes; a model built on
     the meta device has no initialisation to wait for), scaled so a forward pass stays in
     range: weights N(0, 1/fan-in), norm scales around 1, biases and BN means small, BN variances
-    in [0.5, 1.5], integer buffers 0."""
+    in [0.5, 1.5], integer buffers 0. Computed buffers a state dict may hold (an older Swin's
+    attention masks and position indices) get no real values: not for such networks."""
     import math
 
     g = torch.Generator().manual_seed(seed)
