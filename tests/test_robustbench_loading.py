@@ -170,6 +170,8 @@ def test_unpinned_url_file_recorded_reported_and_pinned(drive, tmp_path, capsys)
     assert same(robust_zoo.load("Engstrom2019Robustness", manifest=path), net)
     assert cli.main(["info", "Engstrom2019Robustness", "--manifest", str(path)]) == 0
     assert f"sha256=unpinned (recorded on first download: {sha}" in capsys.readouterr().out
+    assert cli.main(["verify", "Engstrom2019Robustness", "--manifest", str(path)]) == 0
+    assert f"sha256 {sha} = the sha256 recorded on its first download" in capsys.readouterr().out
     assert cli.main(["pin", "--manifest", str(path)]) == 0
     pinned = json.loads(path.read_text())["models"][0]["files"][0]
     assert (pinned["sha256"], pinned["size"]) == (sha, len(data))
@@ -308,6 +310,7 @@ def test_logits_equal_robustbench_after_its_own_loading(hub_server, tmp_path, mo
     assert (got - want).abs().max().item() <= 1e-5
 
 
+@pytest.mark.filterwarnings("ignore:torch.meshgrid")      # MIMIR's own Swin code
 @pytest.mark.parametrize("model_id,arch", [("Xu2024MIMIR_Swin-B", "swin_base_mimir"),
                                            ("Amini2024MeanSparse_ConvNeXt-L",
                                             "convnext_large_meansparse")])
