@@ -329,3 +329,20 @@ def test_custom_modules_convert_on_the_meta_device(model_id, arch):
     expected = archs.build(arch, device="meta").state_dict()
     assert {k: v.shape for k, v in conv.state_dict.items()} == \
         {k: v.shape for k, v in expected.items()}
+
+
+def test_allowed_types_are_allowed_for_the_read_only(tmp_path):
+    """The harmless types are allowed while a torch-state-dict file is read, never after, and
+    a type the user allowed before stays allowed."""
+    from robust_zoo.formats.torch_state_dict import read_state_dict_file
+
+    path = tmp_path / "f.pt"
+    path.write_bytes(saved({"args": argparse.Namespace(a=1), "w": torch.zeros(1)}))
+    before = torch.serialization.get_safe_globals()
+    assert read_state_dict_file(path)["args"].a == 1
+    assert torch.serialization.get_safe_globals() == before
+    with pytest.raises(Exception, match="argparse.Namespace"):
+        torch.load(path, weights_only=True)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        read_state_dict_file(path)
+        assert argparse.Namespace in torch.serialization.get_safe_globals()

@@ -19,13 +19,15 @@ architecture has a floating parameter or buffer is refused by name).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
+import threading
 from collections import OrderedDict
 from types import MappingProxyType
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
@@ -141,6 +143,22 @@ def match_state_dict(sd: Mapping[str, torch.Tensor], arch: str, num_classes: int
                        for k, v in expected.items())
 
 
+_ALLOWING = threading.Lock()
+
+
+@contextlib.contextmanager
+def _allowed(allow: Sequence[Any]) -> Iterator[None]:
+    """torch's process-wide allowlist of globals, with ``allow`` added for this block only: one
+    block at a time, and what was allowed before (by the user) is left allowed after."""
+    if not allow:
+        yield
+        return
+    with _ALLOWING:
+        before = set(torch.serialization.get_safe_globals())
+        with torch.serialization.safe_globals([g for g in allow if g not in before]):
+            yield
+
+
 def read_checkpoint(path: str | os.PathLike, allow: Sequence[Any] = ()) -> dict[str, Any]:
     """``torch.load`` restricted to tensors and plain containers (no code execution), plus
     exactly the types in ``allow`` (``torch.serialization.safe_globals``: classes whose
@@ -160,7 +178,7 @@ def read_checkpoint(path: str | os.PathLike, allow: Sequence[Any] = ()) -> dict[
     if head.startswith(b"version https://git-lfs"):
         raise CheckpointFormatError(f"{path} is a Git LFS pointer, not the checkpoint itself")
     try:
-        with torch.serialization.safe_globals(list(allow)):
+        with _allowed(allow):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError (zip), ...
         code = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(e), re.IGNORECASE)
