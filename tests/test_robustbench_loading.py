@@ -346,3 +346,30 @@ def test_allowed_types_are_allowed_for_the_read_only(tmp_path):
     with torch.serialization.safe_globals([argparse.Namespace]):
         read_state_dict_file(path)
         assert argparse.Namespace in torch.serialization.get_safe_globals()
+
+
+class _Scaled(torch.nn.Module):
+    """A layer whose scale is computed at construction and kept out of its state dict."""
+
+    def __init__(self, num_classes: int = 1000, weights=None):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, num_classes)
+        self.register_buffer("scale", torch.arange(1.0, 4.0), persistent=False)
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3)) * self.scale)
+
+
+def test_buffers_no_state_dict_holds_are_computed_on_the_cpu(hub_server, monkeypatch):
+    """A module without timm's init_non_persistent_buffers gets its computed buffers from a
+    build on the CPU, not left on the meta device."""
+    arch = archs.Arch("scaled_test_net", _Scaled, "fc", 3, "", False, 4000, family="test")
+    monkeypatch.setitem(archs._ARCHS, arch.name, arch)
+    torch.manual_seed(0)
+    net = _Scaled().eval()
+    entry = rb_entry(hub_server, saved(net.state_dict()), arch=arch.name)
+    model = robust_zoo.load(entry["name"], manifest=manifest(entry), normalize=False)
+    assert torch.equal(model.scale, torch.arange(1.0, 4.0))
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), net(x))
