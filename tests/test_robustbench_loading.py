@@ -170,6 +170,8 @@ def test_unpinned_url_file_recorded_reported_and_pinned(drive, tmp_path, capsys)
     assert same(robust_zoo.load("Engstrom2019Robustness", manifest=path), net)
     assert cli.main(["info", "Engstrom2019Robustness", "--manifest", str(path)]) == 0
     assert f"sha256=unpinned (recorded on first download: {sha}" in capsys.readouterr().out
+    assert cli.main(["verify", "Engstrom2019Robustness", "--manifest", str(path)]) == 0
+    assert f"sha256 {sha} = the sha256 recorded on its first download" in capsys.readouterr().out
     assert cli.main(["pin", "--manifest", str(path)]) == 0
     pinned = json.loads(path.read_text())["models"][0]["files"][0]
     assert (pinned["sha256"], pinned["size"]) == (sha, len(data))
@@ -308,6 +310,7 @@ def test_logits_equal_robustbench_after_its_own_loading(hub_server, tmp_path, mo
     assert (got - want).abs().max().item() <= 1e-5
 
 
+@pytest.mark.filterwarnings("ignore:torch.meshgrid")      # MIMIR's own Swin code
 @pytest.mark.parametrize("model_id,arch", [("Xu2024MIMIR_Swin-B", "swin_base_mimir"),
                                            ("Amini2024MeanSparse_ConvNeXt-L",
                                             "convnext_large_meansparse")])
@@ -326,3 +329,47 @@ def test_custom_modules_convert_on_the_meta_device(model_id, arch):
     expected = archs.build(arch, device="meta").state_dict()
     assert {k: v.shape for k, v in conv.state_dict.items()} == \
         {k: v.shape for k, v in expected.items()}
+
+
+def test_allowed_types_are_allowed_for_the_read_only(tmp_path):
+    """The harmless types are allowed while a torch-state-dict file is read, never after, and
+    a type the user allowed before stays allowed."""
+    from robust_zoo.formats.torch_state_dict import read_state_dict_file
+
+    path = tmp_path / "f.pt"
+    path.write_bytes(saved({"args": argparse.Namespace(a=1), "w": torch.zeros(1)}))
+    before = set(torch.serialization.get_safe_globals())
+    assert read_state_dict_file(path)["args"].a == 1
+    assert set(torch.serialization.get_safe_globals()) == before
+    with pytest.raises(Exception, match="argparse.Namespace"):
+        torch.load(path, weights_only=True)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        read_state_dict_file(path)
+        assert argparse.Namespace in torch.serialization.get_safe_globals()
+
+
+class _Scaled(torch.nn.Module):
+    """A layer whose scale is computed at construction and kept out of its state dict."""
+
+    def __init__(self, num_classes: int = 1000, weights=None):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, num_classes)
+        self.register_buffer("scale", torch.arange(1.0, 4.0), persistent=False)
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3)) * self.scale)
+
+
+def test_buffers_no_state_dict_holds_are_computed_on_the_cpu(hub_server, monkeypatch):
+    """A module without timm's init_non_persistent_buffers gets its computed buffers from a
+    build on the CPU, not left on the meta device."""
+    arch = archs.Arch("scaled_test_net", _Scaled, "fc", 3, "", False, 4000, family="test")
+    monkeypatch.setitem(archs._ARCHS, arch.name, arch)
+    torch.manual_seed(0)
+    net = _Scaled().eval()
+    entry = rb_entry(hub_server, saved(net.state_dict()), arch=arch.name)
+    model = robust_zoo.load(entry["name"], manifest=manifest(entry), normalize=False)
+    assert torch.equal(model.scale, torch.arange(1.0, 4.0))
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), net(x))

@@ -298,11 +298,23 @@ def robustbench_model(model_id: str, threat: str = "Linf", *, device: str = "met
     return model.eval()
 
 
+def robustbench_normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a RobustBench model applies to its [0, 1] inputs: its ``normalize`` wrapper
+    or RaWRN's ``normalization`` layer; (0, 0, 0), (1, 1, 1) for the models without one (the
+    ConvStem ConvNeXts and ViT-B, Chen2024Data_WRN_50_2, MIMIR's Swins, the XCiTs)."""
+    layer = getattr(model, "normalize", None) or getattr(model, "normalization", None)
+    if layer is None:
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return (tuple(round(float(v), 6) for v in layer.mean.flatten()),
+            tuple(round(float(v), 6) for v in layer.std.flatten()))
+
+
 def random_state_dict(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random values for ``model``'s state dict (its keys, shapes and dtypes; a model built on
     the meta device has no initialisation to wait for), scaled so a forward pass stays in
     range: weights N(0, 1/fan-in), norm scales around 1, biases and BN means small, BN variances
-    in [0.5, 1.5], integer buffers 0."""
+    in [0.5, 1.5], integer buffers 0. Computed buffers a state dict may hold (an older Swin's
+    attention masks and position indices) get no real values: not for such networks."""
     import math
 
     g = torch.Generator().manual_seed(seed)
@@ -317,6 +329,7 @@ def random_state_dict(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor
         else:
             out[k] = torch.randn(v.shape, generator=g) * 0.1 + (k.endswith("weight"))
     return out
+
 
 def digits_folder(root: Path, classes: Sequence[int] = (5, 6, 7, 8, 9),
                   per_class: tuple[int, int] = (12, 4), size: int = 16) -> Path:
@@ -724,14 +737,3 @@ def flaky_task(run_dir: str, x: int) -> None:
         marker.write_text("")
         raise RuntimeError(f"this run fails once on purpose ({run_dir})")
     square_task(run_dir, x)
-
-
-def robustbench_normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The (mean, std) a RobustBench model applies to its [0, 1] inputs: its ``normalize`` wrapper
-    or RaWRN's ``normalization`` layer; (0, 0, 0), (1, 1, 1) for the models without one (the
-    ConvStem ConvNeXts and ViT-B, Chen2024Data_WRN_50_2, MIMIR's Swins, the XCiTs)."""
-    layer = getattr(model, "normalize", None) or getattr(model, "normalization", None)
-    if layer is None:
-        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    return (tuple(round(float(v), 6) for v in layer.mean.flatten()),
-            tuple(round(float(v), 6) for v in layer.std.flatten()))

@@ -32,7 +32,7 @@ import torch
 
 from ..models.archs import IMAGENET_MEAN, IMAGENET_STD, build, get_arch
 from ..validate import CheckpointFormatError
-from .upstream import Converted, match_state_dict, read_checkpoint
+from .upstream import Converted, expected_state_dict, match_state_dict, read_checkpoint
 
 TOP_LEVEL_KEYS = ("state_dict", "model")
 PREFIXES = ("module.", "model.")          # stripped in this order, as RobustBench does
@@ -156,9 +156,9 @@ def from_state_dict(ckpt: Mapping[str, Any], arch: str, *,
     if classes is None:
         head = next((v for k, v in sd.items() if k.endswith(a.head + ".weight")), None)
         classes = int(head.shape[0]) if head is not None else 1000
-    model = build(a.name, classes, device="meta")
-    expected = model.state_dict()
+    expected = expected_state_dict(a.name, classes)
     flt = TIMM_FILTERS.get(a.name)
+    model = build(a.name, classes, device="meta") if flt is not None else None
     candidates = []
     for keys, wrapped in _layouts(sd):
         keys = _drop_normalizer(keys, expected, mean, std, source)
