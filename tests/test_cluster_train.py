@@ -198,9 +198,72 @@ def test_ddp_job_preempted_and_requeued_ends_with_the_torchrun_weights(
     slurm_env.scontrol("requeue", job)
     assert main(["--resume", "--out", str(out), "--launcher", "slurm", "--wait"]) == 0
     said = capsys.readouterr()
-    assert "not submitted again" in said.out and len(ledger_jobs(out)) == 1
+    assert "not submitted again" in said.out and [t["key"] for t in ledger_jobs(out)] == ["run"]
     assert f"stopping on SIGUSR2 after global step {stopped}" in said.err
     assert said.err.count("Resuming") == 2 and "wrote " in said.err.splitlines()[-1]
     assert "submitit" not in said.err
     assert len(attempts(out)) == 3
     assert sha256(out / "model.safetensors") == sha256(references["two"] / "model.safetensors")
+
+
+def recipe_entry(name: str, seed: int) -> dict:
+    """A manifest entry whose recorded recipe is a one-epoch mini_resnet on the image folder."""
+    from robust_zoo.recipe import Recipe
+
+    recipe = Recipe(arch="mini_resnet", dataset="imagefolder", num_classes=2, input_size=16,
+                    norm="l2", eps=0.0, epochs=1, batch_size=8, lr=0.05, seed=seed,
+                    augmentation="flip-crop", source="test").to_dict()
+    return {"name": name, "arch": "mini_resnet", "norm": "l2", "eps": 0.0, "num_classes": 2,
+            "files": [{"format": "safetensors", "path": f"{name}.safetensors", "sha256": None}],
+            "recipe": recipe}
+
+
+def test_regenerate_trains_the_missing_entries_and_evaluate_runs_one_array_task_per_model(
+        data, slurm_env, monkeypatch, tmp_path, capsys):
+    """``robust-zoo regenerate``: an entry regenerated before (here) is skipped, the other is
+    one SLURM job; ``--wait`` ends with one manifest of both. ``python -m robust_zoo.evaluate
+    --all`` of that manifest is a job array of one task per model, each writing its result;
+    ``--wait`` prints one table against the claims, the regeneration's own final evaluations."""
+    import robust_zoo
+    from robust_zoo.cli.commands import main as robust_zoo_main
+    from robust_zoo.evaluate import main as evaluate_main
+    from robust_zoo.launch.tasks import attempts
+
+    from zoo import write_manifest
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    manifest = write_manifest(tmp_path / "zoo.json", recipe_entry("mini_a", 1),
+                              recipe_entry("mini_b", 2))
+    out = tmp_path / "regen"
+    base = ["regenerate", "--manifest", str(manifest), "--data", str(data), "--out", str(out),
+            "--device", "cpu"]
+    assert robust_zoo_main([*base, "mini_a"]) == 0              # --launcher local: here
+    first = (out / "mini_a" / "model.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    assert robust_zoo_main([*base, "--all", "--launcher", "slurm", "--wait"]) == 0
+    said = capsys.readouterr().out
+    assert "1 runs already finished: skipped" in said and "submitted 1 runs" in said
+    assert [t["key"] for t in ledger_jobs(out)] == ["mini_a", "mini_b"]   # local, then SLURM
+    assert len(attempts(out / "mini_b")) == 1
+    assert (out / "mini_a" / "model.safetensors").stat().st_mtime_ns == first
+    assert "wrote" in said and "2 entries (mini_a, mini_b)" in said
+    regenerated = out / "weights_manifest.json"
+    model = robust_zoo.load("mini_b", manifest=regenerated)
+    assert model.entry.recipe["seed"] == 2 and model.entry.clean_top1 is not None
+
+    evals = tmp_path / "evals"
+    assert evaluate_main(["--all", "--manifest", str(regenerated), "--data", str(data / "val"),
+                          "--out", str(evals), "--steps", "0", "--workers", "0",
+                          "--autoattack", "off", "--device", "cpu", "--launcher", "slurm",
+                          "--wait"]) == 0
+    said = capsys.readouterr()
+    assert "SLURM job array" in said.err and "(2 tasks" in said.err
+    rows = {line.split()[0]: line for line in said.out.splitlines()[1:-1]}
+    assert sorted(rows) == ["mini_a", "mini_b"] and said.out.splitlines()[-1] == (
+        "2 models, every claim holds")
+    for name in rows:
+        result = json.loads((evals / name / "result.json").read_text())
+        claimed = robust_zoo.load(name, manifest=regenerated).entry.clean_top1
+        assert result["n"] == 12 and result["clean_acc"] == pytest.approx(claimed)
+        assert f"{result['clean_acc']:.2f} ({claimed:.2f})" in rows[name]
+    assert json.loads((evals / "results.json").read_text())[0]["model"] == "mini_a"
