@@ -45,6 +45,17 @@ def _program(argv: list[str]) -> int:
     return run_main(main, argv)
 
 
+def _program_on_slurm(argv: list[str]) -> int:
+    """A program that submits two runs with its launcher flags (``--out OUT``)."""
+    def main(args: list[str]) -> int:
+        p = add_launch_arguments(ArgumentParser(prog="prog"))
+        p.add_argument("--out", type=Path, required=True)
+        a = p.parse_args(["--launcher", "slurm", *args])
+        launch(_squares(a.out, 2), launch_options(a), a.out)
+        return 0
+    return run_main(main, argv)
+
+
 def _squares(out: Path, n: int, flaky: int | None = None, cancel: int | None = None) -> list[Task]:
     return [Task(f"t{i}", out / f"t{i}", zoo.flaky_task if i == flaky else zoo.square_task,
                  (str(out / f"t{i}"), i)) for i in range(n)]
@@ -94,11 +105,14 @@ def test_bad_launcher_flags_exit_2_naming_the_flag(argv, flag, capsys):
     assert err.startswith("error: ") and "\n" not in err and flag in err, err
 
 
-def test_without_sbatch_slurm_is_one_line_saying_what_to_install(tmp_path, monkeypatch):
+def test_without_sbatch_slurm_is_one_line_saying_what_to_install(tmp_path, monkeypatch,
+                                                                  capsys):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     out = tmp_path / "out"
-    with pytest.raises(UsageError, match="sbatch is not on PATH.*slurm-client"):
-        launch(_squares(out, 1), LaunchOptions(launcher="slurm"), out)
+    assert _program_on_slurm(["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --launcher slurm: sbatch is not on PATH") and "\n" not in err
+    assert "slurm-client" in err and "--launcher local" in err
     assert not out.exists()
 
 
@@ -123,8 +137,11 @@ def test_robust_zoo_jobs_on_a_folder_without_submissions_exits_2(tmp_path, capsy
 
 def test_an_sbatch_refusal_quotes_sbatch_and_leaves_nothing(slurm_env, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(UsageError, match="sbatch refused the job: .*[Ii]nvalid partition"):
+    with pytest.raises(UsageError, match="sbatch refused the job: .*[Ii]nvalid partition") as e:
         launch(_squares(out, 2), LaunchOptions(launcher="slurm", partition="nosuch"), out)
+    assert "\n" not in str(e.value) and "Traceback" not in str(e.value)
+    assert not out.exists()
+    assert _program_on_slurm(["--partition", "nosuch", "--out", str(out)]) == 2
     assert not out.exists()
 
 
@@ -146,6 +163,8 @@ def test_a_job_array_equals_the_local_runs_and_failures_are_rerun(slurm_env, lig
     outcomes = sub.wait(progress_bar=False, poll_s=0.3, timeout_s=240)
     assert [o.state for o in outcomes] == ["done"] * 3 + ["failed"] * 2
     assert "cancelled" in outcomes[4].detail
+    stdout = outcomes[0].log.with_name(outcomes[0].log.name.replace("_log.err", "_log.out"))
+    assert "Exiting after successful completion" in stdout.read_text()   # wait saw the end
     assert "fails once on purpose" in outcomes[3].log_tail
     with pytest.raises(JobsFailed, match=f"2 of 5 runs failed: t3 .*log {outcomes[3].log}"):
         check_outcomes(outcomes)
@@ -172,27 +191,6 @@ def test_a_job_array_equals_the_local_runs_and_failures_are_rerun(slurm_env, lig
     assert status(out).counts()["done"] == n
 
 
-def test_a_requeued_task_resumes_from_its_run_folder(slurm_env, light_jobs, tmp_path, capsys):
-    """The task stalls after step 2 of its first attempt; ``scontrol requeue`` kills it, and
-    the requeued job continues from step 2 to the same sum an uninterrupted count gives."""
-    out, steps = tmp_path / "out", 4
-    run = out / "count"
-    sub = launch([Task("count", run, zoo.counting_task, (str(run), steps, 0.05, 2))],
-                 LaunchOptions(launcher="slurm"), out, name="test-requeue")
-    deadline = time.monotonic() + 120
-    while '"step": 2' not in _text(run / "state.json"):
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.1)
-    slurm_env.scontrol("requeue", sub.job_ids[0])
-    [o] = sub.wait(progress_bar=False, poll_s=0.3, timeout_s=240)
-    assert (o.state, o.attempts, o.restarts) == ("done", 2, 1)
-    result = json.loads((run / "result.json").read_text())
-    assert result == {"sum": sum(i * i for i in range(1, steps + 1)), "attempts": 2}
-    assert status(out).counts()["requeued"] == 1
-    assert commands.main(["jobs", str(out), "--all"]) == 0
-    assert "requeued 1x" in capsys.readouterr().out
-
-
 def test_a_ddp_job_runs_one_process_per_task_and_rank_0_finishes_it(slurm_env, light_jobs,
                                                                        tmp_path):
     out = tmp_path / "out"
@@ -205,3 +203,39 @@ def test_a_ddp_job_runs_one_process_per_task_and_rank_0_finishes_it(slurm_env, l
         {"world": 2, "ranks": ["rank-0", "rank-1"]}
     assert "#SBATCH --ntasks-per-node=2" in \
         (Path(sub.ledger["folder"]) / f"{sub.job_ids[0]}_submission.sh").read_text()
+
+
+def _wait_for(path: Path, text: str = "", timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and text in path.read_text()):
+        assert time.monotonic() < deadline, f"no {path} holding {text!r}"
+        time.sleep(0.1)
+
+
+def test_requeued_and_preempted_tasks_resume_from_their_run_folders(slurm_env, light_jobs,
+                                                                     tmp_path, capsys):
+    """Two array tasks. ``count`` stalls after step 2 of its first attempt: ``scontrol
+    requeue`` kills it, and the requeued job counts on from step 2 to the sum of an
+    uninterrupted count. ``pre`` gets SLURM's warning signal (SIGUSR2, as before a time limit
+    or a preemption): submitit calls the task's checkpoint, the run's at_preemption hook saves
+    its state, the job requeues itself, and the next start resumes from what the hook saved."""
+    out, steps = tmp_path / "out", 4
+    count, pre = out / "count", out / "pre"
+    sub = launch([Task("count", count, zoo.counting_task, (str(count), steps, 0.05, 2)),
+                  Task("pre", pre, zoo.preempted_task, (str(pre),))],
+                 LaunchOptions(launcher="slurm"), out, name="test-requeue")
+    _wait_for(count / "state.json", '"step": 2')
+    slurm_env.scontrol("requeue", sub.job_ids[0])
+    _wait_for(pre / "waiting")
+    slurm_env.run("scancel", "--signal=USR2", sub.job_ids[1])
+    outcomes = sub.wait(progress_bar=False, poll_s=0.3, timeout_s=240)
+    assert [(o.state, o.attempts, o.restarts) for o in outcomes] == [("done", 2, 1)] * 2
+    assert json.loads((count / "result.json").read_text()) == \
+        {"sum": sum(i * i for i in range(1, steps + 1)), "attempts": 2}
+    assert json.loads((pre / "result.json").read_text()) == {"saved": {"step": 7}, "attempts": 2}
+    o = outcomes[1]
+    stdout = o.log.with_name(o.log.name.replace("_log.err", "_log.out")).read_text()
+    assert "this job is preempted" in o.log.read_text() + stdout
+    assert status(out).counts()["requeued"] == 2
+    assert commands.main(["jobs", str(out), "--all"]) == 0
+    assert "requeued 1x" in capsys.readouterr().out

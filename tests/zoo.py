@@ -560,6 +560,28 @@ def ranks_task(run_dir: str) -> None:
             {"world": world, "ranks": sorted(p.name for p in Path(run_dir).glob("rank-*"))}))
 
 
+def preempted_task(run_dir: str) -> None:
+    """A run that saves ``saved.json`` from its preemption hook (``launch.at_preemption``)
+    and, on its first attempt, waits after writing ``waiting`` until that signal comes; the
+    next attempt writes ``result.json`` with what the hook saved."""
+    import time
+
+    from robust_zoo.fileio import atomic_write_text
+    from robust_zoo.launch import at_preemption
+
+    run = Path(run_dir)
+    saved = run / "saved.json"
+    if saved.exists():
+        attempts = len((run / ".attempts").read_text().splitlines())
+        atomic_write_text(run / "result.json", json.dumps(
+            {"saved": json.loads(saved.read_text()), "attempts": attempts}))
+        return
+    at_preemption(lambda: atomic_write_text(saved, json.dumps({"step": 7})))
+    (run / "waiting").write_text("")
+    while True:
+        time.sleep(0.1)
+
+
 def flaky_task(run_dir: str, x: int) -> None:
     """``square_task`` that fails the first time it runs in ``run_dir``."""
     marker = Path(run_dir) / "failed-once"

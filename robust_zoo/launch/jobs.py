@@ -10,7 +10,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterable
+from typing import Sequence
 
 from ..fileio import atomic_write_text
 from ..validate import load_json
@@ -22,6 +22,7 @@ STATES = ("done", "running", "pending", "failed")
 _RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED",
             "STOPPED", "RESIZING"}
 _PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED"}
+IN_QUEUE = frozenset(_RUNNING | _PENDING)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,19 +110,28 @@ def aggregator(out: Path) -> str | None:
     return None
 
 
-def queue_states(job_ids: Iterable[str] = ()) -> dict[str, str] | None:
-    """SLURM job id (``12``, ``12_3`` for an array task) → squeue's state, for the jobs the
-    controller still knows (finished ones for a few minutes); None when squeue cannot answer."""
+def queue() -> dict[str, tuple[str, str]] | None:
+    """This user's SLURM jobs the controller still knows (finished ones for a few minutes):
+    job id (``12``, ``12_3`` for an array task) → (squeue's state, its reason: why a job
+    waits); None when squeue cannot answer."""
     if shutil.which("squeue") is None:
         return None
     try:
-        p = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T"],
+        p = subprocess.run(["squeue", "--me", "-h", "-r", "-t", "all", "-o", "%i %T %r"],
                            capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if p.returncode != 0:
         return None
-    return dict(ln.split()[:2] for ln in p.stdout.splitlines() if len(ln.split()) >= 2)
+    rows = [ln.split(None, 2) for ln in p.stdout.splitlines()]
+    return {r[0]: (r[1], r[2].strip() if len(r) > 2 else "") for r in rows if len(r) >= 2}
+
+
+def queue_states() -> dict[str, str] | None:
+    """Job id → squeue's state (``queue()`` without the reasons); None when squeue cannot
+    answer."""
+    q = queue()
+    return None if q is None else {k: state for k, (state, _) in q.items()}
 
 
 def tail(path: Path | None, lines: int = 12) -> str:
@@ -138,9 +148,12 @@ def tail(path: Path | None, lines: int = 12) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def outcome(entry: dict, queue: dict[str, str] | None) -> TaskOutcome:
+def outcome(entry: dict, states: dict[str, str] | None,
+            reasons: dict[str, str] | None = None) -> TaskOutcome:
     """The state of one ledger entry: done when its completion file exists; else what the
-    queue says; a job that has left the queue without the file has failed."""
+    queue (``states``: job id → squeue's state, None when it did not answer) says, with why a
+    pending job waits (``reasons``); a job that has left the queue without the file has
+    failed."""
     run_dir = Path(entry["run_dir"])
     log = Path(entry["log"]) if entry.get("log") else None
     job = entry.get("job_id")
@@ -149,12 +162,14 @@ def outcome(entry: dict, queue: dict[str, str] | None) -> TaskOutcome:
                 restarts=max(0, started.count(job) - 1) if job else 0)
     if (run_dir / entry.get("done_file", "result.json")).exists():
         return TaskOutcome(state="done", **base)
-    q = (queue or {}).get(job or "")
+    q = (states or {}).get(job or "")
     if q in _RUNNING:
         return TaskOutcome(state="running", **base)
     if q in _PENDING:
-        return TaskOutcome(state="pending", **base)
-    if entry.get("launcher") == "slurm" and queue is None:
+        why = (reasons or {}).get(job or "", "")
+        return TaskOutcome(state="pending", detail=why if why not in ("", "None") else "",
+                           **base)
+    if entry.get("launcher") == "slurm" and states is None:
         return TaskOutcome(state="pending", detail="squeue did not answer", **base)
     detail = (q.lower() if q else
               "left the queue without its result (cancelled, or its job was lost)")
@@ -162,7 +177,9 @@ def outcome(entry: dict, queue: dict[str, str] | None) -> TaskOutcome:
         if _alive(entry.get("pid")):
             return TaskOutcome(state="running", **base)
         detail = "not finished (the local run stopped)"
-    return TaskOutcome(state="failed", detail=detail, log_tail=tail(log), **base)
+    logs = (log, log.with_name(log.name.replace("_log.err", "_log.out")) if log else None)
+    return TaskOutcome(state="failed", detail=detail,
+                       log_tail=tail(logs[0]) or tail(logs[1]), **base)
 
 
 def _alive(pid) -> bool:
@@ -181,7 +198,17 @@ def _alive(pid) -> bool:
 
 def status(out: Path) -> Status:
     """The state of every run the ledgers under ``out`` name (its latest submission)."""
-    entries = latest_entries(out)
-    need_queue = any(e.get("launcher") == "slurm" for e in entries.values())
-    queue = queue_states() if need_queue else {}
-    return Status(tuple(outcome(e, queue) for e in entries.values()))
+    entries = list(latest_entries(out).values())
+    states, reasons = split_queue(entries)
+    return Status(tuple(outcome(e, states, reasons) for e in entries))
+
+
+def split_queue(entries: Sequence[dict]) -> tuple[dict[str, str] | None, dict[str, str]]:
+    """One squeue call for ``entries`` (none when no entry is a SLURM job): (job id → state, or
+    None when squeue did not answer; job id → why it waits)."""
+    if not any(e.get("launcher") == "slurm" for e in entries):
+        return {}, {}
+    q = queue()
+    if q is None:
+        return None, {}
+    return {k: v[0] for k, v in q.items()}, {k: v[1] for k, v in q.items()}

@@ -60,13 +60,13 @@ def executor(folder: Path, opts: LaunchOptions, kind: str, name: str):
 
 
 def refusal(e: BaseException) -> UsageError:
-    """sbatch's own reason for refusing a job (``sbatch: error: ...``) as a ``UsageError``."""
-    text = str(e)
-    reasons = re.findall(r"sbatch: error: (.+)", text)
-    reason = "; ".join(r.strip() for r in reasons if "Batch job submission failed" not in r)
-    failed = [r.split("Batch job submission failed:", 1)[1].strip()
-              for r in reasons if "Batch job submission failed:" in r]
-    reason = "; ".join(x for x in (*failed, reason) if x) or \
-        (text.strip().splitlines() or ["no reason given"])[-1]
+    """sbatch's own reason for refusing a job (its lines ``sbatch: error:…``) as a
+    ``UsageError``."""
+    reasons = [r.strip() for r in re.findall(r"sbatch: error:\s*(.+)", str(e))]
+    final = [r.split(":", 1)[1].strip() for r in reasons
+             if r.startswith("Batch job submission failed:")]
+    reason = "; ".join(final + [r for r in reasons if not r.startswith("Batch job submission")])
+    if not reason:
+        reason = (str(e).strip().splitlines() or ["no reason given"])[-1]
     return UsageError(f"sbatch refused the job: {reason} (check --partition, --account, --qos, "
                       "--constraint and --slurm-extra; sinfo lists the partitions)")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..console import progress
+from ..console import progress, report_error
 from ..errors import RobustZooError, UsageError
 from . import jobs
 from .jobs import TaskOutcome
@@ -78,17 +78,20 @@ class Submission:
     def _watched(self) -> list[dict]:
         return self.entries + self.in_flight
 
+    def _poll(self) -> tuple[list[TaskOutcome], dict[str, str]]:
+        entries = [{**e, "launcher": self.launcher} for e in self.entries] + self.in_flight
+        states, reasons = jobs.split_queue(entries)
+        return [jobs.outcome(e, states, reasons) for e in entries], states or {}
+
     def outcomes(self) -> list[TaskOutcome]:
         """Where each run of this submission (and each carried over) stands now."""
-        entries = [{**e, "launcher": self.launcher} for e in self.entries] + self.in_flight
-        need = any(e.get("launcher") == "slurm" for e in entries)
-        queue = jobs.queue_states() if need else {}
-        return [jobs.outcome(e, queue) for e in entries]
+        return self._poll()[0]
 
     def wait(self, progress_bar: bool = True, poll_s: float = 2.0,
              timeout_s: float | None = None) -> list[TaskOutcome]:
-        """Block until no run is pending or running (a bar counts the ended ones); the
-        outcomes, skipped finished runs first. ``timeout_s`` bounds the wait (TimeoutError)."""
+        """Block until every run has ended: failed, or done with its job gone from the queue
+        (its log complete); a bar counts them. The outcomes, skipped finished runs first.
+        ``timeout_s`` bounds the wait (TimeoutError)."""
         done = [TaskOutcome(key=t.key, run_dir=Path(t.run_dir), state="done",
                             attempts=len(jobs.attempts(t.run_dir))) for t in self.skipped_done]
         total = len(self._watched())
@@ -97,41 +100,52 @@ class Submission:
                        unit="run", leave=False)
         try:
             while True:
-                now = self.outcomes()
-                ended = sum(o.state in ("done", "failed") for o in now)
-                bar.update(ended - bar.n)
-                if ended == total:
+                now, queue = self._poll()
+                ended = [o.state == "failed" or
+                         (o.state == "done" and queue.get(o.job_id or "") not in jobs.IN_QUEUE)
+                         for o in now]
+                bar.update(sum(ended) - bar.n)
+                if all(ended):
                     return done + now
                 if deadline is not None and time.monotonic() > deadline:
-                    left = [o.key for o in now if o.state not in ("done", "failed")]
+                    left = [o.key for o, e in zip(now, ended) if not e]
                     raise TimeoutError(f"runs still queued after {timeout_s:g} s: {left}")
                 time.sleep(poll_s)
         finally:
             bar.close()
 
 
+def _failures(outcomes: Sequence[TaskOutcome]) -> tuple[str, str] | None:
+    """(one line naming the failed runs, why and their logs; the first one's log tail)."""
+    failed = [o for o in outcomes if o.state != "done"]
+    if not failed:
+        return None
+    names = "; ".join(f"{o.key} ({o.detail or o.state}, log {o.log})" for o in failed[:5])
+    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    return f"{len(failed)} of {len(outcomes)} runs failed: {names}{more}", failed[0].log_tail
+
+
 def check_outcomes(outcomes: Sequence[TaskOutcome]) -> None:
     """Raise ``JobsFailed`` naming every failed run, why and its log, with the last lines of
     the first failed run's log."""
-    failed = [o for o in outcomes if o.state != "done"]
-    if not failed:
-        return
-    names = "; ".join(f"{o.key} ({o.detail or o.state}, log {o.log})" for o in failed[:5])
-    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-    tail = f"\n{failed[0].log_tail}" if failed[0].log_tail else ""
-    raise JobsFailed(f"{len(failed)} of {len(outcomes)} runs failed: {names}{more}{tail}")
+    found = _failures(outcomes)
+    if found:
+        line, tail = found
+        raise JobsFailed(f"{line}\n{tail}" if tail else line)
 
 
 def exit_status(outcomes: Sequence[TaskOutcome]) -> int:
-    """What a program's ``--wait`` returns: 0 when every run is done; else 1, after printing
-    ``error: N of M runs failed: …`` (each failed run, why, its log) and the last lines of the
-    first failed run's log to stderr."""
-    try:
-        check_outcomes(outcomes)
-    except JobsFailed as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    """What a program's ``--wait`` returns: 0 when every run is done; else 1, after the one
+    ``error:`` line naming each failed run, why and its log, and the last lines of the first
+    failed run's log, on stderr."""
+    found = _failures(outcomes)
+    if not found:
+        return 0
+    line, tail = found
+    report_error(JobsFailed(line))
+    if tail:
+        print("\n".join(f"    | {ln}" for ln in tail.splitlines()), file=sys.stderr, flush=True)
+    return 1
 
 
 def _entry(task: Task, job_id: str, log: Path | None) -> dict:
@@ -158,8 +172,9 @@ def _split(tasks: Sequence[Task], out: Path) -> tuple[list[Task], list[Task], li
     queued = [earlier[t.key] for t in todo if earlier.get(t.key, {}).get("launcher") == "slurm"]
     in_flight = []
     if queued:
-        queue = jobs.queue_states() or {}
-        in_flight = [e for e in queued if jobs.outcome(e, queue).state in ("pending", "running")]
+        states, _ = jobs.split_queue(queued)
+        in_flight = [e for e in queued
+                     if jobs.outcome(e, states).state in ("pending", "running")]
     busy = {e["key"] for e in in_flight}
     return [t for t in todo if t.key not in busy], done, in_flight
 
@@ -208,19 +223,24 @@ def launch(tasks: Sequence[Task], opts: LaunchOptions, out: Path, *, kind: str =
 
 def _submit_jobs(tasks: Sequence[Task], opts: LaunchOptions, folder: Path, kind: str,
                  name: str) -> list:
+    """One sbatch call for an array; one per task for ``ddp``, where a refusal part-way
+    cancels the jobs already submitted (the submission is all or nothing)."""
+    from submitit.core.utils import FailedJobError
+
     from . import slurm
 
     ex = slurm.executor(folder, opts, kind, name)
+    submitted: list = []
     try:
         if kind == "array":
             return ex.map_array(Resumable(), list(tasks))
-        return [ex.submit(Resumable(), t) for t in tasks]
-    except Exception as e:
-        from submitit.core.utils import FailedJobError
-
-        if isinstance(e, (FailedJobError, OSError)):
-            raise slurm.refusal(e) from None
-        raise
+        for t in tasks:
+            submitted.append(ex.submit(Resumable(), t))
+        return submitted
+    except (FailedJobError, OSError) as e:
+        for job in submitted:
+            job.cancel(check=False)
+        raise slurm.refusal(e) from None
 
 
 def _remove_new(folder: Path, parents: Sequence[Path]) -> None:

@@ -44,13 +44,14 @@ def attempts(run_dir: Path) -> list[str]:
 
 def run_task(task: Task) -> str:
     """Run ``task`` (here or in a job): record the attempt in its run folder, call it, and check
-    that it left its completion file; returns the run folder."""
+    that it left its completion file; returns the run folder. Of a job's several processes only
+    rank 0 records and checks (the others call the task too)."""
     run_dir = Path(task.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     job = os.environ.get("SLURM_ARRAY_JOB_ID")
     job = (f"{job}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if job
            else os.environ.get("SLURM_JOB_ID", "local"))
-    rank = int(os.environ.get("SLURM_PROCID", "0"))
+    rank = int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))   # or torchrun's
     if rank == 0:
         with open(run_dir / ATTEMPTS_FILE, "a") as f:       # one short line: an atomic append
             f.write(f"{job} {time.time():.0f}\n")
