@@ -163,6 +163,44 @@ def test_two_torchrun_agents_c10d_give_the_weights_of_one_agent_with_two_process
     assert len(ckpt.read(out / "checkpoint.pt")["rng"]) == 2
 
 
+# ----------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("program, argv, message", [
+    ("robust-zoo", ["regenerate", "--out", "{tmp}/z"], "name one or more models, or pass --all"),
+    ("robust-zoo", ["regenerate", "resnet50_l2_eps3", "--all", "--out", "{tmp}/z"], "not both"),
+    ("robust-zoo", ["regenerate", "resnet50_l2_eps9", "--out", "{tmp}/z"],
+     "No model named 'resnet50_l2_eps9'"),
+    ("robust-zoo", ["regenerate", "resnet50_l2_eps3", "--out", "{tmp}/z", "--launcher", "slurm",
+                    "--nodes", "0"], "--nodes"),
+    ("evaluate", ["a", "b", "--data", "{tmp}"], "pass --out DIR"),
+    ("evaluate", ["a", "--all", "--data", "{tmp}", "--out", "{tmp}/e"], "not both"),
+    ("train", [*RUN_ARGS, "--out", "{tmp}/held", "--launcher", "slurm"], "already holds a run"),
+    ("train", [*RUN_ARGS, "--out", "{tmp}/t", "--launcher", "slurm", "--time", "-5"], "--time"),
+])
+def test_bad_input_of_the_cluster_commands_is_one_line_and_writes_nothing(
+        program, argv, message, tmp_path, capsys):
+    from robust_zoo.cli.commands import main as robust_zoo_main
+    from robust_zoo.evaluate import main as evaluate_main
+    from robust_zoo.train import main as train_main
+
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "model.safetensors").write_bytes(b"")
+    main = {"robust-zoo": robust_zoo_main, "evaluate": evaluate_main, "train": train_main}
+    assert main[program]([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["held"]
+
+
+def test_without_sbatch_a_slurm_training_says_what_to_install(tmp_path, monkeypatch, capsys):
+    from robust_zoo.train import main
+
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    out = tmp_path / "run"
+    assert main([*RUN_ARGS, "--out", str(out), "--launcher", "slurm", "--nodes", "2"]) == 2
+    assert "sbatch is not on PATH" in capsys.readouterr().err and not out.exists()
+
+
 # ----------------------------------------------------------------------------- on SLURM
 
 def ledger_jobs(out: Path) -> list[dict]:

@@ -67,7 +67,7 @@ def train(recipe: Recipe, options: RunOptions) -> RunResult:
     d = distributed.setup(options.device)
     try:
         run = _Run(recipe, options, d)
-        with determinism(run.opt.deterministic, d.device), run.stop:
+        with determinism(run.opt.deterministic, d.device):
             return run.run()
     finally:
         distributed.cleanup(d)
@@ -116,8 +116,9 @@ class _Run:
                                      + [shlex.join(map(str, argv))])
         self.t_start = time.perf_counter()
         self._announce(spec)
-        while self.pos.epoch < int(self.recipe.epochs):
-            self._train_epoch(spec)
+        with self.stop:             # the warning signal, noted while the epochs run
+            while self.pos.epoch < int(self.recipe.epochs):
+                self._train_epoch(spec)
         return self._finish(spec)
 
     # ------------------------------------------------------------------ setup
