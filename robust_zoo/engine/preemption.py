@@ -84,7 +84,9 @@ class Watch:
         if callable(previous):
             previous(int(self.signum), None)       # submitit: rank 0 requeues and exits
             if self.d.enabled and not self.d.is_main:
-                time.sleep(WAIT_FOR_REQUEUE_S)     # the requeue ends this task
+                # the requeue ends this task with SIGTERM (which submitit ignores otherwise)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                time.sleep(WAIT_FOR_REQUEUE_S)
         elif previous in (signal.SIG_DFL, None):
             signal.signal(self.signum, signal.SIG_DFL)
             os.kill(os.getpid(), self.signum)      # the default action: the process ends

@@ -55,7 +55,7 @@ def training_task(key: str, recipe: Recipe, options: RunOptions):
 def program_lines(log: str) -> list[str]:
     """The lines the training program printed in a job's log (submitit's own and srun's
     lines left out)."""
-    noise = ("submitit ", "srun: ", "slurmstepd: ")
+    noise = ("submitit ", "srun: ", "slurmstepd")
     return [ln for ln in log.splitlines() if ln.strip() and not ln.startswith(noise)]
 
 
