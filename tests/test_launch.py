@@ -72,7 +72,7 @@ def _text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
-def test_the_flags_give_launch_options():
+def test_the_flags_give_launch_options(tmp_path):
     o = _options(["--launcher", "slurm", "--partition", "gpu", "--nodes", "2", "--gpus-per-node",
                   "4", "--cpus-per-task", "8", "--mem-gb", "64", "--time", "01:30:00",
                   "--account", "a", "--qos", "high", "--constraint", "h100",
@@ -87,6 +87,13 @@ def test_the_flags_give_launch_options():
     assert (p["nodes"], p["ntasks_per_node"], p["gpus_per_node"], p["time"], p["mem"]) == \
         (2, 4, 4, 90, "64GB")
     assert p["additional_parameters"] == {"mail-type": "END", "exclusive": True}
+    script = slurm_backend.executor(tmp_path, o, "ddp", "train")._make_submission_file_text(
+        "python -m x", "uid")
+    for line in ("--partition=gpu", "--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4",
+                 "--cpus-per-task=8", "--mem=64GB", "--time=90", "--account=a", "--qos=high",
+                 "--constraint=h100", "--mail-type=END", "--exclusive", "--signal=USR2@90",
+                 "--job-name=train"):
+        assert f"#SBATCH {line}\n" in script, line
     default = _options([])
     assert (default.launcher, default.tasks, default.nodes) == ("local", 1, 1)
     assert _options(["--time", "1-00:00:00"]).time_min == 24 * 60

@@ -402,7 +402,7 @@ class SlurmCluster:
         deadline = time.monotonic() + 3
         while any(_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for pid in pids:
+        for pid in pids + self.leftover_pids():      # slurmstepd outlives slurmd
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if self.munge_dir is not None:
@@ -419,6 +419,29 @@ class SlurmCluster:
         while self.run("squeue", "-h", "-o", "%i", check=False).strip() and \
                 time.monotonic() < deadline:
             time.sleep(0.2)
+
+    def leftover_pids(self) -> list[int]:
+        """Processes of this cluster other than its daemons (slurmstepd, a job's processes):
+        those whose environment names its slurm.conf, this process and its parents excepted."""
+        import os
+
+        mine = {os.getpid()}
+        p = os.getppid()
+        while p > 1 and p not in mine:
+            mine.add(p)
+            try:
+                p = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                break
+        needle = f"SLURM_CONF={self.conf}".encode()
+        found = []
+        for d in Path("/proc").glob("[0-9]*"):
+            try:
+                if int(d.name) not in mine and needle in (d / "environ").read_bytes().split(b"\0"):
+                    found.append(int(d.name))
+            except OSError:
+                continue
+        return found
 
     # -- clients
     def run(self, *cmd: str, check: bool = True) -> str:
