@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -220,10 +221,10 @@ def test_ddp_job_preempted_and_requeued_ends_with_the_torchrun_weights(
         data, references, slurm_env, monkeypatch, tmp_path, capsys):
     """``--launcher slurm --tasks-per-node 2``: one job of two gloo ranks whose rendezvous
     comes from SLURM's environment. It gets the warning signal mid-epoch (checkpoint at that
-    step, submitit requeues it), then ``scontrol requeue`` in its second run (killed, started
-    again from the last checkpoint); ``--resume --wait`` then waits for it without submitting
-    it again, prints what the run printed, and the weights are those of the uninterrupted
-    ``torchrun --nproc-per-node 2`` run."""
+    step, submitit requeues it), then ``scontrol requeuehold`` in its second run (SLURM's
+    SIGTERM: checkpoint at that step too; held until ``--resume --wait`` is waiting for it);
+    ``--resume --wait`` waits for it without submitting it again, prints what the run printed,
+    and the weights are those of the uninterrupted ``torchrun --nproc-per-node 2`` run."""
     from robust_zoo.launch.tasks import attempts
     from robust_zoo.train import main
 
@@ -241,12 +242,18 @@ def test_ddp_job_preempted_and_requeued_ends_with_the_torchrun_weights(
     stopped = ckpt.load(out, kind="train")[0]["global_step"]
     wait_for(lambda: any(r["global_step"] > stopped for r in step_records(out)),
              "a step of the second run")
-    slurm_env.scontrol("requeue", job)
-    start_when_requeued(slurm_env, job)
+    # requeued and held, so the run cannot finish before the waiting command below looks
+    slurm_env.scontrol("requeuehold", job)
+    slurm_env.wait_state(job, ("PENDING",))
+    release = threading.Timer(1.0, lambda: (slurm_env.scontrol("release", job),
+                                            start_when_requeued(slurm_env, job)))
+    release.start()
     assert main(["--resume", "--out", str(out), "--launcher", "slurm", "--wait"]) == 0
+    release.join()
     said = capsys.readouterr()
     assert "not submitted again" in said.out and [t["key"] for t in ledger_jobs(out)] == ["run"]
     assert f"stopping on SIGUSR2 after global step {stopped}" in said.err
+    assert "stopping on SIGTERM after global step" in said.err      # the requeue's SIGTERM
     assert said.err.count("Resuming") == 2 and "wrote " in said.err.splitlines()[-1]
     assert "submitit" not in said.err and "slurmstepd" not in said.err
     assert len(attempts(out)) == 3
