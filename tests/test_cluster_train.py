@@ -25,13 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # mini_resnet on a 2-class image folder: 2 epochs × 7 steps of a global batch of 8, L2 PGD with
 # a random start, deterministic kernels; checkpoints only at epoch ends, so a checkpoint
-# mid-epoch can only come from the warning signal. Every run here trains this recipe, on one
-# process (8 per step) or two (2 × 4).
+# mid-epoch can only come from the scheduler's signals. Every run here trains this recipe, on
+# two processes (2 × 4 per step) or, for one epoch (ONE_EPOCH), on one process (8 per step).
 RUN_ARGS = ["--arch", "mini_resnet", "--dataset", "imagefolder", "--input-size", "16",
             "--norm", "l2", "--eps", "0.5", "--random-start", "--epochs", "2", "--batch-size", "8",
             "--lr", "0.05", "--log-every", "3", "--deterministic", "--no-progress",
             "--final-eval-steps", "3", "--eval-limit", "10", "--final-eval-limit", "8",
             "--name", "r10", "--workers", "0"]
+
+ONE_EPOCH = [*RUN_ARGS, "--epochs", "1"]
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -82,10 +84,10 @@ def finished(proc: subprocess.Popen, timeout: float = 300) -> str:
 
 @pytest.fixture(scope="module")
 def references(data, tmp_path_factory) -> dict[str, Path]:
-    """The uninterrupted runs of RUN_ARGS, side by side: one process ("one") and
+    """The uninterrupted runs of RUN_ARGS, side by side: one process for one epoch ("one") and
     ``torchrun --standalone --nproc-per-node 2`` ("two", what every 2-rank launch reproduces)."""
     root = tmp_path_factory.mktemp("references")
-    one = subprocess.Popen(train_cmd(*RUN_ARGS, "--data", data, "--out", root / "one"),
+    one = subprocess.Popen(train_cmd(*ONE_EPOCH, "--data", data, "--out", root / "one"),
                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                            text=True)
     two = torchrun("--standalone", "--nproc-per-node", "2", out=root / "two", data=data)
@@ -122,7 +124,7 @@ def test_warning_signal_checkpoints_mid_epoch_and_the_resumed_run_is_bit_identic
     writes its checkpoint at that step (it has no periodic checkpoints) and ends by the signal;
     ``--resume`` continues to the uninterrupted run's exact weights."""
     out = tmp_path / "run"
-    proc = subprocess.Popen(train_cmd(*RUN_ARGS, "--data", data, "--out", out),
+    proc = subprocess.Popen(train_cmd(*ONE_EPOCH, "--data", data, "--out", out),
                             env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     wait_for(lambda: step_records(out), "the first step record", proc=proc)
