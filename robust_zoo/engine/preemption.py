@@ -1,14 +1,16 @@
-"""Stopping a run at a step boundary when the scheduler warns that it will stop it.
+"""Stopping a run at a step boundary when the scheduler says it will stop it.
 
 SLURM sends a warning signal ahead of a time limit or a preemption (``sbatch --signal``;
-submitit asks for USR2, 90 s ahead, and ``SUBMITIT_PREEMPT_SIGNAL`` names another). While a
-training loop runs inside ``watch(d)``, that signal only records the request. The loop asks
-``requested()`` after each step (every rank asks at the same step and they agree: the flags are
-summed over the ranks), writes its checkpoint where it is, and calls ``hand_over()``: the
-handler that was there before runs. Under submitit that handler re-submits the task and requeues
-the job (rank 0) and the other ranks wait for the requeue to stop them; with no handler (the
-signal's default action) the process ends by the signal, as it would have without the watch.
-Either way the next start resumes from the checkpoint at the step where the signal came.
+submitit asks for USR2, 90 s ahead, and ``SUBMITIT_PREEMPT_SIGNAL`` names another), and SIGTERM
+when it stops a job (``scontrol requeue``, ``scancel``, the end of a preemption's grace time).
+While a training loop runs inside ``watch(d)``, either signal only records the request. The loop
+asks ``requested()`` after each step (every rank asks at the same step and they agree: the flags
+are summed over the ranks), writes its checkpoint where it is, and calls ``hand_over()``. The
+warning goes to the handler that was there before: under submitit it re-submits the task and
+requeues the job (rank 0), and the other ranks wait for the requeue to end them. SIGTERM (and a
+warning nobody handles) ends the process as its default action would have; a job being
+requeued is then started again by SLURM. Either way the next start resumes from the checkpoint
+at the step where the signal came, instead of from the last periodic one.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ..errors import RobustZooError
 from . import distributed
@@ -40,57 +42,67 @@ def warning_signal() -> signal.Signals:
 
 
 class Watch:
-    """The warning signal, noted while a loop runs (see the module docstring)."""
+    """The warning signal and SIGTERM, noted while a loop runs (see the module docstring)."""
 
     def __init__(self, d: distributed.Dist, signum: signal.Signals | None = None):
         self.d = d
         self.signum = signum or warning_signal()
-        self.received: int | None = None
-        self.previous = None
-        self.active = False
+        self.watched = (self.signum, signal.SIGTERM)
+        self.received: set[int] = set()
+        self.previous: dict[int, Any] = {}
+        self.previous_used: dict[int, Any] = {}         # the handlers ``_restore`` put back
+        self.stopping: signal.Signals | None = None     # what ``requested`` agreed on
 
     def __enter__(self) -> "Watch":
         # signal handlers can only be set from the main thread; elsewhere nothing is watched
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(self.signum, self._note)
-            self.active = True
+            for sig in self.watched:
+                self.previous[sig] = signal.signal(sig, self._note)
         return self
 
     def __exit__(self, *exc) -> None:
         self._restore()
 
     def _restore(self) -> None:
-        if self.active:
-            signal.signal(self.signum, self.previous)
-            self.active = False
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous_used, self.previous = self.previous, {}
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
-        self.received = signum
+        self.received.add(signum)
 
     def requested(self) -> bool:
-        """True on every rank when any rank has received the signal (a collective: every rank
-        calls it at the same step)."""
-        flag = float(self.received is not None)
+        """True on every rank when any rank has received a watched signal (a collective: every
+        rank calls it at the same step). The warning wins over SIGTERM when both came."""
+        flags = [float(self.signum in self.received), float(signal.SIGTERM in self.received)]
         if self.d.enabled:
-            flag = distributed.all_reduce_sum(self.d, [flag])[0]
-        return flag > 0
+            flags = distributed.all_reduce_sum(self.d, flags)
+        if flags[0] > 0:
+            self.stopping = self.signum
+        elif flags[1] > 0:
+            self.stopping = signal.SIGTERM
+        return self.stopping is not None
 
     def hand_over(self) -> NoReturn:
-        """After the checkpoint: run the handler that was there before (see the module
-        docstring). Raises ``Preempted`` where that handler neither exits nor stops us."""
+        """After the checkpoint: the warning goes to the handler that was there before
+        (submitit's: rank 0 requeues the job and exits, the others wait for the requeue's
+        SIGTERM); SIGTERM, and a warning nobody handles, end the process as the signal's default
+        action does. Raises ``Preempted`` where neither happens."""
+        sig = self.stopping or self.signum
         self._restore()
         distributed.barrier(self.d)
-        previous = self.previous
-        if callable(previous):
-            previous(int(self.signum), None)       # submitit: rank 0 requeues and exits
+        previous = self.previous_used.get(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if sig == self.signum and callable(previous):
+            previous(int(sig), None)                   # submitit: rank 0 requeues and exits
             if self.d.enabled and not self.d.is_main:
-                time.sleep(WAIT_FOR_REQUEUE_S)     # the requeue ends this task
-        elif previous in (signal.SIG_DFL, None):
-            signal.signal(self.signum, signal.SIG_DFL)
-            os.kill(os.getpid(), self.signum)      # the default action: the process ends
+                time.sleep(WAIT_FOR_REQUEUE_S)         # the requeue's SIGTERM ends this task
+        elif sig == signal.SIGTERM or previous in (signal.SIG_DFL, None):
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)                  # the default action: the process ends
             time.sleep(5.0)
-        raise Preempted(f"stopped on signal {signal.Signals(self.signum).name} after writing a "
-                        "checkpoint; start the run again with --resume to continue it")
+        raise Preempted(f"stopped on {signal.Signals(sig).name} after writing a checkpoint; "
+                        "start the run again with --resume to continue it")
 
 
 def watch(d: distributed.Dist) -> Watch:

@@ -14,7 +14,7 @@ from ..fileio import atomic_write_text
 RESULT = "result.json"
 TABLE = "results.json"
 
-__all__ = ["evaluate_job", "evaluate_many", "format_table", "RESULT", "TABLE"]
+__all__ = ["evaluate_job", "evaluate_many", "format_table", "tables", "RESULT", "TABLE"]
 
 
 def evaluate_job(name: str, data: str, run_dir: str, kwargs: dict[str, Any]) -> None:
@@ -56,16 +56,29 @@ def format_table(results: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def tables(out: str | Path) -> list[str]:
+    """The table of every model evaluated into ``out`` (``OUT/NAME/result.json``), also written
+    as ``OUT/results.json``: what the waiting process, ``robust-zoo jobs OUT`` or the next run
+    of the command prints (one process aggregates; array tasks write only their own folder)."""
+    out = Path(out)
+    results = [json.loads(p.read_text()) for p in sorted(out.glob(f"*/{RESULT}"))]
+    if not results:
+        return []
+    atomic_write_text(out / TABLE, json.dumps(results, indent=2) + "\n")
+    return format_table(results).splitlines()
+
+
 def evaluate_many(names: Sequence[str], data: str, out: str | Path, kwargs: dict[str, Any],
                   launch_opts) -> int:
     """One task per model (finished ones skipped); once all have their result, the table."""
-    from ..launch import Task, check_outcomes, launch
+    from ..launch import Task, exit_status, launch
 
     out = Path(out).expanduser().absolute()
     data = str(Path(data).expanduser().absolute())
     tasks = [Task(key=n, run_dir=out / n, fn=evaluate_job, args=(n, data, str(out / n), kwargs),
                   done_file=RESULT) for n in names]
-    sub = launch(tasks, launch_opts, out, kind="array", name="evaluate")
+    sub = launch(tasks, launch_opts, out, kind="array", name="evaluate",
+                 aggregate="robust_zoo.evaluate.array:tables")
     if launch_opts.launcher == "slurm":
         for line in sub.describe():
             print(line, file=sys.stderr)
@@ -73,8 +86,7 @@ def evaluate_many(names: Sequence[str], data: str, out: str | Path, kwargs: dict
             print(f"when every run has finished, run the same command again (or pass --wait) "
                   f"for the table; robust-zoo jobs {out} shows where they stand", file=sys.stderr)
             return 0
-    check_outcomes(sub.wait(progress_bar=sys.stderr.isatty()))
-    results = [json.loads(t.done_path.read_text()) for t in tasks]
-    atomic_write_text(out / TABLE, json.dumps(results, indent=2) + "\n")
-    print(format_table(results))
-    return 0
+    status = exit_status(sub.wait(progress_bar=sys.stderr.isatty()))
+    for line in tables(out):
+        print(line)
+    return status

@@ -55,7 +55,7 @@ def training_task(key: str, recipe: Recipe, options: RunOptions):
 def program_lines(log: str) -> list[str]:
     """The lines the training program printed in a job's log (submitit's own and srun's
     lines left out)."""
-    noise = ("submitit ", "srun: ", "slurmstepd: ")
+    noise = ("submitit ", "srun: ", "slurmstepd")
     return [ln for ln in log.splitlines() if ln.strip() and not ln.startswith(noise)]
 
 
@@ -80,7 +80,7 @@ def submit(recipe: Recipe, options: RunOptions, launch_opts, argv: Sequence[str]
     ``.jobs``. Prints the job id and log; with ``--wait`` waits, then prints what the run
     printed, and fails naming the log when the job failed."""
     from ..engine import checkpoint as ckpt
-    from ..launch import check_outcomes, launch
+    from ..launch import exit_status, launch
 
     run_dir = Path(options.out)
     if not options.resume and (ckpt.exists(run_dir) or (run_dir / outputs.WEIGHTS).is_file()):
@@ -94,11 +94,10 @@ def submit(recipe: Recipe, options: RunOptions, launch_opts, argv: Sequence[str]
     if not launch_opts.wait:
         return 0
     outcomes = sub.wait(progress_bar=sys.stderr.isatty())
-    check_outcomes(outcomes)
     _wait_until_ended([o.job_id for o in outcomes if o.job_id])
     for o in outcomes:
         log = Path(o.log) if o.log else None
         if log is not None and log.is_file():
             for line in program_lines(log.read_text(errors="replace")):
                 print(line, file=sys.stderr)
-    return 0
+    return exit_status(outcomes)

@@ -10,7 +10,7 @@ from typing import Sequence
 from ..errors import UsageError
 from . import outputs
 
-__all__ = ["regenerate", "entry_names", "entry_recipe"]
+__all__ = ["regenerate", "entry_names", "entry_recipe", "manifest_of_runs"]
 
 
 def entry_names(names: Sequence[str], all_entries: bool, manifest: str | None) -> list[str]:
@@ -43,7 +43,7 @@ def regenerate(names: Sequence[str], *, out: str | Path, data: str | None, manif
                launch_opts, argv: Sequence[str], device: str | None = None) -> int:
     """Submit (or with ``--launcher local`` run here) one training run per entry; write the
     manifest of the regenerated entries once all of them have finished."""
-    from ..launch import check_outcomes, launch
+    from ..launch import exit_status, launch
     from .jobs import training_task
     from .options import RunOptions
 
@@ -55,16 +55,31 @@ def regenerate(names: Sequence[str], *, out: str | Path, data: str | None, manif
                              progress=launch_opts.launcher == "local", argv=list(argv),
                              notes=notes)
         tasks.append(training_task(name, recipe, options))
-    sub = launch(tasks, launch_opts, out, kind="ddp", name="regenerate")
+    sub = launch(tasks, launch_opts, out, kind="ddp", name="regenerate",
+                 aggregate="robust_zoo.train.regenerate:manifest_of_runs")
     for line in sub.describe():
         print(line)
+    status = 0
     if launch_opts.launcher == "slurm" and not launch_opts.wait:
         if not all(t.is_done() for t in tasks):
             print(f"when every run has finished, run the same command again (or pass --wait) "
                   f"to write {out / outputs.MANIFEST}")
             return 0
     else:
-        check_outcomes(sub.wait(progress_bar=sys.stderr.isatty()))
-    path = outputs.combined_manifest(out, {t.key: t.run_dir for t in tasks})
-    print(f"wrote {path}: {len(tasks)} entries ({', '.join(t.key for t in tasks)})")
-    return 0
+        status = exit_status(sub.wait(progress_bar=sys.stderr.isatty()))
+    for line in manifest_of_runs(out):
+        print(line)
+    return status
+
+
+def manifest_of_runs(out: str | Path) -> list[str]:
+    """``OUT/weights_manifest.json`` with the entry of every finished run folder under ``OUT``
+    (what the waiting process, ``robust-zoo jobs OUT`` or the next run of the command writes:
+    one process aggregates)."""
+    out = Path(out)
+    runs = {p.parent.name: p.parent for p in sorted(out.glob(f"*/{outputs.WEIGHTS}"))
+            if (p.parent / outputs.MANIFEST).is_file()}
+    if not runs:
+        return []
+    path = outputs.combined_manifest(out, runs)
+    return [f"wrote {path}: {len(runs)} entries ({', '.join(runs)})"]

@@ -67,7 +67,7 @@ def train(recipe: Recipe, options: RunOptions) -> RunResult:
     d = distributed.setup(options.device)
     try:
         run = _Run(recipe, options, d)
-        with determinism(run.opt.deterministic, d.device), run.stop:
+        with determinism(run.opt.deterministic, d.device):
             return run.run()
     finally:
         distributed.cleanup(d)
@@ -99,7 +99,7 @@ class _Run:
         self.b = self.B // d.world_size              # per rank
         self.pos = _Position()
         self.stats0 = self.window0 = TrainStats()    # the sums an interrupted epoch continues
-        self.stop = preemption.watch(d)              # the scheduler's warning signal
+        self.stop = preemption.watch(d)              # the scheduler's signals
 
     def run(self) -> RunResult:
         state = self.state
@@ -116,8 +116,9 @@ class _Run:
                                      + [shlex.join(map(str, argv))])
         self.t_start = time.perf_counter()
         self._announce(spec)
-        while self.pos.epoch < int(self.recipe.epochs):
-            self._train_epoch(spec)
+        with self.stop:             # the scheduler's signals, noted while the epochs run
+            while self.pos.epoch < int(self.recipe.epochs):
+                self._train_epoch(spec)
         return self._finish(spec)
 
     # ------------------------------------------------------------------ setup
@@ -295,8 +296,8 @@ class _Run:
             self._stop()
 
     def _stop(self):
-        """The warning signal came: the checkpoint is written, hand the job back."""
-        _say(self.d, f"stopping on {self.stop.signum.name} after global step "
+        """The scheduler's signal came: the checkpoint is written, hand the job back."""
+        _say(self.d, f"stopping on {self.stop.stopping.name} after global step "
                      f"{self.pos.global_step}: checkpoint written, the next start resumes there")
         self.stop.hand_over()
 
