@@ -1,4 +1,5 @@
-"""Check ``robust_zoo.formats.upstream`` against MadryLab's real ``robustness`` library (maintainer script).
+"""Check ``robust_zoo.formats.upstream`` against MadryLab's real ``robustness`` library
+(maintainer script).
 
 Not run in CI: it needs ``robustness`` and its dependencies, kept out of the project venv::
 

@@ -169,7 +169,7 @@ def test_unpinned_url_file_recorded_reported_and_pinned(drive, tmp_path, capsys)
     gets = drive.count("GET", DRIVE_HOST)
     assert same(robust_zoo.load("Engstrom2019Robustness", manifest=path), net)
     assert cli.main(["info", "Engstrom2019Robustness", "--manifest", str(path)]) == 0
-    assert f"sha256=unpinned (recorded on first download: {sha}" in capsys.readouterr().out
+    assert f"unpinned: sha256 {sha} recorded on first download" in capsys.readouterr().out
     assert cli.main(["verify", "Engstrom2019Robustness", "--manifest", str(path)]) == 0
     assert f"sha256 {sha} = the sha256 recorded on its first download" in capsys.readouterr().out
     assert cli.main(["pin", "--manifest", str(path)]) == 0
