@@ -59,22 +59,6 @@ def program_lines(log: str) -> list[str]:
     return [ln for ln in log.splitlines() if ln.strip() and not ln.startswith(noise)]
 
 
-def _wait_until_ended(job_ids: Sequence[str], timeout_s: float = 60.0) -> None:
-    """Wait (a bounded time) for jobs whose run has its result to leave the queue, so their
-    logs are complete: a run is done once its weights exist, a moment before it ends."""
-    import time
-
-    from ..launch.jobs import queue_states
-
-    ending = ("RUNNING", "COMPLETING", "CONFIGURING", "PENDING", "REQUEUED", "SIGNALING")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        queue = queue_states() or {}
-        if not any(queue.get(str(j)) in ending for j in job_ids):
-            return
-        time.sleep(0.5)
-
-
 def submit(recipe: Recipe, options: RunOptions, launch_opts, argv: Sequence[str]) -> int:
     """``--launcher slurm``: the run as one job (``kind="ddp"``), its ledger in the run folder's
     ``.jobs``. Prints the job id and log; with ``--wait`` waits, then prints what the run
@@ -93,8 +77,7 @@ def submit(recipe: Recipe, options: RunOptions, launch_opts, argv: Sequence[str]
         print(line)
     if not launch_opts.wait:
         return 0
-    outcomes = sub.wait(progress_bar=sys.stderr.isatty())
-    _wait_until_ended([o.job_id for o in outcomes if o.job_id])
+    outcomes = sub.wait(progress_bar=sys.stderr.isatty())   # once the job has left the queue
     for o in outcomes:
         log = Path(o.log) if o.log else None
         if log is not None and log.is_file():
