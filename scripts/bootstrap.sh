@@ -17,10 +17,11 @@ PY=${PYTHON:-python3}
 # robustbench is the reference of the fidelity tests (tests/test_families.py and the loader's):
 # its own ImageNet model builders and loader, run against ours. It pins timm==1.0.9 and
 # gdown==5.1.0, which would downgrade timm, so it is installed without dependencies, plus what
-# its imports need (setuptools<81 still ships the pkg_resources it imports).
+# its imports need, at the versions the tests were run with (setuptools<81 still ships the
+# pkg_resources it imports).
 .venv/bin/python -m pip install -q --no-deps "robustbench==1.1.1"
-.venv/bin/python -m pip install -q gdown geotorch torchdiffeq beautifulsoup4 soupsieve \
-    "setuptools<81" pandas
+.venv/bin/python -m pip install -q "gdown==6.5.1" "geotorch==0.4.0" "torchdiffeq==0.2.5" \
+    "beautifulsoup4==4.15.0" "soupsieve==4.1.3" "setuptools==80.10.2" "pandas==3.1.1"
 # submitit (the [cluster] extra, part of [dev] above) is how --launcher slurm submits jobs.
 .venv/bin/python -c "import submitit" 2>/dev/null || .venv/bin/python -m pip install -q -e ".[cluster]"
 # The SLURM tests start a private single-node cluster (tests/conftest.py: slurm): they need
