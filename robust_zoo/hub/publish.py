@@ -127,24 +127,8 @@ def _keys(a) -> str:
                                          "mobilenet", "shufflenet", "vgg") else "RobustBench"
 
 
-def _sizes(entry: Entry) -> tuple[int, float]:
-    """(input side, crop_pct) of the entry's eval preprocessing: a resize to the shorter side
-    and a center crop (crop_pct = crop / resize), a square resize (1.0) or a crop alone
-    (1.0)."""
-    size, pct = getattr(entry, "input_size", None), getattr(entry, "crop_pct", None)
-    if isinstance(size, int) and isinstance(pct, float):      # the entry's own reading
-        return size, pct
-    p = entry.preprocessing
-    crop, resize = p.get("crop"), p.get("resize", 256 if p.get("crop") in (None, 224) else None)
-    if isinstance(resize, (list, tuple)):
-        return int(crop or resize[0]), 1.0
-    size = int(crop or getattr(get_arch(entry.arch), "input_size", 224))
-    return size, round(size / resize, 4) if isinstance(resize, (int, float)) else 1.0
-
-
 def _input_line(entry: Entry) -> str:
-    p, size = entry.preprocessing, _sizes(entry)[0]
-    resize = p.get("resize", 256 if p.get("crop") in (None, 224) else None)
+    size, resize = entry.input_size, entry.preprocessing.get("resize", 256)   # as transforms()
     if isinstance(resize, (list, tuple)):
         return f"{size} px, resized to {resize[0]}×{resize[1]}"
     if resize:
@@ -160,7 +144,7 @@ def timm_config(entry: Entry) -> dict[str, Any]:
     normalizes inside the model; ``normalization`` says so."""
     a = get_arch(entry.arch)
     p = entry.preprocessing
-    crop, crop_pct = _sizes(entry)
+    crop, crop_pct = entry.input_size, entry.crop_pct
     cfg: dict[str, Any] = {
         "architecture": (a.timm or {}).get("architecture", a.name),
         "num_classes": entry.num_classes,
