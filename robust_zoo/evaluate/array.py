@@ -71,7 +71,7 @@ def tables(out: str | Path) -> list[str]:
 def evaluate_many(names: Sequence[str], data: str, out: str | Path, kwargs: dict[str, Any],
                   launch_opts) -> int:
     """One task per model (finished ones skipped); once all have their result, the table."""
-    from ..launch import Task, exit_status, launch
+    from ..launch import Task, finish, launch
 
     out = Path(out).expanduser().absolute()
     data = str(Path(data).expanduser().absolute())
@@ -82,11 +82,5 @@ def evaluate_many(names: Sequence[str], data: str, out: str | Path, kwargs: dict
     if launch_opts.launcher == "slurm":
         for line in sub.describe():
             print(line, file=sys.stderr)
-        if not launch_opts.wait and not all(t.is_done() for t in tasks):
-            print(f"when every run has finished, run the same command again (or pass --wait) "
-                  f"for the table; robust-zoo jobs {out} shows where they stand", file=sys.stderr)
-            return 0
-    status = exit_status(sub.wait(progress_bar=sys.stderr.isatty()))
-    for line in tables(out):
-        print(line)
-    return status
+    return finish(sub, tasks, launch_opts, tables, then="for the table",
+                  log=lambda line: print(line, file=sys.stderr))

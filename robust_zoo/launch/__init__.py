@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from .jobs import Status, TaskOutcome, status
 from .options import LaunchOptions, add_launch_arguments, launch_options, parse_time
-from .submit import JobsFailed, Submission, check_outcomes, exit_status, launch
+from .submit import JobsFailed, Submission, check_outcomes, exit_status, finish, launch
 from .tasks import Task, at_preemption, run_task
 
 __all__ = ["LaunchOptions", "add_launch_arguments", "launch_options", "parse_time", "Task",
            "launch", "Submission", "TaskOutcome", "Status", "status", "check_outcomes",
-           "JobsFailed", "exit_status", "at_preemption", "run_task"]
+           "JobsFailed", "exit_status", "finish", "at_preemption", "run_task"]

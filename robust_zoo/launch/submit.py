@@ -148,6 +148,25 @@ def exit_status(outcomes: Sequence[TaskOutcome]) -> int:
     return 1
 
 
+def finish(sub: "Submission", tasks: Sequence[Task], opts: LaunchOptions, aggregate, *,
+           then: str, log=print) -> int:
+    """A program's last step after ``launch``: under SLURM without ``--wait``, while runs are
+    unfinished, one line saying that the same command again (or ``--wait``) ``then``, and 0;
+    else wait for the runs (``exit_status``), print the lines of ``aggregate(out)`` (the one
+    process that aggregates) and return the status."""
+    status = 0
+    if opts.launcher == "slurm" and not opts.wait:
+        if not all(t.is_done() for t in tasks):
+            log(f"when every run has finished, run the same command again (or pass --wait) "
+                f"{then}")
+            return 0
+    else:
+        status = exit_status(sub.wait(progress_bar=sys.stderr.isatty()))
+    for line in aggregate(sub.out):
+        print(line)
+    return status
+
+
 def _entry(task: Task, job_id: str, log: Path | None) -> dict:
     return {"key": task.key, "run_dir": str(Path(task.run_dir).resolve()),
             "done_file": task.done_file, "job_id": job_id, "log": str(log) if log else None}

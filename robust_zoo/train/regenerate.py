@@ -3,7 +3,6 @@ job per entry (``OUT/NAME``), entries whose run folder already holds the finishe
 and, once every run has finished, one manifest of them all (``OUT/weights_manifest.json``)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -43,7 +42,7 @@ def regenerate(names: Sequence[str], *, out: str | Path, data: str | None, manif
                launch_opts, argv: Sequence[str], device: str | None = None) -> int:
     """Submit (or with ``--launcher local`` run here) one training run per entry; write the
     manifest of the regenerated entries once all of them have finished."""
-    from ..launch import exit_status, launch
+    from ..launch import finish, launch
     from .jobs import training_task
     from .options import RunOptions
 
@@ -59,17 +58,8 @@ def regenerate(names: Sequence[str], *, out: str | Path, data: str | None, manif
                  aggregate="robust_zoo.train.regenerate:manifest_of_runs")
     for line in sub.describe():
         print(line)
-    status = 0
-    if launch_opts.launcher == "slurm" and not launch_opts.wait:
-        if not all(t.is_done() for t in tasks):
-            print(f"when every run has finished, run the same command again (or pass --wait) "
-                  f"to write {out / outputs.MANIFEST}")
-            return 0
-    else:
-        status = exit_status(sub.wait(progress_bar=sys.stderr.isatty()))
-    for line in manifest_of_runs(out):
-        print(line)
-    return status
+    return finish(sub, tasks, launch_opts, manifest_of_runs,
+                  then=f"to write {out / outputs.MANIFEST}")
 
 
 def manifest_of_runs(out: str | Path) -> list[str]:
