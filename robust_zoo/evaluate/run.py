@@ -33,6 +33,7 @@ from ..engine.evaluation import (AUTOATTACK_VERSIONS, AutoAttackUnavailable,
 from ..engine.precision import check_precision, compile_model
 from ..errors import RobustZooError, UsageError, message
 from ..naming import check_norm, eps_close, eps_display, parse_eps, parse_int
+from .. import validate
 from ..recipe import default_step_size
 from .corruptions import corruption_folders, corruption_transform, summarize
 
@@ -107,9 +108,8 @@ _ATTACKED = ("pgd_top1", "autoattack_top1")
 def threat_model(entry, norm: str, corruptions: bool = False) -> str:
     """RobustBench's threat-model name of this evaluation: "corruptions" for common-corruption
     accuracy or a corruption-robust entry (norm "none"), else "Linf" / "L2" of ``norm``."""
-    if corruptions or (entry is not None and entry.norm not in ("l2", "linf")):
-        return "corruptions"
-    return {"linf": "Linf", "l2": "L2"}[norm]
+    none = corruptions or (entry is not None and entry.norm == "none")
+    return validate.threat_models(None, "none" if none else norm)[0]
 
 
 def _claim_applies(claim: dict, name: str, norm: str, eps: float, threat: str | None) -> bool:
