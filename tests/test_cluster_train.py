@@ -114,6 +114,10 @@ def test_slurm_tasks_become_torchrun_ranks():
     assert distributed.slurm_environment(dict(env, RANK="0", WORLD_SIZE="2")) == {}
     batch = {k: v for k, v in env.items() if k != "SLURM_STEP_NUM_TASKS"}
     assert distributed.slurm_environment(dict(batch, SLURM_NTASKS="4")) == {}
+    # the rank a job's task reads before any group exists (it alone records the attempt)
+    assert distributed.launch_rank(env) == 3
+    assert distributed.launch_rank(dict(env, RANK="1", WORLD_SIZE="2")) == 1
+    assert distributed.launch_rank(dict(batch, SLURM_PROCID="0")) == 0
 
 
 # ----------------------------------------------------------------------------- the warning signal

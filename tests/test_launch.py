@@ -224,8 +224,8 @@ def test_requeued_and_preempted_tasks_resume_from_their_run_folders(slurm_env, l
     """Two array tasks. ``count`` stalls after step 2 of its first attempt: ``scontrol
     requeue`` kills it, and the requeued job counts on from step 2 to the sum of an
     uninterrupted count. ``pre`` gets SLURM's warning signal (SIGUSR2, as before a time limit
-    or a preemption): submitit calls the task's checkpoint, the run's at_preemption hook saves
-    its state, the job requeues itself, and the next start resumes from what the hook saved."""
+    or a preemption): the run saves its step where the signal finds it and hands the signal to
+    submitit, which requeues the job, and the next start resumes from what was saved."""
     out, steps = tmp_path / "out", 4
     count, pre = out / "count", out / "pre"
     sub = launch([Task("count", count, zoo.counting_task, (str(count), steps, 0.05, 2)),
@@ -239,7 +239,8 @@ def test_requeued_and_preempted_tasks_resume_from_their_run_folders(slurm_env, l
     assert [(o.state, o.attempts, o.restarts) for o in outcomes] == [("done", 2, 1)] * 2
     assert json.loads((count / "result.json").read_text()) == \
         {"sum": sum(i * i for i in range(1, steps + 1)), "attempts": 2}
-    assert json.loads((pre / "result.json").read_text()) == {"saved": {"step": 7}, "attempts": 2}
+    result = json.loads((pre / "result.json").read_text())
+    assert result["attempts"] == 2 and result["saved"]["step"] >= 1, result
     o = outcomes[1]
     stdout = o.log.with_name(o.log.name.replace("_log.err", "_log.out")).read_text()
     assert "this job is preempted" in o.log.read_text() + stdout

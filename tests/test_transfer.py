@@ -569,6 +569,56 @@ def test_full_network_resume_reproduces_uninterrupted_run(folder, tmp_path):
     assert not (tmp_path / "cut" / "checkpoint.pt").exists()     # removed once finished
 
 
+def test_full_network_stopped_by_the_warning_signal_mid_epoch_resumes_bit_identical(
+        folder, tmp_path, monkeypatch):
+    """SLURM's warning signal (SIGUSR2, ahead of a time limit or a preemption) lands in the
+    middle of epoch 2: the run writes its checkpoint at that step and hands the signal to the
+    handler that was there before (submitit's requeues the job; here the test's notes it), then
+    stops. The resumed run ends with the uninterrupted run's exact weights and history."""
+    import signal
+
+    from safetensors.torch import load_file
+
+    from robust_zoo.engine import checkpoint as ckpt
+    from robust_zoo.engine.loop import Trainer
+    from robust_zoo.engine.preemption import Preempted
+    from robust_zoo.transfer.runner import run_transfer
+
+    model = zoo_model("resnet18")
+    cfg = TransferConfig(mode="full", epochs=3, image_size=32, lr=0.01, batch_size=8)
+    common = dict(data_root=folder, progress=False, log=lambda *a: None, model_name="r18")
+    ref = run_transfer(model, "imagefolder", out_dir=tmp_path / "ref", config=cfg, **common)
+    steps = -(-ref["n_train"] // cfg.batch_size)
+    train_step, done = Trainer.train_step, []
+
+    def step_then_signal(self, x, y):
+        out = train_step(self, x, y)
+        done.append(len(y))
+        if len(done) == steps + 2:                  # after step 2 of epoch 2
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    noted: list[int] = []
+    before = signal.signal(signal.SIGUSR2, lambda sig, frame: noted.append(sig))
+    try:
+        with pytest.raises(Preempted):
+            run_transfer(model, "imagefolder", out_dir=tmp_path / "cut", config=cfg, **common)
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+        monkeypatch.undo()
+    assert noted == [signal.SIGUSR2] and len(done) == steps + 2    # stopped at that step
+    state, _ = ckpt.load(tmp_path / "cut", kind="transfer")
+    assert (state["epoch"], state["step"]) == (1, 2)
+    said: list[str] = []
+    res = run_transfer(model, "imagefolder", out_dir=tmp_path / "cut", config=cfg, resume=True,
+                       **dict(common, log=said.append))
+    assert any("after epoch 1/3, step 2" in line for line in said), said
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("ref", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert res["history"] == ref["history"] and res["accuracy"] == ref["accuracy"]
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def _cli(args: list[str], capsys) -> tuple[int, str]:

@@ -709,13 +709,15 @@ def ranks_task(run_dir: str) -> None:
 
 
 def preempted_task(run_dir: str) -> None:
-    """A run that saves ``saved.json`` from its preemption hook (``launch.at_preemption``)
-    and, on its first attempt, waits after writing ``waiting`` until that signal comes; the
-    next attempt writes ``result.json`` with what the hook saved."""
+    """A run that checkpoints where SLURM's warning signal finds it, as training and transfer
+    do (``engine.preemption``): its first attempt writes ``waiting`` and counts steps until the
+    signal comes, saves the step in ``saved.json`` and hands the signal on (submitit requeues
+    the job); the next attempt writes ``result.json`` with what was saved."""
     import time
 
+    from robust_zoo.engine import preemption
+    from robust_zoo.engine.distributed import Dist
     from robust_zoo.fileio import atomic_write_text
-    from robust_zoo.launch import at_preemption
 
     run = Path(run_dir)
     saved = run / "saved.json"
@@ -724,10 +726,14 @@ def preempted_task(run_dir: str) -> None:
         atomic_write_text(run / "result.json", json.dumps(
             {"saved": json.loads(saved.read_text()), "attempts": attempts}))
         return
-    at_preemption(lambda: atomic_write_text(saved, json.dumps({"step": 7})))
-    (run / "waiting").write_text("")
-    while True:
-        time.sleep(0.1)
+    with preemption.watch(Dist()) as stop:
+        (run / "waiting").write_text("")
+        step = 0
+        while not stop.requested():
+            step += 1
+            time.sleep(0.05)
+        atomic_write_text(saved, json.dumps({"step": step}))
+        stop.hand_over()
 
 
 def flaky_task(run_dir: str, x: int) -> None:

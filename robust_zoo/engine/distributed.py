@@ -67,6 +67,14 @@ def slurm_environment(env: dict[str, str] | None = None) -> dict[str, str]:
             "MASTER_PORT": env.get("MASTER_PORT") or str(lo + job % (hi - lo))}
 
 
+def launch_rank(env: dict[str, str] | None = None) -> int:
+    """This process's rank as its launcher gave it, read before (or without) any process group:
+    torchrun's ``RANK``, else that of a task of a multi-task ``srun`` step
+    (``slurm_environment``), else 0."""
+    env = os.environ if env is None else env
+    return int(env.get("RANK") or slurm_environment(env).get("RANK", "0"))
+
+
 def first_host(nodelist: str) -> str:
     """The first host of a SLURM node list (``node[03-05,7],gpu1`` -> ``node03``): what
     ``scontrol show hostnames`` prints first, read without it where it is not installed."""
@@ -108,7 +116,7 @@ def setup(device: str | None = None) -> Dist:
     for key, value in slurm_environment().items():
         os.environ.setdefault(key, value)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launch_rank()
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -105,7 +105,7 @@ def _main(argv: list[str]) -> int:
         result = evaluate(names[0], args.data, **kwargs)
     finally:
         distributed.shutdown()
-    if result["world_size"] == 1 or int(os.environ.get("RANK", "0")) == 0:
+    if result["world_size"] == 1 or distributed.launch_rank() == 0:
         print(format_report(result))
         if args.json_out:
             from ..fileio import atomic_write_text

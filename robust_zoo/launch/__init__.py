@@ -7,8 +7,8 @@ from __future__ import annotations
 from .jobs import Status, TaskOutcome, status
 from .options import LaunchOptions, add_launch_arguments, launch_options, parse_time
 from .submit import JobsFailed, Submission, check_outcomes, exit_status, finish, launch
-from .tasks import Task, at_preemption, run_task
+from .tasks import Task, run_task
 
 __all__ = ["LaunchOptions", "add_launch_arguments", "launch_options", "parse_time", "Task",
            "launch", "Submission", "TaskOutcome", "Status", "status", "check_outcomes",
-           "JobsFailed", "exit_status", "finish", "at_preemption", "run_task"]
+           "JobsFailed", "exit_status", "finish", "run_task"]

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..engine import distributed
+
 ATTEMPTS_FILE = ".attempts"
-_PREEMPTION_HOOKS: list[Callable[[], None]] = []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,7 @@ def run_task(task: Task) -> str:
     job = os.environ.get("SLURM_ARRAY_JOB_ID")
     job = (f"{job}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if job
            else os.environ.get("SLURM_JOB_ID", "local"))
-    rank = int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))   # or torchrun's
+    rank = distributed.launch_rank()
     if rank == 0:
         with open(run_dir / ATTEMPTS_FILE, "a") as f:       # one short line: an atomic append
             f.write(f"{job} {time.time():.0f}\n")
@@ -59,13 +60,6 @@ def run_task(task: Task) -> str:
     if rank == 0 and not task.is_done():
         raise RuntimeError(f"task {task.key} returned without writing {task.done_path}")
     return str(run_dir)
-
-
-def at_preemption(hook: Callable[[], None]) -> None:
-    """Call ``hook()`` when the job running this process is preempted or reaches its time limit
-    (before it is requeued); a run uses it to save what it would otherwise lose. Hooks live for
-    the process."""
-    _PREEMPTION_HOOKS.append(hook)
 
 
 def _resumable_base():
@@ -78,9 +72,11 @@ def _resumable_base():
 
 class Resumable(_resumable_base()):   # type: ignore[misc]
     """What a SLURM job calls: ``run_task`` on its task. On the scheduler's warning signal
-    (preemption, time limit) submitit calls ``checkpoint``: the preemption hooks run, and the
-    same call is requeued; the task then resumes from its run folder. A job stopped without
-    warning (``scontrol requeue``, a node failure) is requeued by SLURM and calls it again too."""
+    (preemption, time limit) submitit calls ``checkpoint``, and the same call is requeued; the
+    task then resumes from its run folder. A run that saves where the signal finds it watches
+    for it with ``engine.preemption`` (training and transfer do), which hands the signal on to
+    submitit once its checkpoint is written. A job stopped without warning (``scontrol
+    requeue``, a node failure) is requeued by SLURM and calls the task again too."""
 
     def __call__(self, task: Task) -> str:
         return run_task(task)
@@ -88,6 +84,4 @@ class Resumable(_resumable_base()):   # type: ignore[misc]
     def checkpoint(self, task: Task):
         from submitit.helpers import DelayedSubmission
 
-        for hook in list(_PREEMPTION_HOOKS):
-            hook()
         return DelayedSubmission(Resumable(), task)

@@ -3,9 +3,10 @@ trained behind the frozen network) and prediction, on the package's one engine.
 
 Runs as one process or under ``torchrun`` (DDP; NCCL on CUDA, Gloo on CPU). The global batch is
 the recipe's (64), split across processes. On CUDA the defaults are bf16 autocast and
-channels_last. A checkpoint (``robust_zoo.engine.checkpoint``) is written after every epoch, so
-``resume=True`` picks up after the last finished epoch with the same optimizer, schedule, RNG
-states and data order.
+channels_last. A checkpoint (``robust_zoo.engine.checkpoint``) is written after every epoch, and
+at the step where the scheduler's warning signal or SIGTERM arrives (``engine.preemption``), so
+``resume=True`` picks up where the run stopped with the same optimizer, schedule, RNG states and
+data order.
 
 Data order and augmentation follow ``robust_zoo.data.sampling``, as in training: epoch ``e``
 visits the training set in ``epoch_permutation(n, seed, e)`` order and every sample's
@@ -14,10 +15,13 @@ the same permutation, which is what makes the two paths comparable.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import torch
 from torch import nn
@@ -27,7 +31,8 @@ from ..console import progress as progress_bar
 from ..data.sampling import ResumableSampler, SeededDataset
 from ..engine.distributed import Dist, barrier
 from ..engine import checkpoint as ckpt
-from ..engine.loop import Trainer, predict
+from ..engine import preemption
+from ..engine.loop import Trainer, TrainStats, predict
 from ..engine.optim import build_optimizer, build_scheduler
 from ..engine.precision import channels_last_default, compile_model, resolve_precision
 
@@ -90,7 +95,8 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
     """Train ``model``'s trainable parameters with the recipe in ``cfg`` (a TransferConfig with
     ``lr`` resolved); returns timing and per-epoch history. ``model`` is trained in place.
 
-    ``checkpoint`` is the run folder (or file) whose checkpoint is written after every epoch;
+    ``checkpoint`` is the run folder (or file) whose checkpoint is written after every epoch,
+    and at the step where the scheduler's signal came (the run then stops: ``preemption``);
     ``on_epoch_end(epoch, record)`` is called after it is written.
     """
     dist = dist or Dist()
@@ -105,55 +111,112 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
         model.to(memory_format=torch.channels_last)
     opt = build_optimizer(model.parameters(), cfg)
     sched = build_scheduler(opt, cfg)
-    start, history = 0, []
+    at = _Position()
     if resume and checkpoint is not None and ckpt.exists(checkpoint):
-        start, history = _resume(checkpoint, model, opt, sched, cfg, dist, log)
+        at = _resume(checkpoint, model, opt, sched, cfg, dist, log)
     trainer = _trainer(model, opt, cfg, dist, precision, cl)
     sampler, loader = _train_loader(train_ds, cfg, dist, workers)
-    t0 = time.perf_counter()
-    for epoch in range(start, cfg.epochs):
-        sampler.set_epoch(epoch)
-        bar = progress_bar(loader, enabled=progress and dist.is_main, leave=False,
-                           desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        stats = trainer.train_one_epoch(bar, where=f"epoch {epoch + 1}").all_reduce(dist)
-        sched.step()
-        rec = {"epoch": epoch + 1, "train_loss": stats.loss, "lr": opt.param_groups[0]["lr"]}
-        if test_ds is not None and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 \
-                and epoch + 1 < cfg.epochs:
-            p, t = predict_dataset(model, test_ds, dist=dist, precision=precision,
-                                   channels_last=cl, workers=workers)
-            rec.update({f"test_{k}": v for k, v in accuracy_metrics(p, t).items() if k != "n"})
-        history.append(rec)
-        if checkpoint is not None:
-            ckpt.save_run(checkpoint, dist, kind="transfer", model=model, optimizer=opt,
-                          scheduler=sched, recipe=cfg.to_dict(), epoch=epoch + 1,
-                          history=history)
-        if dist.is_main and not progress:
-            log(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['train_loss']:.4f}")
-        barrier(dist)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, rec)
+    save = functools.partial(ckpt.save_run, checkpoint, dist, kind="transfer", model=model,
+                             optimizer=opt, scheduler=sched, recipe=cfg.to_dict())
+    steps = -(-sampler.num_samples // sampler.batch_size)      # the last batch may be short
+    stop = preemption.watch(dist) if checkpoint is not None else None
+    first, t0 = at.epoch, time.perf_counter()
+    with stop or contextlib.nullcontext():
+        for epoch in range(first, cfg.epochs):
+            sampler.set_epoch(epoch, at.step)
+            bar = progress_bar(loader, enabled=progress and dist.is_main, leave=False,
+                               desc=f"epoch {epoch + 1}/{cfg.epochs}")
+            at_step = _StopAtStep(stop, save, at, epoch, steps, log)
+            stats = trainer.train_one_epoch(bar, start_step=at.step, stats=at.stats,
+                                            after_step=at_step, where=f"epoch {epoch + 1}")
+            sched.step()
+            at = _Position(epoch + 1, history=at.history)
+            rec = _epoch_record(model, stats.all_reduce(dist), epoch, opt, cfg, test_ds, dist,
+                                precision, cl, workers)
+            at.history.append(rec)
+            if checkpoint is not None:
+                save(epoch=epoch + 1, step=0, history=at.history)
+            if dist.is_main and not progress:
+                log(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['train_loss']:.4f}")
+            barrier(dist)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, rec)
+            if stop is not None and epoch + 1 < cfg.epochs and stop.requested():
+                at_step.stop(f"after epoch {epoch + 1}")
     if cl:
         model.to(memory_format=torch.contiguous_format)
-    return {"train_s": time.perf_counter() - t0, "history": history, "start_epoch": start,
+    return {"train_s": time.perf_counter() - t0, "history": at.history, "start_epoch": first,
             "precision": precision, "channels_last": cl}
 
 
+def _epoch_record(model: nn.Module, stats: TrainStats, epoch: int, opt, cfg,
+                  test_ds: Dataset | None, dist: Dist, precision: str, cl: bool,
+                  workers: int) -> dict[str, Any]:
+    """The finished epoch's record: loss, lr, and test accuracy where ``cfg.eval_every`` asks
+    for it (not after the last epoch: the run's result measures that)."""
+    rec = {"epoch": epoch + 1, "train_loss": stats.loss, "lr": opt.param_groups[0]["lr"]}
+    if test_ds is not None and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 \
+            and epoch + 1 < cfg.epochs:
+        p, t = predict_dataset(model, test_ds, dist=dist, precision=precision,
+                               channels_last=cl, workers=workers)
+        rec.update({f"test_{k}": v for k, v in accuracy_metrics(p, t).items() if k != "n"})
+    return rec
+
+
+@dataclasses.dataclass
+class _Position:
+    """Where a run is: ``epoch`` epochs done and ``step`` steps of the next one, with that
+    epoch's loss sums so far (on rank 0; the sums over the ranks) and the finished epochs'
+    records."""
+    epoch: int = 0
+    step: int = 0
+    stats: TrainStats = dataclasses.field(default_factory=TrainStats)
+    history: list = dataclasses.field(default_factory=list)
+
+
+class _StopAtStep:
+    """``after_step`` of one epoch: when the scheduler's signal has come (``preemption``;
+    every rank asks at every step), write the checkpoint at this step and hand the job over."""
+
+    def __init__(self, stop: preemption.Watch | None, save: Callable, at: _Position,
+                 epoch: int, steps: int, log: Callable):
+        self.watch, self.save, self.at, self.epoch, self.steps, self.log = \
+            stop, save, at, epoch, steps, log
+
+    def __call__(self, step: int, x, y, running) -> None:
+        if self.watch is None or step + 1 == self.steps or not self.watch.requested():
+            return
+        sums = running.stats(step=step + 1).all_reduce(self.watch.d)
+        self.save(epoch=self.epoch, step=step + 1, epoch_stats=sums.to_list(),
+                  history=self.at.history)
+        self.stop(f"at step {step + 1}/{self.steps} of epoch {self.epoch + 1}")
+
+    def stop(self, where: str) -> NoReturn:
+        if self.watch.d.is_main:
+            self.log(f"stopping on {self.watch.stopping.name} {where}: checkpoint written, "
+                     "the next start resumes there")
+        self.watch.hand_over()
+
+
 def _resume(checkpoint: Path, model: nn.Module, opt, sched, cfg, dist: Dist,
-            log: Callable) -> tuple[int, list]:
-    """(epochs done, history) of the run's checkpoint, its states restored into the run."""
+            log: Callable) -> _Position:
+    """Where the run's checkpoint is, its states restored into the run."""
     state, used = ckpt.load(checkpoint, kind="transfer")
-    start, history = int(state["epoch"]), list(state.get("history", []))
+    at = _Position(int(state["epoch"]), int(state.get("step", 0)),
+                   history=list(state.get("history", [])))
+    if dist.is_main and "epoch_stats" in state:      # the sums over ranks live on rank 0
+        at.stats = TrainStats.from_list(state["epoch_stats"])
     ckpt.restore(state, dist, model=model, optimizer=opt, scheduler=sched,
-                 reseed=cfg.seed * 100_003 + start * 101)
+                 reseed=cfg.seed * 100_003 + at.epoch * 101 + at.step)
     now = cfg.to_dict()
     changed = {k: (v, now.get(k)) for k, v in state.get("recipe", {}).items()
                if k not in ("epochs", "eval_every", "compile") and now.get(k) != v}
     if dist.is_main:
         if changed:
             warnings.warn(f"Resuming {used} with a different recipe: {changed}")
-        log(f"resumed from {used} after epoch {start}/{cfg.epochs}")
-    return start, history
+        where = f", step {at.step}" if at.step else ""
+        log(f"resumed from {used} after epoch {at.epoch}/{cfg.epochs}{where}")
+    return at
 
 
 def _trainer(model: nn.Module, opt, cfg, dist: Dist, precision: str, cl: bool) -> Trainer:
