@@ -180,8 +180,10 @@ class _Broken(torch.utils.data.Dataset):
     ("usage", "error: image 1 (b.png) is truncated; re-download it"),
     ("decode", "can't decode byte 0xff")])
 def test_an_error_from_a_dataloader_worker_is_one_line(capsys, kind, text):
+    from robust_zoo.data.common import Loader
+
     def main(argv):
-        for _ in torch.utils.data.DataLoader(_Broken(kind), batch_size=1, num_workers=1):
+        for _ in Loader(_Broken(kind), batch_size=1, num_workers=1):
             pass
 
     assert run_main(main, []) == 2

@@ -77,6 +77,43 @@ def test_training_on_a_damaged_file_exits_2_naming_it(tmp_path, capsys, workers)
     assert "broken.png" in err and "Traceback" not in err
 
 
+class _FailsAt(torch.utils.data.Dataset):
+    def __init__(self, bad: int):
+        self.bad = bad
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        if i == self.bad:
+            raise DataError(f"item {i} is damaged")
+        return torch.zeros(2), i
+
+
+def test_the_loaders_workers_end_with_a_failed_or_abandoned_iteration():
+    """The package's loader ends its worker processes when a worker's error reaches the loop
+    or the loop is left early, while the error (which refers to the loader) is still held;
+    persistent workers stay for the next epoch."""
+    import multiprocessing
+
+    from robust_zoo.data.common import Loader
+
+    before = set(multiprocessing.active_children())
+    with pytest.raises(DataError, match="item 5 is damaged") as err:
+        for _ in Loader(_FailsAt(5), batch_size=2, num_workers=2):
+            pass
+    assert err.value and set(multiprocessing.active_children()) <= before
+    batches = iter(Loader(_FailsAt(-1), batch_size=2, num_workers=2))
+    assert next(batches)[1].tolist() == [0, 1]
+    assert set(multiprocessing.active_children()) > before
+    batches.close()             # as when a loop left early drops its iterator
+    assert set(multiprocessing.active_children()) <= before
+    kept = Loader(_FailsAt(-1), batch_size=2, num_workers=2, persistent_workers=True)
+    assert [y.tolist() for _, y in kept][-1] == [6, 7]
+    assert set(multiprocessing.active_children()) > before
+    del kept
+
+
 def test_an_image_folder_counts_what_is_on_disk_with_symlinked_folders(tmp_path):
     """A link back to a parent folder does not multiply the images; a linked class folder
     and a linked sub-folder are still read (data set trees are often links)."""

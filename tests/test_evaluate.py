@@ -476,7 +476,10 @@ def test_cli_autoattack_standard_that_cannot_run_is_one_line_exit_2(small_zoo, c
 def test_an_empty_image_file_is_one_line_naming_it(small_zoo, tmp_path, capsys, workers,
                                                    suffix):
     """A 0-byte image is a DataError naming the file, one line, whether it is read in the main
-    process or in a DataLoader worker (which wraps the error in its traceback)."""
+    process or in a DataLoader worker (which wraps the error in its traceback). The workers have
+    ended when the error arrives: the error that is kept refers to the loader, and would
+    otherwise keep them until a later garbage collection, which then stalls joining them."""
+    import multiprocessing
     import shutil
 
     from robust_zoo.data import DataError
@@ -486,8 +489,10 @@ def test_an_empty_image_file_is_one_line_naming_it(small_zoo, tmp_path, capsys, 
     bad = tree / "class2" / f"empty{suffix}"
     bad.write_bytes(b"")
     kw = dict(workers=workers, autoattack="off", steps=1, progress=False)
+    before = set(multiprocessing.active_children())
     with pytest.raises(DataError) as err:
         evaluate("mini_resnet_l2_eps0_5", str(tree), manifest=man, **kw)
+    assert set(multiprocessing.active_children()) <= before
     assert str(err.value).splitlines() == [str(err.value)] and str(bad) in str(err.value)
     assert "0 bytes" in str(err.value) and "Traceback" not in str(err.value)
     rc = main(["mini_resnet_l2_eps0_5", "--manifest", str(man), "--data", str(tree),

@@ -1,5 +1,6 @@
-"""What every data module shares: the error family, the normalization statistics, and how
-in-memory data is read as batches (``tensor_pair``, ``iter_batches``)."""
+"""What every data module shares: the error family, the normalization statistics, how
+in-memory data is read as batches (``tensor_pair``, ``iter_batches``), and the package's
+``DataLoader`` (``Loader``), whose workers end when an iteration fails."""
 from __future__ import annotations
 
 from typing import Any, Iterator
@@ -11,7 +12,8 @@ from ..errors import RobustZooError
 
 __all__ = ["DataError", "DatasetNotFoundError", "UnknownDatasetError", "IMAGENET_MEAN",
            "IMAGENET_STD", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",
-           "DIGITS_MEAN", "DIGITS_STD", "NO_NORM", "tensor_pair", "iter_batches"]
+           "DIGITS_MEAN", "DIGITS_STD", "NO_NORM", "tensor_pair", "iter_batches", "Loader",
+           "stop_workers"]
 
 
 class DataError(RobustZooError, ValueError):
@@ -63,8 +65,35 @@ def iter_batches(data: Any, batch_size: int | None = None
         raise DataError("data must be (images, labels) tensors or an iterable of (images, "
                         f"labels) batches such as a DataLoader, got {type(data).__name__}"
                         ) from None
-    for batch in batches:
-        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-            raise DataError("data must yield (images, labels) batches, got a "
-                            f"{type(batch).__name__}")
-        yield batch[0], batch[1]
+    try:
+        for batch in batches:
+            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+                raise DataError("data must yield (images, labels) batches, got a "
+                                f"{type(batch).__name__}")
+            yield batch[0], batch[1]
+    finally:
+        stop_workers(batches)
+
+
+class Loader(torch.utils.data.DataLoader):
+    """torch's ``DataLoader`` whose worker processes end as soon as an iteration over it ends
+    by an error (a bad file read in a worker) or is abandoned, not when the garbage collector
+    reaches the iterator (``stop_workers``). Persistent workers stay, as torch keeps them."""
+
+    def __iter__(self):
+        batches = super().__iter__()
+        try:
+            yield from batches
+        except BaseException:            # GeneratorExit too: the loop was left early
+            if not self.persistent_workers:
+                stop_workers(batches)
+            raise
+
+
+def stop_workers(batches: Iterator) -> None:
+    """End the worker processes of a DataLoader iterator now. An iteration ended by an error
+    otherwise keeps them until the garbage collector reaches the iterator (the error's
+    traceback refers to it), which then stalls for seconds while the workers are joined."""
+    shutdown = getattr(batches, "_shutdown_workers", None)   # torch's own, also run by __del__
+    if callable(shutdown):
+        shutdown()

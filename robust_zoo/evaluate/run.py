@@ -25,7 +25,7 @@ from torch import nn
 
 from ..attacks import check_pgd_args
 from ..data import DataError, checked_image_folder, fixed_subset
-from ..data.common import iter_batches, tensor_pair
+from ..data.common import Loader, iter_batches, tensor_pair
 from ..engine import distributed
 from ..engine.evaluation import (AUTOATTACK_VERSIONS, AutoAttackUnavailable,
                                  AutoAttackUnsupported, EvalResult, evaluate_loader,
@@ -85,7 +85,7 @@ def _loader(data, transform, entry, *, limit: int | None, batch_size: int,
 
         sampler = DistributedSampler(ds, num_replicas=d.world_size, rank=d.rank, shuffle=False)
         cap = len(range(d.rank, len(ds), d.world_size))
-    loader = torch.utils.data.DataLoader(
+    loader = Loader(
         ds, batch_size=batch_size, shuffle=False, sampler=sampler,
         num_workers=min(8, os.cpu_count() or 1) if workers is None else workers,
         pin_memory=device.type == "cuda")

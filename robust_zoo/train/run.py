@@ -23,6 +23,7 @@ from ..engine import distributed
 from ..models import archs
 from ..data import (DataError, ResumableSampler, SeededDataset, TensorImages, build_datasets,
                     dataset_kind, fixed_subset)
+from ..data.common import Loader
 from ..engine import checkpoint as ckpt
 from ..engine import preemption
 from ..engine.evaluation import EvalResult, evaluate_loader
@@ -228,7 +229,7 @@ class _Run:
         self.steps_per_epoch = self.sampler.batches_per_epoch()
         # A private generator: creating the loader's iterator must not draw from the global
         # RNG, or a resumed run's attack noise would diverge from the uninterrupted run's.
-        loader = torch.utils.data.DataLoader(
+        loader = Loader(
             SeededDataset(spec.train), batch_size=self.b, sampler=self.sampler,
             num_workers=self.workers, pin_memory=d.device.type == "cuda", drop_last=True,
             collate_fn=spec.collate, generator=torch.Generator().manual_seed(seed))
@@ -355,9 +356,8 @@ class _Run:
         d, model = self.d, self.trainer.attack_model
         ds = fixed_subset(spec.val, limit)
         shard = torch.utils.data.Subset(ds, range(d.rank, len(ds), d.world_size))
-        loader = torch.utils.data.DataLoader(shard, batch_size=self.b, shuffle=False,
-                                             num_workers=self.workers,
-                                             pin_memory=d.device.type == "cuda")
+        loader = Loader(shard, batch_size=self.b, shuffle=False, num_workers=self.workers,
+                        pin_memory=d.device.type == "cuda")
         alpha = step_size if step_size is not None else default_step_size(eps, steps)
         devices = [d.device] if d.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), warnings.catch_warnings():

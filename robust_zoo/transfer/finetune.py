@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..console import progress as progress_bar
+from ..data.common import Loader
 from ..data.sampling import ResumableSampler, SeededDataset
 from ..engine.distributed import Dist, barrier
 from ..engine import checkpoint as ckpt
@@ -60,8 +61,8 @@ def accuracy_metrics(preds: torch.Tensor, labels: torch.Tensor) -> dict[str, flo
 
 def make_loader(ds: Dataset, batch_size: int, workers: int, device: torch.device,
                 **kw) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, num_workers=workers,
-                      pin_memory=device.type == "cuda", persistent_workers=False, **kw)
+    return Loader(ds, batch_size=batch_size, num_workers=workers,
+                  pin_memory=device.type == "cuda", persistent_workers=False, **kw)
 
 
 def predict_dataset(model: nn.Module, ds: Dataset, *, batch_size: int = 256, workers: int = 0,
