@@ -297,6 +297,22 @@ def test_one_home_for_data_order_and_per_sample_seeds():
         "robust_zoo/data/sampling.py:epoch_permutation"]
 
 
+def test_one_data_loader_and_one_home_for_the_schedulers_signals():
+    # every loader the package makes is data.common.Loader (workers end with a failed loop)
+    assert _callers(lambda c, s: _name(c) == "DataLoader") == []
+    assert _callers(lambda c, s: _name(c) == "Loader") == [
+        "robust_zoo/evaluate/run.py:_loader", "robust_zoo/train/run.py:_Run._loader",
+        "robust_zoo/train/run.py:_Run._validate", "robust_zoo/transfer/finetune.py:make_loader"]
+    # signal handlers are set in one place: the step-boundary stop that training and transfer
+    # share (engine.preemption)
+    assert _callers(lambda c, s: s.startswith("signal.signal(")) == [
+        "robust_zoo/engine/preemption.py:Watch.__enter__",
+        "robust_zoo/engine/preemption.py:Watch._restore",
+        "robust_zoo/engine/preemption.py:Watch.hand_over"]
+    assert _callers(lambda c, s: _name(c) == "watch") == [
+        "robust_zoo/train/run.py:_Run.__init__", "robust_zoo/transfer/finetune.py:train_network"]
+
+
 def test_no_lazy_name_is_also_a_submodule_of_its_package():
     """Importing a submodule sets it as an attribute of its package, so a lazy name spelt like a
     submodule would turn into that module once anything imported it."""
