@@ -296,3 +296,32 @@ def test_claims_are_matched_by_name_threat_model_norm_and_eps():
     rows = compare_claims(entry, {"autoattack_top1": 41.0}, norm="l2", eps=3.0, n=5000,
                           threat="L2")
     assert [(r["claimed"], r["ok"]) for r in rows] == [(45.0, False)]
+
+
+
+def test_an_autoattack_claim_measured_with_another_version_is_not_comparable():
+    """RobustBench's AutoAttack accuracies are AutoAttack standard's: measured with "fast" (a
+    weaker attack: a higher accuracy) the row is neither ok nor DIFFERS, and says why, in the
+    report and in the many-model table."""
+    from types import SimpleNamespace
+
+    from robust_zoo.evaluate import compare_claims
+    from robust_zoo.evaluate.array import format_table
+    from robust_zoo.evaluate.run import claim_verdict
+
+    entry = SimpleNamespace(metrics=[
+        {"name": "autoattack_acc", "value": 40.0, "threat_model": "Linf"},
+        {"name": "clean_top1", "value": 70.0}])
+    measured = {"autoattack_top1": 52.0, "clean_top1": 69.5}
+    kw = dict(norm="linf", eps=4 / 255, n=5000, threat="Linf")
+    fast = compare_claims(entry, measured, autoattack="fast", **kw)
+    assert [claim_verdict(r) for r in fast] == ["not comparable", "ok"]
+    assert fast[0]["note"] == ("claimed with AutoAttack standard, measured with fast: "
+                               "not comparable")
+    standard = compare_claims(entry, measured, autoattack="standard", **kw)
+    assert [claim_verdict(r) for r in standard] == ["DIFFERS", "ok"]
+    row = {"model": "m", "n": 5000, "norm": "linf", "eps_display": "4/255",
+           "metrics": {"clean_top1": 69.5, "pgd_top1": None, "autoattack_top1": 52.0},
+           "claims": fast}
+    table = format_table([row])
+    assert "52.00 (40.00 not comparable)" in table and "ok, 1 not comparable" in table

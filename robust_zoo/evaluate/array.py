@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..fileio import atomic_write_text
+from .run import claim_verdict, evaluate
 
 RESULT = "result.json"
 TABLE = "results.json"
@@ -19,8 +20,6 @@ __all__ = ["evaluate_job", "evaluate_many", "format_table", "tables", "RESULT", 
 
 def evaluate_job(name: str, data: str, run_dir: str, kwargs: dict[str, Any]) -> None:
     """One model: ``evaluate(name, data, **kwargs)`` into ``run_dir/result.json``."""
-    from .run import evaluate
-
     result = evaluate(name, data, **kwargs)
     atomic_write_text(Path(run_dir) / RESULT, json.dumps(result, indent=2) + "\n")
 
@@ -32,18 +31,22 @@ def _cell(result: dict, metric: str) -> str:
     claim = next((c for c in result["claims"] if c["name"] == metric), None)
     if claim is None:
         return f"{value:.2f}"
-    return f"{value:.2f} ({claim['claimed']:.2f}{'' if claim['ok'] else ' DIFFERS'})"
+    verdict = claim_verdict(claim)
+    return f"{value:.2f} ({claim['claimed']:.2f}{'' if verdict == 'ok' else ' ' + verdict})"
 
 
 def format_table(results: Sequence[dict]) -> str:
     """One row per model: measured top-1 (claimed, DIFFERS where outside the allowed
-    difference) for clean, PGD and AutoAttack, and whether every claim holds."""
+    difference, not comparable where another attack measured it) for clean, PGD and
+    AutoAttack, and whether every claim holds."""
     head = ("model", "n", "threat", "clean (claimed)", "PGD (claimed)", "AutoAttack (claimed)",
             "claims")
     rows = []
     for r in results:
-        verdict = ("-" if not r["claims"] else
-                   "ok" if all(c["ok"] for c in r["claims"]) else "DIFFERS")
+        verdicts = [claim_verdict(c) for c in r["claims"]]
+        verdict = ("-" if not verdicts else "DIFFERS" if "DIFFERS" in verdicts else
+                   "ok" if set(verdicts) == {"ok"} else
+                   f"ok, {verdicts.count('not comparable')} not comparable")
         rows.append((r["model"], str(r["n"]), f"{r['norm']} {r['eps_display']}",
                      _cell(r, "clean_top1"), _cell(r, "pgd_top1"), _cell(r, "autoattack_top1"),
                      verdict))

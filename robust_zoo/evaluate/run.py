@@ -131,12 +131,16 @@ def _claim_applies(claim: dict, name: str, norm: str, eps: float, threat: str | 
 
 def compare_claims(entry, measured: dict[str, float | None], *, norm: str, eps: float, n: int,
                    tolerance: float = 1.0, threat: str | None = None,
-                   counts: dict[str, int] | None = None) -> list[dict[str, Any]]:
+                   counts: dict[str, int] | None = None,
+                   autoattack: str | None = None) -> list[dict[str, Any]]:
     """Measured vs claimed for each metric the entry claims (under its own name or
     RobustBench's, for the threat model ``threat`` when the claim names one). The allowed
     difference is ``tolerance`` points, widened to the binomial 95% half-width 1.96·√(p(1−p)/n)
     at the claimed accuracy p when n is small enough that sampling alone exceeds it;
-    ``counts`` gives a metric its own n (corruption accuracy counts every corrupted image)."""
+    ``counts`` gives a metric its own n (corruption accuracy counts every corrupted image).
+    ``autoattack`` is the AutoAttack version that measured ``autoattack_top1``: against a claim
+    made with another version (published AutoAttack accuracies are ``standard``'s unless the
+    claim says otherwise) the row is not comparable, ``ok`` is None and ``note`` says why."""
     rows = []
     for name, value in measured.items():
         if value is None or entry is None:
@@ -149,12 +153,21 @@ def compare_claims(entry, measured: dict[str, float | None], *, norm: str, eps: 
             tol, rule = ((tolerance, f"fixed {tolerance:g} pt") if half <= tolerance
                          else (half, f"binomial 95% (n={n_metric})"))
             diff = value - claim["value"]
-            rows.append({"name": name, "measured": value, "claimed": claim["value"], "diff": diff,
-                         "tolerance": tol, "rule": rule, "ok": abs(diff) <= tol,
-                         "claim_n": claim.get("n_examples"), "claim_attack": claim.get("attack"),
-                         "threat_model": claim.get("threat_model"),
-                         "source": claim.get("source")})
+            row = {"name": name, "measured": value, "claimed": claim["value"], "diff": diff,
+                   "tolerance": tol, "rule": rule, "ok": abs(diff) <= tol,
+                   "claim_n": claim.get("n_examples"), "claim_attack": claim.get("attack"),
+                   "threat_model": claim.get("threat_model"), "source": claim.get("source")}
+            claimed_with = (claim.get("attack") or {}).get("version", "standard")
+            if name == "autoattack_top1" and autoattack not in (None, claimed_with):
+                row.update(ok=None, note=f"claimed with AutoAttack {claimed_with}, measured "
+                                         f"with {autoattack}: not comparable")
+            rows.append(row)
     return rows
+
+
+def claim_verdict(row: dict[str, Any]) -> str:
+    """A claim row in one word: ok, DIFFERS, or not comparable (another attack measured it)."""
+    return "not comparable" if row["ok"] is None else "ok" if row["ok"] else "DIFFERS"
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -416,7 +429,7 @@ def _report(res: EvalResult, model, entry, data, attack: dict, aa_info: dict, *,
         counts["corruptions_top1"] = corruptions["n"]
     threat = threat_model(entry, norm, corruptions is not None)
     claims = compare_claims(entry, metrics, norm=norm, eps=eps, n=res.n, tolerance=tolerance,
-                            threat=threat, counts=counts)
+                            threat=threat, counts=counts, autoattack=aa_info.get("version"))
     rb = _robustbench_row(entry, metrics, threat, norm, eps, res.n)
     return {
         "model": entry.name if entry else getattr(model, "name", None) or type(model).__name__,
@@ -508,11 +521,12 @@ def format_report(result: dict[str, Any]) -> str:
         c = claims.get(name)
         rows.append((name, f"{m[name]:.2f}", f"{c['claimed']:.2f}" if c else "-",
                      f"{c['diff']:+.2f}" if c else "-", f"±{c['tolerance']:.2f}" if c else "-",
-                     "" if not c else "ok" if c["ok"] else "DIFFERS"))
+                     claim_verdict(c) if c else ""))
     w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     lines.append("  ".join(h.ljust(w[i]) for i, h in enumerate(head)).rstrip())
     lines += ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
     rules = sorted({c["rule"] for c in result["claims"]})
     if rules:
         lines.append("allowed difference: " + "; ".join(rules))
+    lines += [f"note: {c['name']} {c['note']}" for c in result["claims"] if c.get("note")]
     return "\n".join(lines)
