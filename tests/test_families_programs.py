@@ -298,11 +298,10 @@ def test_claims_are_matched_by_name_threat_model_norm_and_eps():
     assert [(r["claimed"], r["ok"]) for r in rows] == [(45.0, False)]
 
 
-
 def test_an_autoattack_claim_measured_with_another_version_is_not_comparable():
     """RobustBench's AutoAttack accuracies are AutoAttack standard's: measured with "fast" (a
-    weaker attack: a higher accuracy) the row is neither ok nor DIFFERS, and says why, in the
-    report and in the many-model table."""
+    weaker attack: a higher accuracy) the row is neither ok nor DIFFERS and says why, and the
+    many-model table shows it so."""
     from types import SimpleNamespace
 
     from robust_zoo.evaluate import compare_claims
