@@ -14,7 +14,7 @@ from robust_zoo.cli import commands
 from robust_zoo.console import ArgumentParser, run_main
 from robust_zoo.errors import UsageError
 from robust_zoo.launch import (JobsFailed, LaunchOptions, Task, add_launch_arguments,
-                               check_outcomes, exit_status, launch, launch_options,
+                               check_outcomes, exit_status, finish, launch, launch_options,
                                status)
 from robust_zoo.launch import slurm as slurm_backend
 
@@ -186,6 +186,15 @@ def test_a_job_array_equals_the_local_runs_and_failures_are_rerun(slurm_env, lig
     shown = capsys.readouterr().out
     assert "5 runs: 3 done, 0 running, 0 pending, 2 failed" in shown
     assert "t4  job " in shown and "cancelled" in shown and "fails once on purpose" in shown
+
+    # the program's last step without --wait: the finished runs' table, then how to get it all
+    def table(where):
+        return [f"{len(list(Path(where).glob('t*/result.json')))} results"]
+
+    assert finish(sub, _squares(out, n, flaky=3), LaunchOptions(launcher="slurm"), table,
+                  then="for the table", refresh=table) == 0
+    assert capsys.readouterr().out == ("3 results\nwhen every run has finished, run the same "
+                                       "command again (or pass --wait) for the table\n")
 
     rerun = launch(_squares(out, n, flaky=3), LaunchOptions(launcher="slurm"), out)
     assert [e["key"] for e in rerun.entries] == ["t3", "t4"] and len(rerun.skipped_done) == 3

@@ -149,22 +149,48 @@ def exit_status(outcomes: Sequence[TaskOutcome]) -> int:
 
 
 def finish(sub: "Submission", tasks: Sequence[Task], opts: LaunchOptions, aggregate, *,
-           then: str, log=print) -> int:
+           then: str, log=print, refresh=None, every_s: float = 60.0) -> int:
     """A program's last step after ``launch``: under SLURM without ``--wait``, while runs are
     unfinished, one line saying that the same command again (or ``--wait``) ``then``, and 0;
     else wait for the runs (``exit_status``), print the lines of ``aggregate(out)`` (the one
-    process that aggregates) and return the status."""
+    process that aggregates) and return the status.
+
+    ``refresh(out)``, for a program whose tables can follow its runs, rewrites them from the
+    runs finished so far and returns their lines: while it waits, every ``every_s`` seconds in
+    which more runs finished (the lines are not printed); without ``--wait``, once, printed
+    before the line, when some runs have finished."""
     status = 0
     if opts.launcher == "slurm" and not opts.wait:
         if not all(t.is_done() for t in tasks):
+            if refresh is not None and any(t.is_done() for t in tasks):
+                for line in refresh(sub.out):
+                    print(line)
             log(f"when every run has finished, run the same command again (or pass --wait) "
                 f"{then}")
             return 0
     else:
-        status = exit_status(sub.wait(progress_bar=sys.stderr.isatty()))
+        status = exit_status(_wait(sub, tasks, refresh, every_s))
     for line in aggregate(sub.out):
         print(line)
     return status
+
+
+def _wait(sub: "Submission", tasks: Sequence[Task], refresh, every_s: float
+          ) -> list[TaskOutcome]:
+    """``sub.wait()``, calling ``refresh(out)`` every ``every_s`` seconds in which more of
+    ``tasks`` finished."""
+    bar = sys.stderr.isatty()
+    if refresh is None:
+        return sub.wait(progress_bar=bar)
+    finished = sum(t.is_done() for t in tasks)
+    while True:
+        try:
+            return sub.wait(progress_bar=bar, timeout_s=every_s)
+        except TimeoutError:
+            now = sum(t.is_done() for t in tasks)
+            if now != finished:
+                refresh(sub.out)
+                finished = now
 
 
 def _entry(task: Task, job_id: str, log: Path | None) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 from dataclasses import dataclass
@@ -29,9 +30,8 @@ from .hparams import TransferConfig
 from .runner import DEFAULT_CACHE, check_model_name, load_model, run_dir, run_transfer
 
 __all__ = ["Run", "Execution", "plan", "check", "finished", "pending", "execute", "sweep",
-           "run_here", "submit", "wait_aggregating",
-           "collect", "over_seeds", "aggregate", "tables", "format_table", "summary_row",
-           "write_results", "read_results", "COLUMNS", "SUMMARY_COLUMNS"]
+           "run_here", "submit", "collect", "over_seeds", "aggregate", "tables", "format_table",
+           "summary_row", "write_results", "read_results", "COLUMNS", "SUMMARY_COLUMNS"]
 
 COLUMNS = ["model", "arch", "norm", "eps", "dataset", "mode", "granularity", "faithful", "path",
            "protocol", "views", "metric", "accuracy", "top1", "mean_per_class", "lr", "epochs",
@@ -206,10 +206,10 @@ def submit(runs: Sequence[Run], how: Execution, opts: Any, out: "str | Path", *,
            force: bool = False, plots: bool = True, log: Callable = print) -> int:
     """The grid's unfinished runs as one SLURM job array (``robust_zoo.launch``, ``opts`` a
     ``LaunchOptions``): one array task per run, each resuming from its folder when requeued.
-    Prints the job ids and logs (and the table of the runs finished so far). With
-    ``opts.wait`` it waits, aggregates and prints the table, and returns 1 after naming the logs
-    of failed runs (``launch.exit_status``); else 0."""
-    from ..launch import Task, exit_status, launch
+    Prints the job ids and logs, then ``launch.finish``: without ``opts.wait`` the table of the
+    runs finished so far; with it, waits (rewriting the tables as runs finish), aggregates and
+    prints the table, and returns 1 after naming the logs of failed runs; else 0."""
+    from ..launch import Task, finish, launch
     from ..launch.slurm import parameters, require_slurm
 
     name = "robust-zoo-transfer"
@@ -223,28 +223,8 @@ def submit(runs: Sequence[Run], how: Execution, opts: Any, out: "str | Path", *,
     sub = launch(tasks, opts, Path(out), kind="array", name=name, aggregate=tables)
     for line in sub.describe():
         log(line)
-    if not opts.wait:
-        if collect(out):
-            aggregate(out, plots=plots, log=log)
-        return 0
-    outcomes = wait_aggregating(sub, out, progress=how.progress)
-    aggregate(out, plots=plots, log=log)
-    return exit_status(outcomes)
-
-
-def wait_aggregating(sub: Any, out: "str | Path", *, progress: bool = True,
-                     every_s: float = 60.0) -> list:
-    """``sub.wait()`` (a ``launch.Submission``), rewriting OUT's tables (not the figures) every
-    ``every_s`` seconds in which more runs finished, so they follow the runs as they finish."""
-    finished_before = len(collect(out))
-    while True:
-        try:
-            return sub.wait(progress_bar=progress, timeout_s=every_s)
-        except TimeoutError:
-            now = len(collect(out))
-            if now != finished_before:
-                aggregate(out, plots=False, log=_quiet)
-                finished_before = now
+    return finish(sub, tasks, opts, functools.partial(tables, plots=plots), then="for the table",
+                  log=log, refresh=functools.partial(tables, plots=False))
 
 
 # ----------------------------------------------------------------------------- the table
@@ -337,13 +317,13 @@ def format_table(summary: Sequence[dict]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in (head, *body)]
 
 
-def tables(out: "str | Path") -> list[str]:
-    """``aggregate`` for ``robust-zoo jobs OUT`` (recorded in the ledger of a submission): the
-    tables and figures of the runs finished so far; the lines of the summary ([] before any
-    run has finished)."""
+def tables(out: "str | Path", *, plots: bool = True) -> list[str]:
+    """``aggregate`` for ``robust-zoo jobs OUT`` (recorded in the ledger of a submission) and
+    ``launch.finish``: the tables (and figures) of the runs finished so far; the lines of the
+    summary ([] before any run has finished)."""
     lines: list[str] = []
     if collect(out):
-        aggregate(out, log=lines.append)
+        aggregate(out, plots=plots, log=lines.append)
     return lines
 
 
