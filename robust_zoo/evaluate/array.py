@@ -73,7 +73,8 @@ def tables(out: str | Path) -> list[str]:
 
 def evaluate_many(names: Sequence[str], data: str, out: str | Path, kwargs: dict[str, Any],
                   launch_opts) -> int:
-    """One task per model (finished ones skipped); once all have their result, the table."""
+    """One task per model (finished ones skipped); once all have their result, the table (and
+    while they run, the table of those finished so far: ``launch.finish``)."""
     from ..launch import Task, finish, launch
 
     out = Path(out).expanduser().absolute()
@@ -86,4 +87,4 @@ def evaluate_many(names: Sequence[str], data: str, out: str | Path, kwargs: dict
         for line in sub.describe():
             print(line, file=sys.stderr)
     return finish(sub, tasks, launch_opts, tables, then="for the table",
-                  log=lambda line: print(line, file=sys.stderr))
+                  log=lambda line: print(line, file=sys.stderr), refresh=tables)
