@@ -4,6 +4,7 @@ a real private SLURM cluster (conftest's ``slurm`` fixture)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -135,6 +136,31 @@ def test_the_local_launcher_runs_here_and_a_rerun_skips_finished_runs(tmp_path, 
     assert [e["key"] for e in again.entries] == ["t3"] and len(again.skipped_done) == 3
     assert commands.main(["jobs", str(out)]) == 0
     assert "4 runs: 4 done" in capsys.readouterr().out
+
+
+def test_local_runs_are_running_while_their_process_lives_and_failed_after(tmp_path):
+    """A ledger of runs a process does itself (``--launcher local``): unfinished runs are
+    running while that process lives, and failed, saying so, once it has ended."""
+    import subprocess
+    import sys
+
+    from robust_zoo.launch import record_local
+    from robust_zoo.launch.jobs import read_ledgers, write_ledger
+
+    out = tmp_path / "out"
+    tasks = _squares(out, 2)
+    tasks[0].run_dir.mkdir(parents=True)
+    zoo.square_task(str(tasks[0].run_dir), 0)
+    ledger, path = record_local(tasks, out, name="test-local")
+    assert read_ledgers(out) == [ledger] and ledger["pid"] == os.getpid()
+    assert [o.state for o in status(out).runs] == ["done", "running"]
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True).stdout
+    write_ledger(out, path.stem, {**ledger, "pid": int(ended)})
+    outcomes = status(out).runs
+    assert [o.state for o in outcomes] == ["done", "failed"]
+    assert outcomes[1].detail == "not finished (the local run stopped)"
+    assert record_local([], out)[1] is None and len(read_ledgers(out)) == 1
 
 
 def test_robust_zoo_jobs_on_a_folder_without_submissions_exits_2(tmp_path, capsys):

@@ -667,6 +667,12 @@ def test_cli_sweep_end_to_end(folder, tmp_path, capsys):
     rc, text = _cli(args, capsys)                                   # everything done: skipped
     assert rc == 0 and "4 of 4 runs finished before: skipped (0 to run)" in text
     assert json.loads((out / "results.json").read_text()) == json.loads(before)
+    from robust_zoo.cli import commands                 # the local runs are followed too
+
+    assert commands.main(["jobs", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert f"{out}: 4 runs: 4 done, 0 running, 0 pending, 0 failed" in shown
+    assert "resnet18_l2_eps3  imagefolder  full" in shown                     # the table
 
     rc, text = _cli(["plot", str(out / "results.csv"), "--out", str(tmp_path / "figs")], capsys)
     assert rc == 0 and len(list((tmp_path / "figs").glob("*.png"))) == 4

@@ -91,12 +91,14 @@ def read_ledgers(out: Path) -> list[dict]:
 
 
 def latest_entries(out: Path) -> dict[str, dict]:
-    """Task key → its entry in the latest ledger naming it (with that ledger's launcher)."""
+    """Task key → its entry in the latest ledger naming it (with that ledger's launcher and the
+    process that wrote it, which runs a local ledger's tasks)."""
     entries: dict[str, dict] = {}
     for ledger in read_ledgers(out):
         for t in ledger["tasks"]:
             if isinstance(t, dict) and isinstance(t.get("key"), str):
-                entries[t["key"]] = {**t, "launcher": ledger.get("launcher", "local")}
+                entries[t["key"]] = {**t, "launcher": ledger.get("launcher", "local"),
+                                     "pid": ledger.get("pid")}
     return entries
 
 

@@ -79,7 +79,8 @@ class Submission:
         return self.entries + self.in_flight
 
     def _poll(self) -> tuple[list[TaskOutcome], dict[str, str]]:
-        entries = [{**e, "launcher": self.launcher} for e in self.entries] + self.in_flight
+        entries = [{**e, "launcher": self.launcher, "pid": self.ledger.get("pid")}
+                   for e in self.entries] + self.in_flight
         states, reasons = jobs.split_queue(entries)
         return [jobs.outcome(e, states, reasons) for e in entries], states or {}
 
@@ -257,13 +258,21 @@ def launch(tasks: Sequence[Task], opts: LaunchOptions, out: Path, *, kind: str =
     if opts.launcher == "slurm":
         return _launch_slurm(todo, done, in_flight, opts, out, kind, name,
                              _aggregate_name(aggregate))
-    stamp = jobs.new_stamp()
-    ledger = _ledger(opts, kind, name, None, _aggregate_name(aggregate))
-    ledger["tasks"] = [_entry(t, "local", None) for t in todo]
-    path = jobs.write_ledger(out, stamp, ledger) if todo else None
+    ledger, path = record_local(todo, out, kind=kind, name=name, aggregate=aggregate)
     for t in todo:
         run_task(t)
     return Submission(out, ledger, path, done, in_flight)
+
+
+def record_local(tasks: Sequence[Task], out: Path, *, kind: str = "array",
+                 name: str = "robust-zoo", aggregate=None) -> tuple[dict, Path | None]:
+    """The ledger of runs this process does itself (``--launcher local``), written under
+    ``out/.jobs`` (none for no tasks) so that ``robust-zoo jobs OUT`` follows them: running
+    while this process lives, failed when it ended without their result. (ledger, its path)."""
+    ledger = _ledger(LaunchOptions(), kind, name, None, _aggregate_name(aggregate))
+    ledger["tasks"] = [_entry(t, "local", None) for t in tasks]
+    path = jobs.write_ledger(Path(out), jobs.new_stamp(), ledger) if tasks else None
+    return ledger, path
 
 
 def _submit_jobs(tasks: Sequence[Task], opts: LaunchOptions, folder: Path, kind: str,

@@ -180,8 +180,9 @@ def sweep(models: Sequence[str], datasets: Sequence[str], *, data_root, out,
 
 def run_here(runs: Sequence[Run], how: Execution, *, out, download: bool = False,
              force: bool = False, plots: bool = True, log: Callable = print) -> None:
-    """The unfinished ``runs`` in this process (every process of a torchrun group takes part),
-    then the tables and figures of OUT."""
+    """The unfinished ``runs`` in this process (every process of a torchrun group takes part;
+    they are recorded in a ledger of OUT for ``robust-zoo jobs``), then the tables and figures
+    of OUT."""
     dist = setup(how.device)
     try:
         if download and dist.is_main:
@@ -190,6 +191,11 @@ def run_here(runs: Sequence[Run], how: Execution, *, out, download: bool = False
         barrier(dist)
         splits = check(runs, how)
         todo = skip_finished(runs, force, log if dist.is_main else _quiet)
+        if dist.is_main:                 # robust-zoo jobs OUT follows these runs too
+            from ..launch import Task, record_local
+
+            record_local([Task(r.key, r.dir, execute, (r, how)) for r in todo], Path(out),
+                         name="robust-zoo-transfer", aggregate=tables)
         run_local(todo, how, dist=dist, splits=splits, log=log)
         barrier(dist)
         if dist.is_main:
