@@ -140,11 +140,12 @@ def test_the_local_launcher_runs_here_and_a_rerun_skips_finished_runs(tmp_path, 
 
 def test_local_runs_are_running_while_their_process_lives_and_failed_after(tmp_path):
     """A ledger of runs a process does itself (``--launcher local``): unfinished runs are
-    running while that process lives, and failed, saying so, once it has ended."""
+    running while that process lives, and failed, saying so, once it has ended; runs refused
+    before they began leave nothing."""
     import subprocess
     import sys
 
-    from robust_zoo.launch import record_local
+    from robust_zoo.launch import record_local, recording_local
     from robust_zoo.launch.jobs import read_ledgers, write_ledger
 
     out = tmp_path / "out"
@@ -161,6 +162,12 @@ def test_local_runs_are_running_while_their_process_lives_and_failed_after(tmp_p
     assert [o.state for o in outcomes] == ["done", "failed"]
     assert outcomes[1].detail == "not finished (the local run stopped)"
     assert record_local([], out)[1] is None and len(read_ledgers(out)) == 1
+    # runs refused before any made its folder leave no ledger, and no folder, behind
+    fresh = tmp_path / "fresh"
+    with pytest.raises(UsageError, match="refused"):
+        with recording_local(_squares(fresh, 2), fresh):
+            raise UsageError("refused")
+    assert not fresh.exists()
 
 
 def test_robust_zoo_jobs_on_a_folder_without_submissions_exits_2(tmp_path, capsys):

@@ -7,9 +7,10 @@ from __future__ import annotations
 from .jobs import Status, TaskOutcome, status
 from .options import LaunchOptions, add_launch_arguments, launch_options, parse_time
 from .submit import (JobsFailed, Submission, check_outcomes, exit_status, finish, launch,
-                     record_local)
+                     record_local, recording_local)
 from .tasks import Task, run_task
 
 __all__ = ["LaunchOptions", "add_launch_arguments", "launch_options", "parse_time", "Task",
            "launch", "Submission", "TaskOutcome", "Status", "status", "check_outcomes",
-           "JobsFailed", "exit_status", "finish", "record_local", "run_task"]
+           "JobsFailed", "exit_status", "finish", "record_local",
+           "recording_local", "run_task"]

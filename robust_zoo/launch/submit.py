@@ -3,12 +3,13 @@
 runs and runs still queued; ``Submission`` describes what went where and waits for it."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from ..console import progress, report_error
 from ..errors import RobustZooError, UsageError
@@ -273,6 +274,28 @@ def record_local(tasks: Sequence[Task], out: Path, *, kind: str = "array",
     ledger["tasks"] = [_entry(t, "local", None) for t in tasks]
     path = jobs.write_ledger(Path(out), jobs.new_stamp(), ledger) if tasks else None
     return ledger, path
+
+
+@contextlib.contextmanager
+def recording_local(tasks: Sequence[Task], out: Path, *, kind: str = "array",
+                    name: str = "robust-zoo", aggregate=None) -> Iterator[dict]:
+    """``record_local`` for the runs done inside the block. When the block raises before any
+    of them made its run folder (a refusal of bad input), the ledger is removed again and
+    ``out`` is left as it was."""
+    out = Path(out)
+    made = [p for p in (out, jobs.jobs_dir(out)) if not p.exists()]
+    ledger, path = record_local(tasks, out, kind=kind, name=name, aggregate=aggregate)
+    try:
+        yield ledger
+    except BaseException:
+        if path is not None and not any(Path(t.run_dir).exists() for t in tasks):
+            path.unlink(missing_ok=True)
+            for folder in reversed(made):
+                try:
+                    folder.rmdir()
+                except OSError:         # something else was written there since
+                    pass
+        raise
 
 
 def _submit_jobs(tasks: Sequence[Task], opts: LaunchOptions, folder: Path, kind: str,

@@ -14,6 +14,7 @@ data set, a misspelt name or a protocol a mode cannot run fails in seconds rathe
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -191,12 +192,13 @@ def run_here(runs: Sequence[Run], how: Execution, *, out, download: bool = False
         barrier(dist)
         splits = check(runs, how)
         todo = skip_finished(runs, force, log if dist.is_main else _quiet)
-        if dist.is_main:                 # robust-zoo jobs OUT follows these runs too
-            from ..launch import Task, record_local
+        from ..launch import Task, recording_local
 
-            record_local([Task(r.key, r.dir, execute, (r, how)) for r in todo], Path(out),
-                         name="robust-zoo-transfer", aggregate=tables)
-        run_local(todo, how, dist=dist, splits=splits, log=log)
+        recorded = (recording_local([Task(r.key, r.dir, execute, (r, how)) for r in todo],
+                                    Path(out), name="robust-zoo-transfer", aggregate=tables)
+                    if dist.is_main else contextlib.nullcontext())
+        with recorded:                   # robust-zoo jobs OUT follows these runs too
+            run_local(todo, how, dist=dist, splits=splits, log=log)
         barrier(dist)
         if dist.is_main:
             aggregate(out, plots=plots, log=log)
