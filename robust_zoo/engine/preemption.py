@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 from ..errors import RobustZooError
 from . import distributed
@@ -83,6 +83,14 @@ class Watch:
             self.stopping = signal.SIGTERM
         return self.stopping is not None
 
+    def stop_here(self, where: str, say: Callable[[str], Any]) -> NoReturn:
+        """After the checkpoint: ``say`` (rank 0) that the run stops on the signal ``where``
+        (``at step 3/8 of epoch 2``) and the next start resumes there, then ``hand_over``."""
+        if self.d.is_main:
+            say(f"stopping on {(self.stopping or self.signum).name} {where}: checkpoint "
+                "written, the next start resumes there")
+        self.hand_over()
+
     def hand_over(self) -> NoReturn:
         """After the checkpoint: the warning goes to the handler that was there before
         (submitit's: rank 0 requeues the job and exits, the others wait for the requeue's
@@ -106,5 +114,6 @@ class Watch:
 
 
 def watch(d: distributed.Dist) -> Watch:
-    """``with watch(d) as stop: ... if stop.requested(): save(); stop.hand_over()``."""
+    """``with watch(d) as stop: ... if stop.requested(): save(); stop.stop_here(where, print)``
+    (or ``stop.hand_over()`` without a word)."""
     return Watch(d)

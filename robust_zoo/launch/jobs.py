@@ -90,15 +90,19 @@ def read_ledgers(out: Path) -> list[dict]:
     return [d for d in found if isinstance(d, dict) and isinstance(d.get("tasks"), list)]
 
 
+def ledger_entry(ledger: dict, task: dict) -> dict:
+    """A ledger's task entry with what ``outcome`` reads from the ledger itself: its launcher,
+    and the process that wrote it (which runs a local ledger's tasks)."""
+    return {**task, "launcher": ledger.get("launcher", "local"), "pid": ledger.get("pid")}
+
+
 def latest_entries(out: Path) -> dict[str, dict]:
-    """Task key → its entry in the latest ledger naming it (with that ledger's launcher and the
-    process that wrote it, which runs a local ledger's tasks)."""
+    """Task key → its entry in the latest ledger naming it (``ledger_entry``)."""
     entries: dict[str, dict] = {}
     for ledger in read_ledgers(out):
         for t in ledger["tasks"]:
             if isinstance(t, dict) and isinstance(t.get("key"), str):
-                entries[t["key"]] = {**t, "launcher": ledger.get("launcher", "local"),
-                                     "pid": ledger.get("pid")}
+                entries[t["key"]] = ledger_entry(ledger, t)
     return entries
 
 
@@ -127,13 +131,6 @@ def queue() -> dict[str, tuple[str, str]] | None:
         return None
     rows = [ln.split(None, 2) for ln in p.stdout.splitlines()]
     return {r[0]: (r[1], r[2].strip() if len(r) > 2 else "") for r in rows if len(r) >= 2}
-
-
-def queue_states() -> dict[str, str] | None:
-    """Job id → squeue's state (``queue()`` without the reasons); None when squeue cannot
-    answer."""
-    q = queue()
-    return None if q is None else {k: state for k, (state, _) in q.items()}
 
 
 def tail(path: Path | None, lines: int = 12) -> str:

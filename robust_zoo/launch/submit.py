@@ -80,8 +80,7 @@ class Submission:
         return self.entries + self.in_flight
 
     def _poll(self) -> tuple[list[TaskOutcome], dict[str, str]]:
-        entries = [{**e, "launcher": self.launcher, "pid": self.ledger.get("pid")}
-                   for e in self.entries] + self.in_flight
+        entries = [jobs.ledger_entry(self.ledger, e) for e in self.entries] + self.in_flight
         states, reasons = jobs.split_queue(entries)
         return [jobs.outcome(e, states, reasons) for e in entries], states or {}
 
@@ -283,18 +282,14 @@ def recording_local(tasks: Sequence[Task], out: Path, *, kind: str = "array",
     of them made its run folder (a refusal of bad input), the ledger is removed again and
     ``out`` is left as it was."""
     out = Path(out)
-    made = [p for p in (out, jobs.jobs_dir(out)) if not p.exists()]
+    made = [p for p in (jobs.jobs_dir(out), out) if not p.exists()]
     ledger, path = record_local(tasks, out, kind=kind, name=name, aggregate=aggregate)
     try:
         yield ledger
     except BaseException:
         if path is not None and not any(Path(t.run_dir).exists() for t in tasks):
             path.unlink(missing_ok=True)
-            for folder in reversed(made):
-                try:
-                    folder.rmdir()
-                except OSError:         # something else was written there since
-                    pass
+            _remove_empty(made)
         raise
 
 
@@ -323,7 +318,12 @@ def _submit_jobs(tasks: Sequence[Task], opts: LaunchOptions, folder: Path, kind:
 def _remove_new(folder: Path, parents: Sequence[Path]) -> None:
     """Undo a failed submission: its own folder, and the parents it made if they stayed empty."""
     shutil.rmtree(folder, ignore_errors=True)
-    for p in parents:
+    _remove_empty(parents)
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove each folder, innermost first, where nothing else has been written in it."""
+    for p in folders:
         try:
             p.rmdir()
         except OSError:

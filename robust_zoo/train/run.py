@@ -298,9 +298,8 @@ class _Run:
 
     def _stop(self):
         """The scheduler's signal came: the checkpoint is written, hand the job back."""
-        _say(self.d, f"stopping on {self.stop.stopping.name} after global step "
-                     f"{self.pos.global_step}: checkpoint written, the next start resumes there")
-        self.stop.hand_over()
+        self.stop.stop_here(f"after global step {self.pos.global_step}",
+                            lambda msg: _say(self.d, msg))
 
     def _epoch_record(self, sums: TrainStats, spec) -> dict:
         """The epoch's record (sums over ranks), with validation when it is due."""

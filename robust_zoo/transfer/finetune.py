@@ -21,7 +21,7 @@ import functools
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -127,7 +127,7 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
             sampler.set_epoch(epoch, at.step)
             bar = progress_bar(loader, enabled=progress and dist.is_main, leave=False,
                                desc=f"epoch {epoch + 1}/{cfg.epochs}")
-            at_step = _StopAtStep(stop, save, at, epoch, steps, log)
+            at_step = _StopAtStep(stop, save, at, epoch, steps, log) if stop else None
             stats = trainer.train_one_epoch(bar, start_step=at.step, stats=at.stats,
                                             after_step=at_step, where=f"epoch {epoch + 1}")
             sched.step()
@@ -143,7 +143,7 @@ def train_network(model: nn.Module, train_ds: Dataset, cfg, *, dist: Dist | None
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, rec)
             if stop is not None and epoch + 1 < cfg.epochs and stop.requested():
-                at_step.stop(f"after epoch {epoch + 1}")
+                stop.stop_here(f"after epoch {epoch + 1}", log)
     if cl:
         model.to(memory_format=torch.contiguous_format)
     return {"train_s": time.perf_counter() - t0, "history": at.history, "start_epoch": first,
@@ -179,24 +179,19 @@ class _StopAtStep:
     """``after_step`` of one epoch: when the scheduler's signal has come (``preemption``;
     every rank asks at every step), write the checkpoint at this step and hand the job over."""
 
-    def __init__(self, stop: preemption.Watch | None, save: Callable, at: _Position,
-                 epoch: int, steps: int, log: Callable):
+    def __init__(self, stop: preemption.Watch, save: Callable, at: _Position, epoch: int,
+                 steps: int, log: Callable):
         self.watch, self.save, self.at, self.epoch, self.steps, self.log = \
             stop, save, at, epoch, steps, log
 
     def __call__(self, step: int, x, y, running) -> None:
-        if self.watch is None or step + 1 == self.steps or not self.watch.requested():
+        if step + 1 == self.steps or not self.watch.requested():
             return
         sums = running.stats(step=step + 1).all_reduce(self.watch.d)
         self.save(epoch=self.epoch, step=step + 1, epoch_stats=sums.to_list(),
                   history=self.at.history)
-        self.stop(f"at step {step + 1}/{self.steps} of epoch {self.epoch + 1}")
-
-    def stop(self, where: str) -> NoReturn:
-        if self.watch.d.is_main:
-            self.log(f"stopping on {self.watch.stopping.name} {where}: checkpoint written, "
-                     "the next start resumes there")
-        self.watch.hand_over()
+        self.watch.stop_here(f"at step {step + 1}/{self.steps} of epoch {self.epoch + 1}",
+                             self.log)
 
 
 def _resume(checkpoint: Path, model: nn.Module, opt, sched, cfg, dist: Dist,
