@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from ..errors import UsageError
-from ..naming import int_arg
+from ..naming import arg_type, int_arg, parse_number
 
 LAUNCHERS = ("local", "slurm")
 DEFAULT_TIME_MIN = 24 * 60
@@ -74,22 +74,6 @@ def parse_extra(text: str, what: str = "--slurm-extra") -> tuple[str, str]:
     return key.replace("_", "-"), value.strip()
 
 
-def _checked(parse, what: str):
-    def convert(text: str):
-        try:
-            return parse(text, what)
-        except UsageError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    convert.__name__ = what
-    return convert
-
-
-def _positive_float(text: str, what: str) -> float:
-    from ..naming import parse_number
-
-    return parse_number(text, what=what, minimum=0.0, allow_zero=False)
-
-
 def add_launch_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the launcher flags (their own argument group) to ``parser``; ``launch_options``
     reads them back."""
@@ -104,8 +88,9 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     g.add_argument("--tasks-per-node", type=int_arg("--tasks-per-node", 1), default=None,
                    help="processes per node (default: one per GPU, else 1)")
     g.add_argument("--cpus-per-task", type=int_arg("--cpus-per-task", 1), default=None)
-    g.add_argument("--mem-gb", type=_checked(_positive_float, "--mem-gb"), default=None)
-    g.add_argument("--time", type=_checked(parse_time, "--time"), default=DEFAULT_TIME_MIN,
+    g.add_argument("--mem-gb", type=arg_type(parse_number, what="--mem-gb", minimum=0.0,
+                                                allow_zero=False), default=None)
+    g.add_argument("--time", type=arg_type(parse_time, what="--time"), default=DEFAULT_TIME_MIN,
                    metavar="MIN|HH:MM:SS",
                    help=f"time limit per job (default {DEFAULT_TIME_MIN} minutes); a job that "
                         "reaches it checkpoints and is requeued")
@@ -117,8 +102,9 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     g.add_argument("--max-retries", type=int_arg("--max-retries", 0), default=3,
                    help="requeues after a time limit before a job counts as failed (default 3; "
                         "preemptions always requeue)")
-    g.add_argument("--slurm-extra", type=_checked(parse_extra, "--slurm-extra"), action="append",
-                   default=[], metavar="KEY=VALUE", help="more sbatch options (repeatable)")
+    g.add_argument("--slurm-extra", type=arg_type(parse_extra, what="--slurm-extra"),
+                   action="append", default=[], metavar="KEY=VALUE",
+                   help="more sbatch options (repeatable)")
     g.add_argument("--wait", action="store_true",
                    help="block until every job has ended, then print what a local run prints")
     return parser
